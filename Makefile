@@ -1,0 +1,43 @@
+# `make run` and `make test` are all a person types on a fresh machine:
+# both set up the virtualenv (and OpenBLAS on Debian/Ubuntu) first.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+HOST    ?= 127.0.0.1
+PORT    ?= 5000
+DEMO_DIR ?= .cache/demo
+
+.PHONY: setup system-deps run dev test demo clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+# Debian packages the project needs: OpenBLAS makes mlx's CPU matrix
+# multiply ~30x faster. Installed with apt when missing and we may (root or
+# passwordless sudo); otherwise a note says what to install.
+system-deps:
+	@sh tools/install_system_packages.sh
+
+run: setup
+	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py 'app:create_app()'
+
+dev: setup
+	$(PY) app.py
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	@mkdir -p $(DEMO_DIR)
+	$(PY) synthetic_video.py $(DEMO_DIR)/demo.mp4 --duration 40 --marker 12:18 --marker 31:36
+	$(PY) tools/make_tiny_model.py $(DEMO_DIR)/model --preset tiny
+	$(PY) video_highlight_generator.py $(DEMO_DIR)/demo.mp4 --model $(DEMO_DIR)/model --min-significance 1 --json $(DEMO_DIR)/highlights.json
+
+clean:
+	rm -rf .cache .pytest_cache

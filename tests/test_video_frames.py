@@ -1,0 +1,101 @@
+"""Probing, segment planning and frame sampling on videos made with OpenCV."""
+import os
+
+import pytest
+
+from synthetic_video import Marker, write_video
+from video_frames import (
+    FrameReader, Segment, VideoError, format_range, plan_segments, probe_video, sample_frame_indices,
+)
+
+
+def test_probe_reports_what_was_written(tmp_path):
+    path = write_video(str(tmp_path / "clip.mp4"), duration=4, fps=10, size=(96, 64))
+    info = probe_video(path, "holiday.mp4")
+    assert (info.filename, info.frame_count, info.fps, info.duration_seconds) == ("holiday.mp4", 40, 10.0, 4.0)
+    assert (info.width, info.height) == (96, 64)
+
+
+def test_segments_cover_the_video_and_the_last_partial_one_counts():
+    segments = plan_segments(25.0, 10)
+    assert [(s.index, s.start_time, s.end_time) for s in segments] == [(1, 0.0, 10.0), (2, 10.0, 20.0), (3, 20.0, 25.0)]
+    assert [(s.start_time, s.end_time) for s in plan_segments(20.0, 10)] == [(0.0, 10.0), (10.0, 20.0)]
+    assert [(s.start_time, s.end_time) for s in plan_segments(3.0, 10)] == [(0.0, 3.0)]
+    assert plan_segments(0, 10) == []
+
+
+def test_sampled_frames_are_evenly_spread_inside_their_segment(tmp_path):
+    info = probe_video(write_video(str(tmp_path / "v.mp4"), duration=25, fps=10))
+    first, last = plan_segments(info.duration_seconds, 10)[0], plan_segments(info.duration_seconds, 10)[-1]
+    # Middles of eight equal slices of [0, 10) s at 10 fps.
+    assert sample_frame_indices(first, 8, info) == [6, 18, 31, 43, 56, 68, 81, 93]
+    # The partial segment [20, 25) is sampled over its own span only.
+    assert sample_frame_indices(last, 8, info) == [203, 209, 215, 221, 228, 234, 240, 246]
+    assert all(0 <= i < info.frame_count for i in sample_frame_indices(last, 64, info))
+
+
+def test_short_segment_gives_each_frame_once(tmp_path):
+    info = probe_video(write_video(str(tmp_path / "v.mp4"), duration=2, fps=2))
+    indices = sample_frame_indices(Segment(1, 0.0, 2.0), 8, info)
+    assert indices == sorted(set(indices)) and len(indices) == 4
+
+
+def test_reader_returns_rgb_frames_shrunk_to_the_model_size(tmp_path):
+    path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=10, size=(160, 120), markers=[Marker(0, 2, "red")])
+    info = probe_video(path)
+    with FrameReader(path, info, max_edge=64) as reader:
+        frames = reader.read([0, 5, 6, 19])
+    assert [f.size for f in frames] == [(64, 48)] * 4
+    # The red square is drawn in BGR; after conversion the frame's reddest pixel is red in RGB.
+    red, green, blue = frames[0].getpixel((5, 5))
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_truncated_file_with_a_lying_frame_count_is_measured_by_what_decodes(tmp_path):
+    path = str(tmp_path / "cut.avi")
+    write_video(path, duration=6, fps=10, size=(96, 64))
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # the AVI header still claims 60 frames
+        f.truncate(size // 2)
+    info = probe_video(path)
+    assert 10 < info.frame_count < 60
+    assert info.duration_seconds == pytest.approx(info.frame_count / 10)
+    with FrameReader(path, info) as reader:
+        assert len(reader.read([info.frame_count - 1])) == 1
+
+
+def test_frames_past_the_decodable_end_raise_a_clear_error(tmp_path):
+    path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=10)
+    info = probe_video(path)
+    with FrameReader(path, info) as reader, pytest.raises(VideoError, match="truncated or damaged"):
+        reader.read([info.frame_count + 50])
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is text\n" * 50, os.urandom(4096)])
+def test_files_that_are_not_videos_are_refused(tmp_path, content):
+    path = tmp_path / "not-a-video.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoError):
+        probe_video(str(path))
+
+
+def test_a_still_image_is_not_a_video(tmp_path):
+    import cv2
+    import numpy as np
+
+    path = str(tmp_path / "still.png")
+    cv2.imwrite(path, np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(VideoError, match="still image|no frames"):
+        probe_video(path)
+
+
+def test_webm_is_read_like_mp4(tmp_path):
+    info = probe_video(write_video(str(tmp_path / "v.webm"), duration=2, fps=10))
+    assert info.frame_count == 20
+
+
+@pytest.mark.parametrize("start,end,expected", [
+    (0, 10, "00:00-00:10"), (65, 75.5, "01:05-01:15"), (3590, 3600, "0:59:50-1:00:00"), (3600, 3725, "1:00:00-1:02:05"),
+])
+def test_timestamp_format(start, end, expected):
+    assert format_range(start, end) == expected

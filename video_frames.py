@@ -1,0 +1,259 @@
+"""Reading videos with OpenCV: probing, planning segments, sampling frames.
+
+Frames are sampled in-process by seeking to their timestamps, so no ffmpeg
+subprocess and no temporary segment files are needed. Phone videos often
+report a frame count or fps that is wrong; `probe_video` checks what the
+container claims against what can actually be decoded.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from cancellation import raise_if_cancelled
+
+# An fps outside this range is a lie from the container, not a real rate.
+_PLAUSIBLE_FPS = (1.0, 480.0)
+_FALLBACK_FPS = 25.0
+# Reading forward frame by frame beats a seek (which decodes from the last
+# keyframe) when the target is this close.
+_SEQUENTIAL_READ_WINDOW = 48
+
+
+class VideoError(Exception):
+    """The file is not a video we can analyse; the message is for a person."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    filename: str
+    duration_seconds: float
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int  # 1-based, as people count segments
+    start_time: float
+    end_time: float
+
+
+def _open(path: str) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoError("The file is not a video that can be decoded; upload an MP4, MOV, WebM or AVI video.")
+    return capture
+
+
+def _can_read_frame(capture: cv2.VideoCapture, index: int) -> bool:
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    return capture.grab()
+
+
+def _count_decodable_frames(capture: cv2.VideoCapture, claimed: int) -> int:
+    """The real number of frames, trusting the claim only once it is checked."""
+    if claimed > 0 and _can_read_frame(capture, claimed - 1):
+        # The claim may be low: keep reading past it until the stream ends.
+        count = claimed
+        while capture.grab():
+            count += 1
+        return count
+    if claimed > 0 and _can_read_frame(capture, 0):
+        # The claim is high (truncated file or a lying header): the last
+        # readable frame lies in [0, claimed - 1); find it by bisection.
+        low, high = 0, claimed - 1
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _can_read_frame(capture, middle):
+                low = middle
+            else:
+                high = middle
+        return low + 1
+    # No usable claim: count by reading through.
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    count = 0
+    while capture.grab():
+        count += 1
+    return count
+
+
+def _measured_fps(capture: cv2.VideoCapture) -> Optional[float]:
+    """Frame rate from the timestamps of the first frames, when they exist."""
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    stamps = []
+    for _ in range(6):
+        if not capture.grab():
+            break
+        stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
+    steps = [b - a for a, b in zip(stamps, stamps[1:]) if b > a]
+    if not steps:
+        return None
+    fps = 1000.0 / float(np.median(steps))
+    return fps if _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1] else None
+
+
+def probe_video(path: str, display_name: Optional[str] = None) -> VideoInfo:
+    """Open `path` and return what it really holds, or raise VideoError.
+
+    A still image (which OpenCV opens as a one-frame video) and a video with
+    no decodable frame are refused: there is nothing to watch over time.
+    """
+    capture = _open(path)
+    try:
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        claimed_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        claimed_count = capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+        claimed_count = int(claimed_count) if math.isfinite(claimed_count) and claimed_count < 1e9 else 0
+
+        frame_count = _count_decodable_frames(capture, claimed_count)
+        if frame_count == 0:
+            raise VideoError("The video has no frames that can be decoded; the file may be empty or damaged.")
+        if frame_count == 1:
+            raise VideoError("The file holds a single frame (a still image), not a video; upload a video.")
+        ok, frame = _read_frame_at(capture, 0)
+        if not ok:
+            raise VideoError("The video's first frame cannot be decoded; the file may be damaged.")
+        height, width = frame.shape[:2] if frame is not None else (height, width)
+
+        if _PLAUSIBLE_FPS[0] <= claimed_fps <= _PLAUSIBLE_FPS[1]:
+            fps = claimed_fps
+        else:
+            fps = _measured_fps(capture) or _FALLBACK_FPS
+    finally:
+        capture.release()
+    return VideoInfo(
+        filename=display_name if display_name is not None else os.path.basename(str(path)),
+        duration_seconds=round(frame_count / fps, 3),
+        fps=round(fps, 3),
+        frame_count=frame_count,
+        width=width,
+        height=height,
+    )
+
+
+def plan_segments(duration: float, segment_duration: float) -> List[Segment]:
+    """Cut [0, duration) into segments; the last, partial one counts too."""
+    if duration <= 0 or segment_duration <= 0:
+        return []
+    # A trailing sliver shorter than a millisecond is rounding, not video.
+    count = max(1, math.ceil(duration / segment_duration - 1e-3))
+    return [
+        Segment(
+            index=i + 1,
+            start_time=float(round(i * segment_duration, 3)),
+            end_time=float(round(min((i + 1) * segment_duration, duration), 3)),
+        )
+        for i in range(count)
+    ]
+
+
+def sample_frame_indices(segment: Segment, frames_per_segment: int, info: VideoInfo) -> List[int]:
+    """Frame numbers evenly spread over the segment (the middle of each slice).
+
+    Short segments hold fewer frames than asked for; duplicates are dropped.
+    """
+    span = segment.end_time - segment.start_time
+    indices: List[int] = []
+    for i in range(frames_per_segment):
+        timestamp = segment.start_time + (i + 0.5) * span / frames_per_segment
+        index = min(info.frame_count - 1, max(0, int(timestamp * info.fps)))
+        if not indices or indices[-1] != index:
+            indices.append(index)
+    return indices
+
+
+def _read_frame_at(capture: cv2.VideoCapture, index: int) -> Tuple[bool, Optional[np.ndarray]]:
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    return capture.read()
+
+
+def _to_rgb_image(frame: np.ndarray, max_edge: Optional[int]) -> Image.Image:
+    if max_edge:
+        height, width = frame.shape[:2]
+        scale = max_edge / max(height, width)
+        if scale < 1:
+            # Shrinking here is cheaper than letting the processor do it on a
+            # full-size copy; INTER_AREA keeps thin details visible.
+            frame = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+
+def format_clock(seconds: float, with_hours: bool = False) -> str:
+    """`MM:SS`, or `H:MM:SS` from one hour on (or when asked)."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours or with_hours else f"{minutes:02d}:{secs:02d}"
+
+
+def format_range(start: float, end: float) -> str:
+    """`MM:SS-MM:SS`; both ends `H:MM:SS` once the range reaches an hour."""
+    with_hours = end >= 3600
+    return f"{format_clock(start, with_hours)}-{format_clock(end, with_hours)}"
+
+
+class FrameReader:
+    """Reads sampled frames of one video, segment after segment.
+
+    Keeps one capture open for the whole video; within a segment it reads
+    forward instead of seeking when the next frame is close.
+    """
+
+    def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None):
+        self._capture = _open(path)
+        self._info = info
+        self._max_edge = max_edge
+        self._position = -1  # index of the frame last read
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, indices: Sequence[int], cancel: Optional[threading.Event] = None) -> List[Image.Image]:
+        images = []
+        for index in indices:
+            raise_if_cancelled(cancel)
+            frame = self._frame(index)
+            images.append(_to_rgb_image(frame, self._max_edge))
+        return images
+
+    def _frame(self, index: int) -> np.ndarray:
+        gap = index - self._position
+        if 0 < gap <= _SEQUENTIAL_READ_WINDOW:
+            for _ in range(gap - 1):
+                if not self._capture.grab():
+                    self._fail(index)
+            ok, frame = self._capture.read()
+        else:
+            ok, frame = _read_frame_at(self._capture, index)
+        if not ok or frame is None:
+            self._fail(index)
+        self._position = index
+        return frame
+
+    def _fail(self, index: int) -> None:
+        at = format_clock(index / self._info.fps)
+        raise VideoError(
+            f"The video could not be decoded at {at} (frame {index + 1} of {self._info.frame_count}); "
+            "the file may be truncated or damaged."
+        )
