@@ -97,6 +97,7 @@ class ModelRunner:
         self.load_error: Optional[str] = None
         self.load_seconds: Optional[float] = None
         self.image_size: Optional[int] = None
+        self.completed_generations = 0  # finished (not cancelled) generations, for tests and /health
         self._loaded = threading.Event()
         self._stopping = threading.Event()
         self._queue: "queue.Queue[Optional[_Request]]" = queue.Queue()
@@ -219,7 +220,9 @@ class ModelRunner:
         if not request.future.set_running_or_notify_cancel():
             return
         try:
-            request.future.set_result(self._generate(request))
+            text = self._generate(request)
+            self.completed_generations += 1
+            request.future.set_result(text)
         except BaseException as error:  # noqa: BLE001  (handed to the caller)
             request.future.set_exception(error)
 

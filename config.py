@@ -1,0 +1,66 @@
+"""Configuration: one class, read from the environment (see guides/operations.md)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import List, Optional
+
+from model_runner import DEFAULT_MODEL
+
+
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _env_list(name: str, default: str) -> List[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Config:
+    MODEL: str = DEFAULT_MODEL
+    DATA_DIR: str = "data"
+    MAX_UPLOAD_MB: int = 2048
+    MAX_QUEUED_JOBS: int = 16
+    JOB_WORKERS: int = 2
+    SESSION_TTL_SECONDS: int = 86400
+    CORS_ORIGINS: List[str] = field(default_factory=lambda: ["*"])
+    HOST: str = "127.0.0.1"
+    PORT: int = 5000
+    # How often the sweeper looks for expired sessions.
+    SWEEP_INTERVAL_SECONDS: float = 60.0
+    # Form limits handed to werkzeug: a few fields and one file are all an upload needs.
+    MAX_FORM_PARTS: int = 64
+    MAX_FORM_MEMORY_SIZE: int = 256 * 1024
+    # Seconds a legacy /analyze request waits before giving up on its job.
+    LEGACY_TIMEOUT_SECONDS: Optional[float] = None
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        """Settings from the environment, then `overrides` (tests use these)."""
+        defaults = cls()
+        config = cls(
+            MODEL=os.environ.get("MODEL") or defaults.MODEL,
+            DATA_DIR=os.environ.get("DATA_DIR") or defaults.DATA_DIR,
+            MAX_UPLOAD_MB=_env_int("MAX_UPLOAD_MB", defaults.MAX_UPLOAD_MB, 1),
+            MAX_QUEUED_JOBS=_env_int("MAX_QUEUED_JOBS", defaults.MAX_QUEUED_JOBS, 1),
+            JOB_WORKERS=_env_int("JOB_WORKERS", defaults.JOB_WORKERS, 1),
+            SESSION_TTL_SECONDS=_env_int("SESSION_TTL_SECONDS", defaults.SESSION_TTL_SECONDS, 1),
+            CORS_ORIGINS=_env_list("CORS_ORIGINS", "*"),
+            HOST=os.environ.get("HOST") or defaults.HOST,
+            PORT=_env_int("PORT", defaults.PORT, 1),
+        )
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(config, **overrides)

@@ -1,0 +1,105 @@
+"""Shared fixtures: the tiny model (built once per run), generated videos, an app and a client per test."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from synthetic_video import write_video
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A randomly initialised SmolVLM checkpoint, built once per test run."""
+    from tools.make_tiny_model import build_checkpoint
+
+    return str(build_checkpoint(tmp_path_factory.mktemp("models") / "tiny-smolvlm", preset="tiny", seed=0))
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory):
+    """Paths of generated test videos, by purpose."""
+    root = tmp_path_factory.mktemp("videos")
+    return {
+        # 6 s: a few short segments, finishes in well under a second on the tiny model.
+        "short": write_video(str(root / "short clip.mp4"), duration=6, fps=10),
+        # 90 s at 1 s per segment: 90 model calls, long enough to cancel mid-way.
+        "long": write_video(str(root / "long.mp4"), duration=90, fps=4, size=(96, 72)),
+        "webm": write_video(str(root / "clip.webm"), duration=4, fps=10),
+    }
+
+
+@pytest.fixture
+def make_app(tiny_model_dir, tmp_path):
+    """Build an app on the tiny model with a temporary DATA_DIR; `make_app(**overrides)`."""
+    from app import create_app
+    from services import EXTENSION_KEY
+
+    built = []
+
+    def factory(**overrides):
+        settings = {"MODEL": tiny_model_dir, "DATA_DIR": str(tmp_path / f"data{len(built)}")}
+        settings.update(overrides)
+        app = create_app(settings)
+        app.config["TESTING"] = True
+        built.append(app)
+        if settings["MODEL"] == tiny_model_dir:
+            app.extensions[EXTENSION_KEY].engine.runner.wait_until_loaded(60)
+        return app
+
+    yield factory
+    for app in built:
+        app.extensions[EXTENSION_KEY].close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def live_server(app):
+    """The app behind a real HTTP server on a free loopback port; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+def stored_entries(app) -> list:
+    """What DATA_DIR holds (one directory per live session)."""
+    from services import EXTENSION_KEY
+
+    return app.extensions[EXTENSION_KEY].storage.entries()
+
+
+def upload(client, video_path, url="/api/v1/video/upload", field="video", filename=None, **fields):
+    """POST a multipart upload with the test client; extra keyword arguments become form fields."""
+    with open(video_path, "rb") as handle:
+        data = {field: (handle, filename or os.path.basename(video_path)), **fields}
+        return client.post(url, data=data, content_type="multipart/form-data")
+
+
+def wait_for_status(client, session_id, statuses=("completed", "failed", "cancelled"), timeout=60.0):
+    """Poll until the session reaches one of `statuses`; returns every status body seen."""
+    import time
+
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/v1/video/status/{session_id}").get_json()
+        seen.append(body)
+        if body["status"] in statuses:
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"session {session_id} never reached {statuses}; last: {seen[-1] if seen else None}")

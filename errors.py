@@ -1,0 +1,90 @@
+"""Every error as RFC 9457 problem details, plus `error` (= detail) for older clients.
+
+No response ever carries a traceback or a server path: unexpected exceptions
+are logged and answered with a generic sentence.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# A sentence a person can act on, for errors raised by routing or werkzeug.
+_SENTENCES = {
+    400: "The request could not be understood; check the form fields and try again.",
+    404: "There is nothing at this address; check the URL (and the session id, which may have expired).",
+    405: "This address does not accept the {method} method; use {allowed}.",
+    408: "The upload took too long to arrive; try again on a steadier connection.",
+    413: "The request is larger than this server accepts (uploads up to {max_mb} MB, with at most {parts} form fields).",
+    415: "The request's content type is not supported here.",
+    500: "Something went wrong on the server while handling this request; it has been logged. Please try again.",
+}
+
+
+class ApiError(Exception):
+    """An error answered as problem+json; extra keyword arguments become fields."""
+
+    def __init__(self, status: int, detail: str, title: Optional[str] = None, headers: Optional[dict] = None, **extra):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem(status: int, detail: str, title: Optional[str] = None, headers: Optional[dict] = None, **extra) -> Response:
+    from http import HTTPStatus
+
+    title = title or HTTPStatus(status).phrase
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "error": detail,
+        **extra,
+    }
+    if request and request.path.startswith("/analyze/"):
+        body["success"] = False  # legacy clients test this flag
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _http_exception(error: HTTPException) -> Response:
+    from flask import current_app
+
+    status = error.code or 500
+    template = _SENTENCES.get(status)
+    headers = {}
+    if status == 405:
+        allowed = [m for m in getattr(error, "valid_methods", None) or [] if m not in ("HEAD", "OPTIONS")]
+        headers["Allow"] = ", ".join(getattr(error, "valid_methods", None) or [])
+        detail = template.format(method=request.method, allowed=" or ".join(allowed) or "another method")
+    elif status == 413:
+        config = current_app.config["SERVICE"]
+        detail = template.format(max_mb=config.MAX_UPLOAD_MB, parts=config.MAX_FORM_PARTS)
+    elif template:
+        detail = template
+    else:
+        detail = f"{error.name}."
+    return problem(status, detail, headers=headers)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        return problem(error.status, error.detail, error.title, error.headers, **error.extra)
+
+    app.register_error_handler(HTTPException, _http_exception)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        log.exception("Unhandled error on %s %s", request.method, request.path)
+        return problem(500, _SENTENCES[500])

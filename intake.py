@@ -1,0 +1,114 @@
+"""Receiving an upload: admission, streaming to disk, validation, probing, job submission.
+
+Shared by the async upload route and the legacy /analyze routes so that both
+refuse the same bad input the same way. Whatever goes wrong, the files this
+request wrote are gone before the answer leaves.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from errors import ApiError
+from jobs import QueueFull
+from parameters import parse_analysis_request
+from services import services
+from session_manager import SessionState
+from storage import SPOOL_ENVIRON_KEY, StorageError, UploadSpool, display_filename, storage_error
+from video_frames import VideoError, probe_video
+
+FILE_FIELDS = ("video", "file")
+_MB = 1024 * 1024
+
+
+def _require_model() -> None:
+    runner = services().engine.runner
+    if runner.load_error:
+        raise ApiError(503, "The service cannot analyse videos because its model could not be loaded; "
+                            "an operator must fix the MODEL setting (GET /health says why).",
+                       "Model unavailable")
+    if not runner.loaded:
+        raise ApiError(503, "The model is still loading; try again in a few seconds.", "Model loading",
+                       headers={"Retry-After": "5"})
+
+
+def _storage_problem(error: StorageError) -> ApiError:
+    if error.full:
+        return ApiError(507, "The server has no room left to store the upload; try again later or with a smaller video.")
+    return ApiError(503, "The server cannot store uploads right now (its storage is not writable); "
+                         "try again later.", headers={"Retry-After": "60"})
+
+
+def _read_form():
+    try:
+        return request.files, request.form
+    except StorageError as error:
+        raise _storage_problem(error) from None
+    except HTTPException:
+        raise
+    except OSError as error:  # a write into DATA_DIR failed part-way
+        raise _storage_problem(storage_error(error)) from None
+
+
+def _the_one_video(files):
+    for key in files.keys():
+        if key not in FILE_FIELDS:
+            raise ApiError(400, f"Unexpected file field '{key[:64]}'; send the video in a field named 'video' (or 'file').",
+                           field=key[:64])
+    uploads = [f for key in FILE_FIELDS for f in files.getlist(key)]
+    if not uploads:
+        raise ApiError(400, "No video was uploaded; send the file as multipart/form-data in a field named "
+                            "'video' (or 'file').", field="video")
+    if len(uploads) > 1:
+        raise ApiError(400, f"Send one video per request; this request held {len(uploads)} files.", field="video")
+    return uploads[0]
+
+
+def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> SessionState:
+    """Store, check and queue the request's video; returns the new (pending) session.
+
+    Raises ApiError with the contract's status for every refusal.
+    """
+    svc = services()
+    _require_model()
+    try:
+        slot = svc.jobs.reserve()
+    except QueueFull:
+        raise ApiError(503, f"The server is busy: {svc.config.MAX_QUEUED_JOBS} analyses are already queued. "
+                            "Try again in a minute.", "Queue full", headers={"Retry-After": "30"}) from None
+
+    session_id = svc.sessions.new_id()
+    spool = UploadSpool(svc.storage, svc.storage.session_dir(session_id))
+    request.environ[SPOOL_ENVIRON_KEY] = spool
+    upload = None
+    try:
+        files, form = _read_form()
+        if not files and any(key in form for key in FILE_FIELDS):
+            raise ApiError(400, "The 'video' field held text, not a file; attach the video file itself.", field="video")
+        upload = _the_one_video(files)
+        upload.stream.flush()
+        path = spool.paths[0]
+        size = os.path.getsize(path)
+        if size == 0:
+            raise ApiError(400, "The uploaded file is empty; choose a video file and upload it again.", field="video")
+        if size > svc.config.MAX_UPLOAD_MB * _MB:
+            raise ApiError(413, f"The video is larger than the limit of {svc.config.MAX_UPLOAD_MB} MB; "
+                                "upload a shorter or more compressed video.")
+        analysis_type, params = parse_analysis_request(form, analysis_type)
+        name = display_filename(upload.filename)
+        try:
+            probe_video(path, name)
+        except VideoError as error:
+            raise ApiError(415, str(error), "Unsupported video", field="video") from None
+        session = svc.sessions.create(session_id, analysis_type, name, spool.directory, params, legacy=legacy)
+        spool.claimed = True
+        svc.jobs.submit(slot, session_id, path)
+        return session
+    finally:
+        if upload is not None:
+            upload.close()
+        spool.discard()  # open files of a failed request are unlinked; werkzeug closes them
+        slot.release()

@@ -1,0 +1,42 @@
+"""The sweeper: a background thread that forgets ended sessions after their TTL, files included."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from session_manager import SessionManager
+from storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class SessionSweeper:
+    def __init__(self, sessions: SessionManager, storage: Storage, interval_seconds: float):
+        self.sessions = sessions
+        self.storage = storage
+        self.interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="session-sweeper", daemon=True)
+
+    def start(self) -> "SessionSweeper":
+        self._thread.start()
+        return self
+
+    def sweep(self) -> int:
+        """Expire what is due now; returns how many sessions went."""
+        expired = self.sessions.expire()
+        for state in expired:
+            self.storage.remove(state.directory)
+        if expired:
+            log.info("Expired %d session(s)", len(expired))
+        return len(expired)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001  (the sweeper must outlive one bad pass)
+                log.exception("Session sweep failed")

@@ -1,0 +1,118 @@
+"""The asynchronous API under /api/v1/video: upload, status, results, cancel, cleanup.
+
+Every route answers from the session store at once: none waits on the model
+or on a job (the work happens in `jobs`).
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, jsonify, url_for
+
+from errors import ApiError
+from intake import accept_upload
+from services import services
+from session_manager import ProcessingStatus, SessionNotFound, SessionState, iso_utc
+
+video_api = Blueprint("video_api", __name__, url_prefix="/api/v1/video")
+
+_UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+# Seconds a client should wait before polling an unfinished session again.
+POLL_AFTER_SECONDS = "1"
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "No session has this id; it may have been cleaned up or expired. Upload the video again.",
+                    "Session not found")
+
+
+def _known_id(session_id: str) -> str:
+    if not _UUID4.match(session_id):
+        raise _not_found()
+    return session_id
+
+
+def _session(session_id: str) -> SessionState:
+    try:
+        state = services().sessions.get(_known_id(session_id))
+    except SessionNotFound:
+        raise _not_found() from None
+    if state.legacy:  # a synchronous request's job has no public id
+        raise _not_found()
+    return state
+
+
+@video_api.post("/upload")
+def upload():
+    session = accept_upload()
+    status_url = url_for("video_api.status", session_id=session.session_id)
+    body = {
+        "sessionId": session.session_id,
+        "status": session.status.value,
+        "analysisType": session.analysis_type,
+        "message": f"Upload received; the {session.analysis_type} analysis of '{session.video_name}' is queued.",
+        "statusUrl": status_url,
+        "resultsUrl": url_for("video_api.results", session_id=session.session_id),
+        "createdAt": iso_utc(session.created_at),
+    }
+    return jsonify(body), 202, {"Location": status_url}
+
+
+@video_api.get("/status/<session_id>")
+def status(session_id: str):
+    _session(session_id)  # 404 for unknown, malformed and legacy ids
+    try:
+        body = services().sessions.get_status_body(session_id)
+    except SessionNotFound:
+        raise _not_found() from None
+    headers = {} if ProcessingStatus(body["status"]).terminal else {"Retry-After": POLL_AFTER_SECONDS}
+    return jsonify(body), 200, headers
+
+
+@video_api.get("/results/<session_id>")
+def results(session_id: str):
+    state = _session(session_id)
+    if state.status != ProcessingStatus.COMPLETED:
+        extra = {"sessionStatus": state.status.value}
+        if state.status == ProcessingStatus.FAILED:
+            detail = f"The analysis failed, so there are no results: {state.error}"
+        elif state.status == ProcessingStatus.CANCELLED:
+            detail = "The analysis was cancelled, so there are no results; upload the video again to analyse it."
+        else:
+            detail = (f"The analysis is not finished yet ({state.status.value}, {state.progress:.0f}%); "
+                      "poll the status URL and fetch results once it says completed.")
+        raise ApiError(400, detail, "Results not ready", **extra)
+    return jsonify({
+        "sessionId": state.session_id,
+        "status": state.status.value,
+        "analysisType": state.analysis_type,
+        "data": state.result,
+        "results": state.result,
+    })
+
+
+@video_api.post("/cancel/<session_id>")
+def cancel(session_id: str):
+    svc = services()
+    state = _session(session_id)
+    if not state.status.terminal:
+        state = svc.sessions.update(session_id, status=ProcessingStatus.CANCELLED, message="Cancelled at your request")
+        svc.jobs.cancel(session_id)
+    if state.status != ProcessingStatus.CANCELLED:
+        raise ApiError(409, f"The analysis has already {state.status.value}; there is nothing to cancel.",
+                       "Cannot cancel", sessionStatus=state.status.value)
+    return jsonify({"sessionId": session_id, "status": state.status.value,
+                    "message": "The analysis is cancelled; the upload is kept until cleanup or expiry."})
+
+
+@video_api.delete("/cleanup/<session_id>")
+def cleanup(session_id: str):
+    svc = services()
+    _session(session_id)
+    svc.jobs.cancel(session_id)
+    try:
+        state = svc.sessions.delete(session_id)
+    except SessionNotFound:  # a concurrent cleanup won
+        raise _not_found() from None
+    svc.storage.remove(state.directory)
+    return jsonify({"sessionId": session_id, "message": "The session and all its files are deleted."})
