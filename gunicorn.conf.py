@@ -1,0 +1,21 @@
+"""gunicorn settings for `make run`: one process (it holds the one model), threads for requests."""
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+workers = 1  # one process = one model in memory; never raise this
+worker_class = "gthread"
+threads = int(os.environ.get("HTTP_THREADS", "16"))  # legacy requests hold a thread while they wait
+timeout = 120
+graceful_timeout = 5  # SIGTERM: running jobs are cancelled, the process exits within seconds
+accesslog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def worker_exit(server, worker):
+    """Cancel running jobs and stop the model thread before the worker's interpreter exits."""
+    from services import EXTENSION_KEY
+
+    app = getattr(worker, "wsgi", None)
+    services = getattr(app, "extensions", {}).get(EXTENSION_KEY) if app is not None else None
+    if services is not None:
+        services.close()
