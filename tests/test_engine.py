@@ -1,0 +1,156 @@
+"""The engine on the real model path: mlx_vlm.load + generate on the tiny checkpoint."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from cancellation import Cancelled
+from model_runner import ModelLoadError, ModelRunner
+from synthetic_video import write_video
+from video_highlight_generator import VideoHighlightGenerator, merge_exercise_steps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir):
+    engine = VideoHighlightGenerator(tiny_model_dir)
+    yield engine
+    engine.close()
+
+
+def test_a_full_highlights_run(generator, tmp_path):
+    video = write_video(str(tmp_path / "match.mp4"), duration=25, fps=10)
+    calls = []
+    result = generator.generate_highlights(video, min_significance=1, max_highlights=2, segment_duration=10,
+                                           frames_per_segment=4, max_tokens=24,
+                                           progress=lambda *args: calls.append(args))
+    assert result["total_segments_analyzed"] == 3
+    assert [(a["start_time"], a["end_time"]) for a in result["all_analyses"]] == [(0, 10), (10, 20), (20, 25)]
+    assert all(isinstance(a["analysis"], str) for a in result["all_analyses"])
+    scores = [a["significance_score"] for a in result["all_analyses"]]
+    assert all(s is None or 1 <= s <= 10 for s in scores)
+    assert len(result["highlights"]) == min(2, sum(s is not None for s in scores))
+    assert result["settings"]["frames_per_segment"] == 4 and result["settings"]["model"] == "tiny-smolvlm"
+    # Called after every segment, in order, with the total known from the start.
+    assert [c[:2] for c in calls if c[0] > 0] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_full_workout_run(generator, tmp_path):
+    video = write_video(str(tmp_path / "gym.mp4"), duration=31, fps=5)
+    result = generator.analyze_workout(video, segment_duration=15, frames_per_segment=2, max_tokens=16)
+    assert [(s["start_time"], s["end_time"]) for s in result["segment_analyses"]] == [(0, 15), (15, 30), (30, 31)]
+    steps = result["exercise_steps"]
+    assert result["summary"]["total_exercises"] == len(steps)
+    assert result["summary"]["exercises"] == [s["exercise_name"] for s in steps]
+    boundaries = {0.0, 15.0, 30.0, 31.0}
+    assert all(s["start_timestamp"] in boundaries and s["end_timestamp"] in boundaries for s in steps)
+
+
+def test_consecutive_segments_naming_the_same_exercise_merge():
+    def seg(i, exercise):
+        return {"segment": i + 1, "start_time": i * 10.0, "end_time": i * 10.0 + 10, "exercise": exercise,
+                "analysis": f"Exercise: {exercise}\nMoving well."}
+
+    steps = merge_exercise_steps([seg(0, "squat"), seg(1, "squat"), seg(2, "rest"), seg(3, "squat"),
+                                  seg(4, "push-up"), seg(5, "push-up"), seg(6, "unknown")])
+    assert [(s["exercise_name"], s["start_timestamp"], s["end_timestamp"], s["duration"]) for s in steps] == [
+        ("squat", 0.0, 20.0, 20.0), ("squat", 30.0, 40.0, 10.0), ("push-up", 40.0, 60.0, 20.0)]
+    assert steps[0]["timestamp_formatted"] == "00:00-00:20" and steps[0]["description"] == "Moving well."
+
+
+def test_cancel_mid_run_stops_and_raises(generator, tmp_path):
+    video = write_video(str(tmp_path / "long.mp4"), duration=60, fps=2, size=(64, 48))
+    cancel = threading.Event()
+    done_segments = []
+
+    def progress(done, total, message):
+        done_segments.append(done)
+        if done == 2:
+            cancel.set()
+
+    before = generator.runner.completed_generations
+    with pytest.raises(Cancelled):
+        generator.generate_highlights(video, segment_duration=1, progress=progress, cancel=cancel)
+    assert max(done_segments) == 2
+    # The generation in flight when cancel was set stops within a token: none finished after segment 2.
+    assert generator.runner.completed_generations - before == 2
+
+
+def test_a_cancel_set_before_the_call_does_no_work(generator, tmp_path):
+    video = write_video(str(tmp_path / "v.mp4"), duration=3, fps=5)
+    cancel = threading.Event()
+    cancel.set()
+    before = generator.runner.completed_generations
+    with pytest.raises(Cancelled):
+        generator.analyze_workout(video, cancel=cancel)
+    assert generator.runner.completed_generations == before
+
+
+def test_a_broken_model_directory_is_a_clear_error(tmp_path):
+    broken = tmp_path / "my-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "smolvlm"}))
+    runner = ModelRunner(str(broken))
+    try:
+        with pytest.raises(ModelLoadError) as raised:
+            runner.wait_until_loaded(60)
+        message = str(raised.value)
+        assert message.startswith("Model 'my-model' could not be loaded:") and str(tmp_path) not in message
+        with pytest.raises(ModelLoadError):
+            runner.generate([], "hello")
+    finally:
+        runner.close()
+
+
+def test_a_missing_model_directory_is_a_clear_error(tmp_path):
+    runner = ModelRunner(str(tmp_path / "nowhere"))
+    try:
+        with pytest.raises(ModelLoadError, match="'nowhere' could not be loaded"):
+            runner.wait_until_loaded(60)
+    finally:
+        runner.close()
+
+
+def test_a_process_that_generated_from_worker_threads_exits_0(tiny_model_dir, tmp_path):
+    script = (
+        "import sys, threading\n"
+        "from PIL import Image\n"
+        "from model_runner import ModelRunner\n"
+        "runner = ModelRunner(sys.argv[1])\n"
+        "out = []\n"
+        "def work():\n"
+        "    out.append(runner.generate([Image.new('RGB', (64, 64))] * 2, 'Describe.', max_tokens=8))\n"
+        "threads = [threading.Thread(target=work) for _ in range(3)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(len(out))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, tiny_model_dir], cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "3"
+
+
+def test_the_command_line_prints_a_summary_and_writes_json(tiny_model_dir, tmp_path):
+    video = write_video(str(tmp_path / "cli.mp4"), duration=12, fps=5)
+    out = tmp_path / "result.json"
+    completed = subprocess.run(
+        [sys.executable, "video_highlight_generator.py", video, "--model", tiny_model_dir, "--segment-duration", "6",
+         "--frames-per-segment", "2", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.startswith("cli.mp4: 12.0 s, 2 segments")
+    assert "segment" in completed.stderr  # the tqdm bar
+    assert json.loads(out.read_text())["total_segments_analyzed"] == 2
+
+
+def test_the_command_line_explains_a_bad_video(tiny_model_dir, tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    completed = subprocess.run([sys.executable, "video_highlight_generator.py", str(junk), "--model", tiny_model_dir],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().endswith("upload an MP4, MOV, WebM or AVI video.")
