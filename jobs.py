@@ -26,6 +26,10 @@ from video_highlight_generator import VideoHighlightGenerator
 log = logging.getLogger(__name__)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 class QueueFull(Exception):
     """MAX_QUEUED_JOBS jobs are already waiting or running."""
 
@@ -148,12 +152,13 @@ class JobQueue:
             options = dict(session.params, progress=progress, cancel=job.cancel, video_name=session.video_name)
             if session.analysis_type == "workout":
                 result = self.engine.analyze_workout(job.video_path, **options)
-                summary = f"Found {len(result['exercise_steps'])} exercise steps"
+                found = _count(len(result["exercise_steps"]), "exercise step")
             else:
                 result = self.engine.generate_highlights(job.video_path, **options)
-                summary = f"Found {result['highlights_found']} highlights"
+                found = _count(result["highlights_found"], "highlight")
+            segments = _count(result["total_segments_analyzed"], "segment")
             self.sessions.update(sid, status=ProcessingStatus.COMPLETED, result=result,
-                                 message=f"{summary} in {result['total_segments_analyzed']} segments")
+                                 message=f"Found {found} in {segments}")
         except Cancelled:
             self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except VideoError as error:
