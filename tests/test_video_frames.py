@@ -99,3 +99,20 @@ def test_webm_is_read_like_mp4(tmp_path):
 ])
 def test_timestamp_format(start, end, expected):
     assert format_range(start, end) == expected
+
+
+def test_a_video_whose_header_claims_an_absurd_frame_rate_still_works(tmp_path):
+    import struct
+
+    path = write_video(str(tmp_path / "v.avi"), duration=4, fps=10, size=(96, 64))
+    data = bytearray(open(path, "rb").read())
+    rate_at = data.find(b"strh") + 8 + 20  # dwScale, dwRate of the video stream header
+    data[rate_at:rate_at + 8] = struct.pack("<II", 1, 100000)
+    lying = tmp_path / "lying.avi"
+    lying.write_bytes(bytes(data))
+    info = probe_video(str(lying))
+    assert info.frame_count == 40 and 1 <= info.fps <= 480
+    segments = plan_segments(info.duration_seconds, 1)
+    assert segments and segments[-1].end_time == info.duration_seconds
+    with FrameReader(str(lying), info) as reader:
+        assert len(reader.read(sample_frame_indices(segments[-1], 8, info))) >= 1
