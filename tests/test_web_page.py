@@ -1,0 +1,359 @@
+"""The web page at /, driven in Debian's headless Chromium through selenium and chromedriver.
+
+Nothing here downloads a browser: the chromedriver and Chromium paths are given
+explicitly, so Selenium Manager never runs. A machine without them FAILS these
+tests (it does not skip them): `make setup` installs both (tools/install_system_packages.sh).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from services import EXTENSION_KEY
+from synthetic_video import Marker, write_video
+
+CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
+)
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+WAIT = 30  # seconds any one thing on the page may take
+
+
+# -- the browser -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module; each test opens its own live server in it."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        pytest.fail(f"The browser tests need Debian's Chromium and chromedriver, missing: {', '.join(missing)}. "
+                    "Install them with `make setup` (tools/install_system_packages.sh installs the "
+                    "'chromium' and 'chromium-driver' packages).", pytrace=False)
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("The browser tests need selenium: `.venv/bin/pip install -r requirements.txt`.", pytrace=False)
+
+    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager never runs anyway (paths are explicit)
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(profile, "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """WebM (VP8) clips, which Chromium plays; an MP4 for the cancel test does not need playing."""
+    root = tmp_path_factory.mktemp("web-videos")
+    return {
+        "workout": write_video(str(root / "workout clip.webm"), duration=6, fps=10, markers=[Marker(2, 4)]),
+        "highlights": write_video(str(root / "match.webm"), duration=6, fps=10, size=(320, 180),
+                                  markers=[Marker(1, 2, "red"), Marker(3, 4, "blue")]),
+    }
+
+
+def by_testid(driver, testid):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def all_by_testid(driver, testid):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def wait_until(driver, condition, message, timeout=WAIT):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
+
+
+def open_page(driver, base_url):
+    driver.get(base_url + "/")
+    wait_until(driver, lambda d: d.execute_script("return document.readyState") == "complete", "page never loaded")
+    assert not driver.execute_script("return document.getElementById('results').offsetParent !== null")
+
+
+def set_field(driver, name, value):
+    field = driver.find_element("name", name)
+    field.clear()
+    field.send_keys(str(value))
+
+
+def choose(driver, path, analysis_type, **params):
+    from selenium.webdriver.support.ui import Select
+
+    by_testid(driver, "file-input").send_keys(path)
+    Select(by_testid(driver, "analysis-type")).select_by_value(analysis_type)
+    for name, value in params.items():
+        set_field(driver, name, value)
+
+
+def session_id(driver):
+    sid = wait_until(driver, lambda d: d.find_element("id", "main").get_attribute("data-session-id"),
+                     "the page never showed the session id of its upload")
+    return sid
+
+
+def wait_for_results(driver):
+    wait_until(driver, lambda d: by_testid(d, "progress").get_attribute("value") == "100",
+               "the analysis progress bar never reached 100")
+    wait_until(driver, lambda d: by_testid(d, "results").is_displayed(), "the results never appeared")
+
+
+def player_time(driver):
+    return driver.execute_script("return document.querySelector('[data-testid=player]').currentTime")
+
+
+def wait_for_player(driver, duration):
+    wait_until(driver, lambda d: d.execute_script(
+        "var v = document.querySelector('[data-testid=player]'); return v.readyState >= 1 && v.duration > 0"),
+        "the player never loaded the local video")
+    assert driver.execute_script("return document.querySelector('[data-testid=player]').duration") == \
+        pytest.approx(duration, abs=0.3)
+    src = driver.execute_script("return document.querySelector('[data-testid=player]').currentSrc")
+    assert src.startswith("blob:"), src  # played from the chosen file, not downloaded again
+
+
+def assert_seeks_to(driver, element, start, activate="click"):
+    from selenium.webdriver.common.keys import Keys
+
+    if activate == "click":
+        element.click()
+    else:
+        element.send_keys(Keys.ENTER)
+    wait_until(driver, lambda d: abs(player_time(d) - start) <= 0.3,
+               f"the player did not seek to {start} s (it is at {player_time(driver)} s)", timeout=5)
+
+
+def no_horizontal_overflow(driver):
+    return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def screenshot(driver, name, width=1280):
+    """A full-page screenshot into test-output/ (gitignored)."""
+    OUTPUT.mkdir(exist_ok=True)
+    driver.set_window_size(width, 900)
+    height = driver.execute_script("return Math.max(document.documentElement.scrollHeight, 900)")
+    driver.set_window_size(width, min(height + 140, 4000))
+    try:
+        # A frame on screen, not the player's loading spinner.
+        wait_until(driver, lambda d: d.execute_script(
+            "var v = document.querySelector('[data-testid=player]'); return !v.seeking && v.readyState >= 2"),
+            "the player never showed a frame", timeout=10)
+        driver.save_screenshot(str(OUTPUT / name))
+    finally:
+        driver.set_window_size(1280, 900)
+
+
+def script_model_answers(app, answers):
+    """Make the app's model answer `answers` in order (the tiny model's random weights never give a score)."""
+    runner = app.extensions[EXTENSION_KEY].engine.runner
+    queue = list(answers)
+    lock = threading.Lock()
+
+    def scripted(request):
+        with lock:
+            return queue.pop(0) if queue else "Nothing happens.\nSignificance: 1/10"
+
+    runner._generate = scripted
+    return runner
+
+
+def api(base_url, path, method="get"):
+    response = getattr(requests, method)(f"{base_url}/api/v1/video/{path}", timeout=10)
+    return response.status_code, response.json()
+
+
+# -- the tests ---------------------------------------------------------------------------
+def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, live_server, clips):
+    """The real tiny model end to end: upload, progress to 100, steps table, timeline marks, seeking."""
+    open_page(browser, live_server)
+    choose(browser, clips["workout"], "workout")
+    assert not browser.find_element("name", "min_significance").is_displayed()  # highlights-only field
+    assert browser.find_element("name", "segment_duration").get_attribute("value") == "15"  # workout default
+    set_field(browser, "segment_duration", 1)
+    assert "workout clip.webm" in by_testid(browser, "drop-zone").text
+    by_testid(browser, "start").click()
+
+    sid = session_id(browser)
+    wait_for_results(browser)
+    assert by_testid(browser, "upload-progress").get_attribute("value") == "100"
+    status_code, status = api(live_server, f"status/{sid}")
+    assert status_code == 200 and status["status"] == "completed"
+    assert by_testid(browser, "status-message").text.startswith("Done: 6 segments analyzed")
+    assert not by_testid(browser, "cancel").is_displayed()
+
+    _, results = api(live_server, f"results/{sid}")
+    steps = results["data"]["exercise_steps"]
+    assert steps, "the tiny model named an exercise in no segment"
+    rows = all_by_testid(browser, "step-item")
+    marks = all_by_testid(browser, "timeline-mark")
+    assert len(rows) == len(marks) == len(steps) >= 1
+    for row, step in zip(rows, steps):
+        assert step["exercise_name"] in row.text and step["timestamp_formatted"] in row.text
+        assert float(row.get_attribute("data-start")) == step["start_timestamp"]
+    # Marks sit where their steps are on the video's duration.
+    timeline = by_testid(browser, "timeline")
+    for mark, step in zip(marks, steps):
+        left = (mark.rect["x"] - timeline.rect["x"]) / timeline.rect["width"]
+        assert left == pytest.approx(step["start_timestamp"] / 6.0, abs=0.02)
+    assert all_by_testid(browser, "highlight-item") == [] or not all_by_testid(browser, "highlight-item")[0].is_displayed()
+
+    wait_for_player(browser, 6.0)
+    assert_seeks_to(browser, rows[-1], steps[-1]["start_timestamp"])
+    assert_seeks_to(browser, marks[0], steps[0]["start_timestamp"])
+    button = rows[-1].find_element("css selector", "button")
+    assert_seeks_to(browser, button, steps[-1]["start_timestamp"], activate="keyboard")
+    screenshot(browser, "web-results.png")
+
+    browser.set_window_size(375, 800)
+    try:
+        assert no_horizontal_overflow(browser), "the results view is wider than a phone screen"
+    finally:
+        browser.set_window_size(1280, 900)
+    screenshot(browser, "web-results-phone.png", width=375)
+
+
+def test_highlights_are_listed_best_first_marked_and_seekable(browser, live_server, app, clips):
+    """Highlights rendering, with scripted model answers (the tiny model's random weights give no scores)."""
+    script_model_answers(app, [
+        "A grey background drifts.\nSignificance: 2/10",
+        "A red square darts across the frame.\nSignificance: 9/10",
+        "Nothing new.\nSignificance: 3/10",
+        "A blue square appears in the corner.\nSignificance: 7/10",
+        "The scene is calm.\nSignificance: 4/10",
+        "The background keeps drifting, slightly brighter.\nSignificance: 6/10",
+    ])
+    open_page(browser, live_server)
+    choose(browser, clips["highlights"], "highlights", min_significance=6, segment_duration=1)
+    assert browser.find_element("name", "max_highlights").get_attribute("value") == "10"
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+    wait_for_results(browser)
+
+    _, results = api(live_server, f"results/{sid}")
+    highlights = results["data"]["highlights"]
+    assert [h["significance_score"] for h in highlights] == [9, 7, 6]
+    items = all_by_testid(browser, "highlight-item")
+    marks = all_by_testid(browser, "timeline-mark")
+    assert len(items) == len(marks) == 3
+    for item, highlight in zip(items, highlights):
+        text = item.text
+        assert highlight["timestamp_formatted"] in text and f"{highlight['significance_score']}/10" in text
+        assert highlight["description"] in text
+    assert "red square" in items[0].text and "{" not in by_testid(browser, "results").text
+
+    wait_for_player(browser, 6.0)
+    assert_seeks_to(browser, items[1], highlights[1]["start_time"])  # 00:03-00:04
+    assert "is-current" in items[1].get_attribute("class")
+    assert_seeks_to(browser, marks[2], highlights[2]["start_time"])
+    assert_seeks_to(browser, items[0], highlights[0]["start_time"], activate="keyboard")
+    screenshot(browser, "web-results-highlights.png")
+
+    # Every segment, with its score, is one click away.
+    details = browser.find_element("id", "segments")
+    details.find_element("css selector", "summary").click()
+    rows = details.find_elements("css selector", "tbody tr")
+    assert len(rows) == 6 and "9/10" in rows[1].text
+
+    # Starting over deletes the session on the server.
+    browser.find_element("id", "new-analysis").click()
+    wait_until(browser, lambda d: api(live_server, f"status/{sid}")[0] == 404, "the old session was not cleaned up")
+    assert not by_testid(browser, "results").is_displayed()
+
+
+def test_no_highlights_found_is_said_plainly(browser, live_server, app, clips):
+    script_model_answers(app, ["Nothing of note.\nSignificance: 2/10"] * 2 + ["The model rambles."] * 4)
+    open_page(browser, live_server)
+    choose(browser, clips["highlights"], "highlights", segment_duration=1)
+    by_testid(browser, "start").click()
+    wait_for_results(browser)
+    assert all_by_testid(browser, "highlight-item") == [] and all_by_testid(browser, "timeline-mark") == []
+    results_text = by_testid(browser, "results").text
+    assert "No highlights found" in results_text and "at least 6/10" in results_text
+    assert "no readable score for 4 of 6 segments" in results_text
+
+
+def test_cancelling_a_long_job(browser, live_server, videos):
+    open_page(browser, live_server)
+    choose(browser, videos["long"], "highlights", segment_duration=1)
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+    cancel = by_testid(browser, "cancel")
+    assert cancel.is_displayed()
+    wait_until(browser, lambda d: "of 90" in by_testid(d, "status-message").text,  # "Analyzing segment N of 90"
+               "the page never showed the analysis running")
+    assert float(by_testid(browser, "progress").get_attribute("value")) > 0
+    cancel.click()
+
+    wait_until(browser, lambda d: "cancelled" in by_testid(d, "status-message").text.lower(),
+               "the page never said the analysis was cancelled")
+    assert browser.find_element("id", "main").get_attribute("data-state") == "cancelled"
+    assert float(by_testid(browser, "progress").get_attribute("value")) < 100
+    assert not by_testid(browser, "cancel").is_displayed() and not by_testid(browser, "results").is_displayed()
+    status_code, status = api(live_server, f"status/{sid}")
+    assert status_code == 200 and status["status"] == "cancelled"
+
+
+def test_an_invalid_file_shows_the_api_error_sentence(browser, live_server, tmp_path):
+    fake = tmp_path / "x.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    with open(fake, "rb") as handle:
+        answer = requests.post(f"{live_server}/api/v1/video/upload", files={"video": ("x.mp4", handle)}, timeout=10)
+    assert answer.status_code == 415
+    sentence = answer.json()["error"]
+
+    open_page(browser, live_server)
+    by_testid(browser, "start").click()  # nothing chosen yet: the page says so without asking the server
+    assert "Choose a video first" in by_testid(browser, "error").text
+
+    by_testid(browser, "file-input").send_keys(str(fake))
+    by_testid(browser, "start").click()
+    error = by_testid(browser, "error")
+    wait_until(browser, lambda d: error.is_displayed() and error.text.strip() == sentence,
+               f"the error area never showed the API's sentence {sentence!r}")
+    assert "{" not in error.text and '"status"' not in error.text and "problem" not in error.text
+    assert browser.find_element("id", "main").get_attribute("data-state") == "failed"
+    assert not by_testid(browser, "results").is_displayed()
+
+
+def test_a_dropped_file_is_chosen(browser, live_server):
+    """Drag and drop onto the drop zone, simulated with a DataTransfer holding a File."""
+    open_page(browser, live_server)
+    browser.execute_script("""
+        var zone = document.querySelector('[data-testid=drop-zone]');
+        var data = new DataTransfer();
+        data.items.add(new File(['not really a video'], 'dropped clip.webm', {type: 'video/webm'}));
+        ['dragenter', 'dragover', 'drop'].forEach(function (type) {
+          zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+        });
+    """)
+    assert "dropped clip.webm" in by_testid(browser, "drop-zone").text
+    assert browser.execute_script("return document.querySelector('[data-testid=file-input]').files[0].name") == \
+        "dropped clip.webm"
+    by_testid(browser, "start").click()  # the server refuses it, and the page says why
+    wait_until(browser, lambda d: by_testid(d, "error").is_displayed(), "no error for a dropped non-video")
+    assert "video" in by_testid(browser, "error").text
