@@ -10,6 +10,9 @@ need() {  # need PACKAGE: queue it when dpkg does not have it installed
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || missing="$missing $1"
 }
 need libopenblas0-pthread
+# The web page's browser tests drive Debian's Chromium through its chromedriver.
+need chromium
+need chromium-driver
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" = 0 ]; then
