@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 5000
 DEMO_DIR ?= .cache/demo
 
-.PHONY: setup system-deps run dev test demo clean
+.PHONY: setup system-deps run dev test test-load demo clean
 
 setup: $(STAMP) system-deps
 
@@ -32,6 +32,10 @@ dev: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Only the concurrency tests (tests/test_load.py); `make test` runs them too (~25 s).
+test-load: setup
+	$(PY) -m pytest -m load
 
 demo: setup
 	@mkdir -p $(DEMO_DIR)

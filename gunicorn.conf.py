@@ -7,6 +7,10 @@ worker_class = "gthread"
 threads = int(os.environ.get("HTTP_THREADS", "16"))  # legacy requests hold a thread while they wait
 timeout = 120
 graceful_timeout = 5  # SIGTERM: running jobs are cancelled, the process exits within seconds
+# Long enough for any URL a client may send (a malformed 10 KB id gets the app's 404 problem, not gunicorn's 414).
+limit_request_line = 16384
+# No control socket: it lives at one fixed path per user, and two servers on a machine would fight over it.
+control_socket_disable = True
 accesslog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 

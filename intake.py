@@ -51,6 +51,9 @@ def _read_form():
         raise
     except OSError as error:  # a write into DATA_DIR failed part-way
         raise _storage_problem(storage_error(error)) from None
+    except ValueError:
+        raise ApiError(400, "The upload could not be read as multipart/form-data: a part header (such as the "
+                            "file name) is malformed or not UTF-8. Rename the file or use another client.") from None
 
 
 def _the_one_video(files):

@@ -16,8 +16,12 @@ from video_highlight_generator import DEFAULT_MAX_TOKENS
 
 ANALYSIS_TYPES = ("highlights", "workout")
 MAX_PROMPT_BYTES = 8 * 1024
-_INTEGER_TEXT = re.compile(r"^[+-]?\d{1,12}$")
-_NUMBER_TEXT = re.compile(r"^[+-]?(\d{1,12}(\.\d{0,9})?|\.\d{1,9})$")
+# ASCII digits only: `\d` alone would also take "７" or "٧", which int() reads.
+_INTEGER_TEXT = re.compile(r"^[+-]?\d{1,12}$", re.ASCII)
+# SmolVLM's control tokens: in a prompt they would break the image/text layout the model expects.
+_SPECIAL_TOKEN = re.compile(r"<(?:image|video|global-img|fake_token_around_image|end_of_utterance|row_\d+_col_\d+"
+                            r"|\|im_(?:start|end)\||\|endoftext\|)>", re.IGNORECASE)
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d{1,12}(\.\d{0,9})?|\.\d{1,9})$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ def _coerce(spec: Parameter, value: Any) -> Any:
             raise _bad(name, f"'{name}' is too long: at most {spec.max_bytes // 1024} KiB of text is allowed.")
         if "\x00" in value:
             raise _bad(name, f"'{name}' must not contain NUL characters.")
+        token = _SPECIAL_TOKEN.search(value)
+        if token:
+            raise _bad(name, f"'{name}' must not contain the model's control token {token.group(0)}; "
+                             "describe the frames in plain words instead.")
         return value
     if isinstance(value, bool) or value is None:
         raise _bad(name, f"'{name}' must be a number, not {json.dumps(value)}.")

@@ -20,6 +20,8 @@ from flask import Request
 log = logging.getLogger(__name__)
 
 SPOOL_ENVIRON_KEY = "video_service.upload_spool"
+# What a session's directory is called (session ids are UUID4 strings).
+_SESSION_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAME_LIMIT = 200
 
 
@@ -40,11 +42,18 @@ class Storage:
         self.root = os.path.abspath(data_dir)
 
     def prepare(self) -> None:
-        """Create DATA_DIR owner-only; remove what an earlier process left (its sessions are gone)."""
+        """Create DATA_DIR owner-only; remove what an earlier process left (its sessions are gone).
+
+        Only entries named like a session (a UUID) are removed: a DATA_DIR set
+        by mistake to a directory holding other files loses none of them.
+        """
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         for name in os.listdir(self.root):
-            self.remove(os.path.join(self.root, name))
+            if _SESSION_NAME.match(name):
+                self.remove(os.path.join(self.root, name))
+            else:
+                log.warning("DATA_DIR holds %r, which this service did not create; leaving it alone", name)
 
     def session_dir(self, session_id: str) -> str:
         return os.path.join(self.root, session_id)
@@ -100,6 +109,14 @@ class UploadSpool:
 class SpoolingRequest(Request):
     """Flask request whose uploaded files go to the route's UploadSpool, when it set one."""
 
+    def make_form_data_parser(self):
+        # werkzeug's parser is silent by default: a malformed part (such as a
+        # file name that is not UTF-8) would drop the whole form and look like
+        # "no video". Raising lets the route say what is wrong.
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         spool: Optional[UploadSpool] = self.environ.get(SPOOL_ENVIRON_KEY)
         if spool is None:
@@ -107,14 +124,17 @@ class SpoolingRequest(Request):
         return spool.open_file()
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Controls (C0, DEL, C1), invisible format characters (bidi overrides that
+# make "evil\u202egpj.mp4" show as "evil4pm.jpg", zero-widths), surrogates,
+# private use, and line/paragraph separators.
+_HIDDEN = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 
 
 def display_filename(raw: Optional[str]) -> str:
-    """The client's file name, safe to show: no directories, no control characters, bounded."""
+    """The client's file name, safe to show: no directories, no control or invisible characters, bounded."""
     name = unicodedata.normalize("NFC", raw or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _CONTROL.sub("", name).strip().strip(".").strip()
+    name = "".join(c for c in name if unicodedata.category(c) not in _HIDDEN).strip().strip(".").strip()
     if len(name) > _NAME_LIMIT:
         stem, dot, extension = name.rpartition(".")
         name = (stem[: _NAME_LIMIT - len(extension) - 1] + "." + extension) if dot and len(extension) <= 10 else name[:_NAME_LIMIT]

@@ -22,6 +22,14 @@ from cancellation import raise_if_cancelled
 # An fps outside this range is a lie from the container, not a real rate.
 _PLAUSIBLE_FPS = (1.0, 480.0)
 _FALLBACK_FPS = 25.0
+# Frames larger than 8K (8192 x 4320) are refused before any is decoded: a
+# small file can declare huge frames, and each decoded frame of 16384 x 16384
+# takes more than a gigabyte of memory.
+MAX_FRAME_PIXELS = 8192 * 4320
+# A header may overstate its frame count a little (phone videos often do);
+# more than this is a file cut short, which is refused.
+_COUNT_SLACK_FRAMES = 2
+_COUNT_SLACK_FRACTION = 0.1
 # Reading forward frame by frame beats a seek (which decodes from the last
 # keyframe) when the target is this close.
 _SEQUENTIAL_READ_WINDOW = 48
@@ -106,6 +114,12 @@ def _measured_fps(capture: cv2.VideoCapture) -> Optional[float]:
     return fps if _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1] else None
 
 
+def _check_frame_size(width: int, height: int) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoError(f"The video's frames are {width}x{height} pixels, larger than the 8K (8192x4320) "
+                         "this service reads; upload a smaller version of the video.")
+
+
 def probe_video(path: str, display_name: Optional[str] = None) -> VideoInfo:
     """Open `path` and return what it really holds, or raise VideoError.
 
@@ -119,16 +133,23 @@ def probe_video(path: str, display_name: Optional[str] = None) -> VideoInfo:
         claimed_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         claimed_count = capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0
         claimed_count = int(claimed_count) if math.isfinite(claimed_count) and claimed_count < 1e9 else 0
+        _check_frame_size(width, height)
 
         frame_count = _count_decodable_frames(capture, claimed_count)
         if frame_count == 0:
             raise VideoError("The video has no frames that can be decoded; the file may be empty or damaged.")
         if frame_count == 1:
             raise VideoError("The file holds a single frame (a still image), not a video; upload a video.")
+        if claimed_count - frame_count > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_FRACTION * claimed_count):
+            raise VideoError(
+                f"The video is truncated or damaged: its header promises {claimed_count} frames but only "
+                f"{frame_count} can be decoded. Upload the complete file."
+            )
         ok, frame = _read_frame_at(capture, 0)
         if not ok:
             raise VideoError("The video's first frame cannot be decoded; the file may be damaged.")
         height, width = frame.shape[:2] if frame is not None else (height, width)
+        _check_frame_size(width, height)
 
         if _PLAUSIBLE_FPS[0] <= claimed_fps <= _PLAUSIBLE_FPS[1]:
             fps = claimed_fps

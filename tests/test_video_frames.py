@@ -51,17 +51,35 @@ def test_reader_returns_rgb_frames_shrunk_to_the_model_size(tmp_path):
     assert red > 200 and green < 60 and blue < 60
 
 
-def test_truncated_file_with_a_lying_frame_count_is_measured_by_what_decodes(tmp_path):
+def _avi_claiming(path, frames):
+    """Rewrite an AVI's frame counts (main header and stream header) to claim `frames`."""
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    avih = data.find(b"avih") + 8
+    data[avih + 16:avih + 20] = struct.pack("<I", frames)  # dwTotalFrames
+    strh = data.find(b"strh") + 8
+    data[strh + 32:strh + 36] = struct.pack("<I", frames)  # dwLength
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("claimed", [61, 62, 40])
+def test_a_header_that_misstates_the_frame_count_a_little_or_low_is_measured(tmp_path, claimed):
+    path = write_video(str(tmp_path / "v.avi"), duration=6, fps=10, size=(96, 64))
+    _avi_claiming(path, claimed)
+    info = probe_video(path)
+    assert info.frame_count == 60 and info.duration_seconds == 6.0
+    with FrameReader(path, info) as reader:
+        assert len(reader.read([0, 59])) == 2
+
+
+def test_a_file_cut_short_is_refused_as_truncated(tmp_path):
     path = str(tmp_path / "cut.avi")
     write_video(path, duration=6, fps=10, size=(96, 64))
-    size = os.path.getsize(path)
     with open(path, "r+b") as f:  # the AVI header still claims 60 frames
-        f.truncate(size // 2)
-    info = probe_video(path)
-    assert 10 < info.frame_count < 60
-    assert info.duration_seconds == pytest.approx(info.frame_count / 10)
-    with FrameReader(path, info) as reader:
-        assert len(reader.read([info.frame_count - 1])) == 1
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(VideoError, match=r"truncated or damaged: its header promises 60 frames but only \d+"):
+        probe_video(path)
 
 
 def test_frames_past_the_decodable_end_raise_a_clear_error(tmp_path):
