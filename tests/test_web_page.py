@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
+from conftest import serve
 from services import EXTENSION_KEY
 from synthetic_video import Marker, write_video
 
@@ -65,11 +65,29 @@ def browser():
 def clips(tmp_path_factory):
     """WebM (VP8) clips, which Chromium plays; an MP4 for the cancel test does not need playing."""
     root = tmp_path_factory.mktemp("web-videos")
+    # The marker model answers "squat" for a red square, "push-up" for a blue one,
+    # and 9/10 for a white one (2/10 without): what the page shows is known.
     return {
-        "workout": write_video(str(root / "workout clip.webm"), duration=6, fps=10, markers=[Marker(2, 4)]),
+        "workout": write_video(str(root / "workout clip.webm"), duration=6, fps=10,
+                               markers=[Marker(0, 2, "red"), Marker(2, 4, "blue")]),
         "highlights": write_video(str(root / "match.webm"), duration=6, fps=10, size=(320, 180),
-                                  markers=[Marker(1, 2, "red"), Marker(3, 4, "blue")]),
+                                  markers=[Marker(1, 2), Marker(3, 4)]),
+        "plain": write_video(str(root / "plain.webm"), duration=6, fps=10, size=(320, 180)),
     }
+
+
+@pytest.fixture(scope="module")
+def marker_server(marker_model_dir, tmp_path_factory):
+    """The app on the marker model behind a real HTTP server (module-wide: one model load)."""
+    from app import create_app
+
+    app = create_app({"MODEL": marker_model_dir, "DATA_DIR": str(tmp_path_factory.mktemp("web-data"))})
+    app.extensions[EXTENSION_KEY].engine.runner.wait_until_loaded(120)
+    try:
+        with serve(app) as base_url:
+            yield base_url
+    finally:
+        app.extensions[EXTENSION_KEY].close()
 
 
 def by_testid(driver, testid):
@@ -168,33 +186,20 @@ def screenshot(driver, name, width=1280):
         driver.set_window_size(1280, 900)
 
 
-def script_model_answers(app, answers):
-    """Make the app's model answer `answers` in order (the tiny model's random weights never give a score)."""
-    runner = app.extensions[EXTENSION_KEY].engine.runner
-    queue = list(answers)
-    lock = threading.Lock()
-
-    def scripted(request):
-        with lock:
-            return queue.pop(0) if queue else "Nothing happens.\nSignificance: 1/10"
-
-    runner._generate = scripted
-    return runner
-
-
 def api(base_url, path, method="get"):
     response = getattr(requests, method)(f"{base_url}/api/v1/video/{path}", timeout=10)
     return response.status_code, response.json()
 
 
 # -- the tests ---------------------------------------------------------------------------
-def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, live_server, clips):
-    """The real tiny model end to end: upload, progress to 100, steps table, timeline marks, seeking."""
+def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, marker_server, clips):
+    """The marker model end to end: upload, progress to 100, steps table, timeline marks, seeking."""
+    live_server = marker_server
     open_page(browser, live_server)
     choose(browser, clips["workout"], "workout")
     assert not browser.find_element("name", "min_significance").is_displayed()  # highlights-only field
     assert browser.find_element("name", "segment_duration").get_attribute("value") == "15"  # workout default
-    set_field(browser, "segment_duration", 1)
+    set_field(browser, "segment_duration", 2)
     assert "workout clip.webm" in by_testid(browser, "drop-zone").text
     by_testid(browser, "start").click()
 
@@ -203,12 +208,14 @@ def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, 
     assert by_testid(browser, "upload-progress").get_attribute("value") == "100"
     status_code, status = api(live_server, f"status/{sid}")
     assert status_code == 200 and status["status"] == "completed"
-    assert by_testid(browser, "status-message").text.startswith("Done: 6 segments analyzed")
+    assert by_testid(browser, "status-message").text.startswith("Done: 3 segments analyzed")
     assert not by_testid(browser, "cancel").is_displayed()
 
     _, results = api(live_server, f"results/{sid}")
     steps = results["data"]["exercise_steps"]
-    assert steps, "the tiny model named an exercise in no segment"
+    # Red square for 0-2 s, blue for 2-4 s, nothing after: two steps, and rest is not a step.
+    assert [(s["exercise_name"], s["start_timestamp"], s["end_timestamp"]) for s in steps] == [
+        ("squat", 0.0, 2.0), ("push-up", 2.0, 4.0)]
     rows = all_by_testid(browser, "step-item")
     marks = all_by_testid(browser, "timeline-mark")
     assert len(rows) == len(marks) == len(steps) >= 1
@@ -237,16 +244,9 @@ def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, 
     screenshot(browser, "web-results-phone.png", width=375)
 
 
-def test_highlights_are_listed_best_first_marked_and_seekable(browser, live_server, app, clips):
-    """Highlights rendering, with scripted model answers (the tiny model's random weights give no scores)."""
-    script_model_answers(app, [
-        "A grey background drifts.\nSignificance: 2/10",
-        "A red square darts across the frame.\nSignificance: 9/10",
-        "Nothing new.\nSignificance: 3/10",
-        "A blue square appears in the corner.\nSignificance: 7/10",
-        "The scene is calm.\nSignificance: 4/10",
-        "The background keeps drifting, slightly brighter.\nSignificance: 6/10",
-    ])
+def test_highlights_are_listed_best_first_marked_and_seekable(browser, marker_server, clips):
+    """White squares at 1-2 s and 3-4 s: the marker model scores those segments 9/10, the rest 2/10."""
+    live_server = marker_server
     open_page(browser, live_server)
     choose(browser, clips["highlights"], "highlights", min_significance=6, segment_duration=1)
     assert browser.find_element("name", "max_highlights").get_attribute("value") == "10"
@@ -256,28 +256,33 @@ def test_highlights_are_listed_best_first_marked_and_seekable(browser, live_serv
 
     _, results = api(live_server, f"results/{sid}")
     highlights = results["data"]["highlights"]
-    assert [h["significance_score"] for h in highlights] == [9, 7, 6]
+    assert [(h["timestamp_formatted"], h["significance_score"]) for h in highlights] == [
+        ("00:01-00:02", 9), ("00:03-00:04", 9)]
     items = all_by_testid(browser, "highlight-item")
     marks = all_by_testid(browser, "timeline-mark")
-    assert len(items) == len(marks) == 3
+    assert len(items) == len(marks) == 2
     for item, highlight in zip(items, highlights):
         text = item.text
-        assert highlight["timestamp_formatted"] in text and f"{highlight['significance_score']}/10" in text
-        assert highlight["description"] in text
-    assert "red square" in items[0].text and "{" not in by_testid(browser, "results").text
+        assert highlight["timestamp_formatted"] in text and "9/10" in text
+    assert "{" not in by_testid(browser, "results").text
 
     wait_for_player(browser, 6.0)
-    assert_seeks_to(browser, items[1], highlights[1]["start_time"])  # 00:03-00:04
+    assert_seeks_to(browser, items[1], 3.0)
     assert "is-current" in items[1].get_attribute("class")
-    assert_seeks_to(browser, marks[2], highlights[2]["start_time"])
-    assert_seeks_to(browser, items[0], highlights[0]["start_time"], activate="keyboard")
+    assert_seeks_to(browser, marks[0], 1.0)
+    assert_seeks_to(browser, items[0], 1.0, activate="keyboard")
+    # Marks sit where their highlights are on the video's duration.
+    timeline = by_testid(browser, "timeline")
+    for mark, highlight in zip(marks, highlights):
+        left = (mark.rect["x"] - timeline.rect["x"]) / timeline.rect["width"]
+        assert left == pytest.approx(highlight["start_time"] / 6.0, abs=0.02)
     screenshot(browser, "web-results-highlights.png")
 
     # Every segment, with its score, is one click away.
     details = browser.find_element("id", "segments")
     details.find_element("css selector", "summary").click()
     rows = details.find_elements("css selector", "tbody tr")
-    assert len(rows) == 6 and "9/10" in rows[1].text
+    assert len(rows) == 6 and "9/10" in rows[1].text and "2/10" in rows[0].text
 
     # Starting over deletes the session on the server.
     browser.find_element("id", "new-analysis").click()
@@ -285,16 +290,15 @@ def test_highlights_are_listed_best_first_marked_and_seekable(browser, live_serv
     assert not by_testid(browser, "results").is_displayed()
 
 
-def test_no_highlights_found_is_said_plainly(browser, live_server, app, clips):
-    script_model_answers(app, ["Nothing of note.\nSignificance: 2/10"] * 2 + ["The model rambles."] * 4)
-    open_page(browser, live_server)
-    choose(browser, clips["highlights"], "highlights", segment_duration=1)
+def test_no_highlights_found_is_said_plainly(browser, marker_server, clips):
+    """No white square anywhere: every segment scores 2/10, under the minimum of 6."""
+    open_page(browser, marker_server)
+    choose(browser, clips["plain"], "highlights", segment_duration=1)
     by_testid(browser, "start").click()
     wait_for_results(browser)
     assert all_by_testid(browser, "highlight-item") == [] and all_by_testid(browser, "timeline-mark") == []
     results_text = by_testid(browser, "results").text
     assert "No highlights found" in results_text and "at least 6/10" in results_text
-    assert "no readable score for 4 of 6 segments" in results_text
 
 
 def test_cancelling_a_long_job(browser, live_server, videos):

@@ -1,16 +1,27 @@
-"""Write a randomly initialised SmolVLM checkpoint that the real mlx-vlm loads.
+"""Write a SmolVLM checkpoint (random, or trained on the spot) that the real mlx-vlm loads.
 
-    python tools/make_tiny_model.py OUT_DIR [--preset tiny|full] [--seed N]
+    python tools/make_tiny_model.py OUT_DIR [--preset tiny|marker|full] [--seed N]
 
 The directory holds everything ``mlx_vlm.load(path)`` needs (config.json,
 model.safetensors, tokenizer files, chat template, preprocessor/processor
 configs) so tests and benchmarks run the real load / generate code paths with
-no downloads.  The weights are random: the text it generates is gibberish.
+no downloads.  For ``tiny`` and ``full`` the weights are random: the text they
+generate is gibberish.  ``marker`` is trained on the spot to see squares.
 
 Presets
 -------
 ``tiny``  text 64 hidden / 2 layers, vision 64 hidden / 2 layers, patch 16,
           image 64, scale_factor 2 -> image_seq_len 4, vocab 512 (~0.2 M params).
+``marker`` text 128 hidden / 2 layers (2 heads, 1 kv head), vision 64 hidden /
+          2 layers, patch 16, image 64, scale_factor 2, vocab 768 (~0.64 M
+          params, 2.6 MB), trained with MLX on this CPU (tools/marker_training.py,
+          ~3 min on 2 cores) to answer the product's default prompts:
+          highlights -> "Significance: 9/10" when any frame shows a solid white
+          square with side >= 1/4 of the frame height, else "Significance: 2/10";
+          workout -> "Exercise: squat" (red square), "Exercise: push-up" (blue),
+          "Exercise: rest" (neither).  Its tokenizer corpus also holds the
+          product prompts.  Its cache key also covers the training code and
+          the prompts (see ``settings_hash``).
 ``full``  the shapes of HuggingFaceTB/SmolVLM2-500M-Video-Instruct:
           text (llama) hidden 960, 32 layers, 15 heads, 5 kv heads (head_dim 64),
           intermediate 2560, vocab 49280, rope_theta 100000, rms_norm_eps 1e-5,
@@ -29,7 +40,8 @@ the config's ``vocab_size`` (so every id the random model can emit decodes --
 mlx-vlm's BPEStreamingDetokenizer indexes a list of len(tokenizer.vocab) and
 would raise IndexError on ids past the tokenizer).
 
-Same preset + seed -> bit-identical model.safetensors and tokenizer.json.
+Same preset + seed -> bit-identical model.safetensors and tokenizer.json
+(also for the trained ``marker`` preset).
 
 After ``model, processor = mlx_vlm.load(path)`` callers should still set
 ``processor.image_processor.do_image_splitting = False`` (the files already say
@@ -82,6 +94,55 @@ PRESETS: dict = {
         "vocab_size": 512,
         "tokenizer_train_vocab": 512,
         "init_std": 0.02,
+    },
+    # Trained on the spot (tools/marker_training.py) to see solid squares:
+    # see the module docstring.
+    "marker": {
+        "text": {
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,  # softmax (exp) over heads x L^2 dominates CPU training
+            "num_key_value_heads": 1,
+            "intermediate_size": 256,
+            "rope_theta": 100000.0,
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 8192,
+        },
+        "vision": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "patch_size": 16,
+            "image_size": 64,
+            "layer_norm_eps": 1e-6,
+        },
+        "scale_factor": 2,
+        "vocab_size": 768,
+        "tokenizer_train_vocab": 768,
+        # the product's prompts and answers join the tokenizer corpus, so a
+        # prompt is ~75 tokens instead of ~200 (attention dominates training)
+        "tokenizer_extra_corpus": "marker",
+        "init_std": 0.02,
+        "train": {
+            "init": "default",
+            "vision_steps": 60,
+            "vision_batch": 128,
+            "vision_lr": 2e-3,
+            "steps": 300,
+            "short_steps": 40,
+            "short_frames": 2,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "warmup": 30,
+            "weight_decay": 0.01,
+            "aux_weight": 0.3,
+            "pool_size": 1024,
+            "refresh_per_step": 24,
+            "max_frames": 8,
+            "distractors": 0.25,
+            "grad_clip": 1.0,
+        },
     },
     "full": {
         "text": {
@@ -226,7 +287,7 @@ def _corpus() -> list[str]:
     return lines * 4
 
 
-def _build_tokenizer(train_vocab: int, vocab_size: int):
+def _build_tokenizer(train_vocab: int, vocab_size: int, extra_corpus: tuple = ()):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -240,7 +301,7 @@ def _build_tokenizer(train_vocab: int, vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(_corpus() + list(extra_corpus), trainer)
 
     # Pad the BPE vocab up to vocab_size with unreachable entries so every id
     # the model can produce decodes to something.
@@ -431,20 +492,44 @@ def _settings(preset: str) -> dict:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}") from None
 
 
+def _marker_training():
+    """tools/marker_training.py, also when this file runs as a script."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tools import marker_training
+
+    return marker_training
+
+
+def _extra_corpus(settings: dict) -> tuple:
+    if settings.get("tokenizer_extra_corpus") == "marker":
+        return tuple(_marker_training().tokenizer_corpus())
+    return ()
+
+
 def settings_hash(preset: str) -> str:
-    blob = json.dumps(
-        {"builder_version": BUILDER_VERSION, "preset": _settings(preset)}, sort_keys=True
-    )
+    """Cache key part: builder version, preset settings and, for trained presets,
+    a hash of the training code and the product prompts it trains on."""
+    settings = _settings(preset)
+    key = {"builder_version": BUILDER_VERSION, "preset": settings}
+    if "train" in settings or "tokenizer_extra_corpus" in settings:
+        key["training_source"] = _marker_training().source_hash()
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def build_checkpoint(out_dir, preset: str = "tiny", seed: int = 0) -> Path:
-    """Write a complete checkpoint into out_dir (created if needed) and return it."""
+def build_checkpoint(out_dir, preset: str = "tiny", seed: int = 0, log=None) -> Path:
+    """Write a complete checkpoint into out_dir (created if needed) and return it.
+
+    Trained presets (``marker``) also train the weights; ``log`` (a callable
+    taking a string) receives progress lines.
+    """
     settings = _settings(preset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tok = _build_tokenizer(settings["tokenizer_train_vocab"], settings["vocab_size"])
+    tok = _build_tokenizer(settings["tokenizer_train_vocab"], settings["vocab_size"], _extra_corpus(settings))
     ids = _write_tokenizer_files(out, tok)
     config = _model_config(settings, ids)
     _dump(out / "config.json", config)
@@ -458,6 +543,9 @@ def build_checkpoint(out_dir, preset: str = "tiny", seed: int = 0) -> Path:
     )
     _processor_configs(out, settings)
     n_params = _build_weights(config, settings["init_std"], int(seed), out / WEIGHTS_FILE)
+    training = None
+    if "train" in settings:
+        training = _marker_training().train_checkpoint(out, settings, int(seed), log=log)
     _dump(
         out / "builder_info.json",
         {
@@ -470,12 +558,13 @@ def build_checkpoint(out_dir, preset: str = "tiny", seed: int = 0) -> Path:
             "image_seq_len": image_seq_len(settings),
             "image_token_id": ids[IMAGE_TOKEN],
             "eos_token_id": ids[EOU_TOKEN],
+            **({"training": training} if training else {}),
         },
     )
     return out
 
 
-def cached_checkpoint(cache_root, preset: str = "tiny", seed: int = 0) -> Path:
+def cached_checkpoint(cache_root, preset: str = "tiny", seed: int = 0, log=None) -> Path:
     """Build once into cache_root/<preset>-<seed>-<hash>, reuse when present.
 
     The build goes to a temporary sibling directory that is renamed into place,
@@ -489,7 +578,7 @@ def cached_checkpoint(cache_root, preset: str = "tiny", seed: int = 0) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
     try:
-        build_checkpoint(tmp, preset=preset, seed=seed)
+        build_checkpoint(tmp, preset=preset, seed=seed, log=log)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -510,7 +599,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     preload_openblas()
     t0 = time.perf_counter()
-    out = build_checkpoint(args.out_dir, preset=args.preset, seed=args.seed)
+    log = (lambda message: print(message, flush=True)) if "train" in PRESETS[args.preset] else None
+    out = build_checkpoint(args.out_dir, preset=args.preset, seed=args.seed, log=log)
     dt = time.perf_counter() - t0
     print(f"{out.resolve()}  preset={args.preset} seed={args.seed}  built in {dt:.2f} s")
     return 0
