@@ -25,7 +25,7 @@ system-deps:
 	@sh tools/install_system_packages.sh
 
 run: setup
-	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py 'app:create_app()'
+	exec env HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py 'app:create_app()'
 
 dev: setup
 	$(PY) app.py
@@ -37,11 +37,26 @@ test: setup
 test-load: setup
 	$(PY) -m pytest -m load
 
+# A 40 s video with white squares at 12-18 s and 31-36 s, analysed by the
+# marker model (trained on first use, ~3 min, then cached): the highlights
+# printed are 00:10-00:20 and 00:30-00:40 at 9/10.
 demo: setup
 	@mkdir -p $(DEMO_DIR)
 	$(PY) synthetic_video.py $(DEMO_DIR)/demo.mp4 --duration 40 --marker 12:18 --marker 31:36
-	$(PY) tools/make_tiny_model.py $(DEMO_DIR)/model --preset tiny
-	$(PY) video_highlight_generator.py $(DEMO_DIR)/demo.mp4 --model $(DEMO_DIR)/model --min-significance 1 --json $(DEMO_DIR)/highlights.json
+	MODEL_DIR=$$($(PY) tools/make_tiny_model.py .cache/models --preset marker --cached) && \
+	$(PY) video_highlight_generator.py $(DEMO_DIR)/demo.mp4 --model "$$MODEL_DIR" --json $(DEMO_DIR)/highlights.json
 
 clean:
 	rm -rf .cache .pytest_cache
+
+# Benchmarks (bench/README.md): ratios measured side by side in one run.
+# bench-setup installs ffmpeg, which only the reference pipeline uses.
+.PHONY: bench-setup bench bench-quick
+bench-setup:
+	@sh bench/install_system_packages.sh
+
+bench: setup bench-setup
+	$(PY) bench/run.py
+
+bench-quick: setup bench-setup
+	$(PY) bench/run.py --quick
