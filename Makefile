@@ -53,7 +53,7 @@ clean:
 # bench-setup installs ffmpeg, which only the reference pipeline uses.
 .PHONY: bench-setup bench bench-quick
 bench-setup:
-	@sh bench/install_system_packages.sh
+	@sh tools/install_system_packages.sh ffmpeg
 
 bench: setup bench-setup
 	$(PY) bench/run.py
