@@ -1,0 +1,75 @@
+"""P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
+
+    python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--variants product,shm,nice,shm+nice]
+
+Each round starts one server per variant in turn (same tiny checkpoint, same
+videos) and measures P3 exactly as bench/run.py does; rounds interleave the
+variants so background load on the shared CPU hits them alike. Prints the
+median p50/p99 per variant over the rounds and writes
+bench/work/experiment-p3.json. Variants come from bench/gunicorn_experiment.conf.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.run import Server, checkpoint, p3_status_latency, run_job, say  # noqa: E402
+from bench.videos import WORK, bench_video  # noqa: E402
+
+VARIANTS = {
+    "product": ("gunicorn.conf.py", {}),
+    "shm": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1"}),
+    "nice": ("bench/gunicorn_experiment.conf.py", {"EXP_NICE": "10"}),
+    "shm+nice": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1", "EXP_NICE": "10"}),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--interval", type=float, default=0.25)
+    parser.add_argument("--variants", default="product,shm,nice,shm+nice")
+    parser.add_argument("--video-seconds", type=float, default=480)
+    args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    tiny = checkpoint("tiny")
+    long_video, short_video = bench_video(args.video_seconds), bench_video(10)
+    runs = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        for name in names:
+            config, env = VARIANTS[name]
+            with Server(f"exp-{name}", tiny, config=config, JOB_WORKERS=1, **env) as server:
+                run_job(server.base, short_video)
+                result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
+            result["load_average"] = os.getloadavg()
+            runs[name].append(result)
+            say(f"round {round_index + 1} {name:9s} idle p99 {result['idle']['p99_ms']:6.1f} ms | job p50 "
+                f"{result['p50_ms']:5.1f} p99 {result['p99_ms']:6.1f} ms | running {result['job_still_running_at_end']}"
+                f" | load {result['load_average'][0]:.1f}")
+    summary = {
+        name: {
+            "job_p50_ms": statistics.median(r["p50_ms"] for r in results),
+            "job_p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "idle_p99_ms": statistics.median(r["idle"]["p99_ms"] for r in results),
+            "rounds": len(results),
+        }
+        for name, results in runs.items()
+    }
+    with open(os.path.join(WORK, "experiment-p3.json"), "w") as handle:
+        json.dump({"summary": summary, "runs": runs}, handle, indent=2)
+    for name, row in summary.items():
+        print(f"{name:9s} job p50 {row['job_p50_ms']:6.1f} ms  job p99 {row['job_p99_ms']:6.1f} ms  "
+              f"idle p99 {row['idle_p99_ms']:6.1f} ms  ({row['rounds']} rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The project's gunicorn.conf.py plus candidate fixes, switched on by environment variables.
+
+Used only by bench/experiment_p3.py to measure proposed changes before they
+are made in the product; `make bench` always runs the product's own config.
+
+  EXP_SHM=1        worker_tmp_dir = "/dev/shm": gunicorn's heartbeat (an
+                   os.utime on a temporary file, once per event-loop turn of
+                   the worker's main thread) goes to tmpfs instead of /tmp on
+                   disk (gunicorn's own advice for containers).
+  EXP_NICE=N       the job threads, the model thread and the native threads
+                   that exist once the app is loaded (OpenBLAS's pool, mlx's)
+                   get a lower priority by N (Linux per-thread nice); request
+                   threads then win the CPU when a job keeps both cores busy.
+  EXP_MALLOPT=N    the worker calls glibc's mallopt(M_ARENA_MAX, N) right after
+                   fork, before any request thread allocates: the in-process
+                   equivalent of starting the server with MALLOC_ARENA_MAX=N.
+"""
+import ctypes
+import os
+import threading
+
+_PRODUCT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gunicorn.conf.py")
+exec(compile(open(_PRODUCT).read(), _PRODUCT, "exec"))  # noqa: S102  (the product's settings, unchanged)
+
+if os.environ.get("EXP_SHM") == "1" and os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+
+def _lower_priority(function, amount):
+    def wrapper(*args, **kwargs):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), amount)
+        except OSError:
+            pass
+        return function(*args, **kwargs)
+    return wrapper
+
+
+def post_fork(server, worker):  # noqa: F811  (the product config defines none)
+    arenas = int(os.environ.get("EXP_MALLOPT", "0") or 0)
+    if arenas:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+
+
+def post_worker_init(worker):  # noqa: F811  (the product config defines none)
+    amount = int(os.environ.get("EXP_NICE", "0") or 0)
+    if amount:
+        import jobs
+
+        jobs.JobQueue._run = _lower_priority(jobs.JobQueue._run, amount)  # job threads start later
+        python_threads = {t.native_id: t.name for t in threading.enumerate()}
+        for tid in map(int, os.listdir("/proc/self/task")):
+            name = python_threads.get(tid)
+            if name is None or name == "model-runner":  # native threads (BLAS, mlx) and the model thread
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, amount)
+                except OSError:
+                    pass

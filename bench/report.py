@@ -1,0 +1,97 @@
+"""The results table of bench/README.md, rebuilt from the newest files in bench/results.
+
+    python bench/report.py          # print the table
+    python bench/report.py --write  # and put it in bench/README.md (between the results markers)
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import Optional
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(BENCH, "results")
+README = os.path.join(BENCH, "README.md")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# key, label, unit/format, target text
+ROWS = (
+    ("p1_overhead_ratio_full", "P1 service overhead, full", "{:.3f}x", "<= 1.05"),
+    ("p1_overhead_ratio_tiny", "P1 service overhead, tiny", "{:.2f}x", "<= 1.5"),
+    ("p1_overhead_ratio_tiny_320x240", "P1 service overhead, tiny, 320x240 10 fps video", "{:.2f}x", ""),
+    ("p2_speedup_vs_reference_full", "P2 speed-up vs reference, full", "{:.2f}x", ">= 1.5"),
+    ("p2_speedup_vs_reference_tiny", "P2 speed-up vs reference, tiny", "{:.1f}x", ">= 20"),
+    ("p2_speedup_vs_reference_tiny_320x240", "P2 speed-up vs reference, tiny, 320x240 10 fps video", "{:.1f}x", ""),
+    ("p2_speedup_vs_plain_cli_tiny", "P2 vs plain CLI (bundled BLAS), tiny", "{:.1f}x", ""),
+    ("p3_status_p50_ms", "P3 GET /status p50, 50 pollers", "{:.1f} ms", ""),
+    ("p3_status_p99_ms", "P3 GET /status p99, 50 pollers", "{:.1f} ms", "<= 10 ms"),
+    ("p3_status_p99_ms_idle", "P3 same, server idle (baseline)", "{:.1f} ms", ""),
+    ("p3_status_p99_ms_full_job", "P3 same, during a full-size job", "{:.1f} ms", ""),
+    ("p4_upload_rss_growth_mib", "P4 RSS growth during big upload", "{:.1f} MiB", "<= 64 MiB"),
+    ("p4_upload_mb_per_s", "P4 upload rate over loopback", "{:.0f} MiB/s", ""),
+    ("p5_rss_growth_ratio", "P5 RSS growth, 16 jobs vs 1", "{:+.1%}", "<= +10%"),
+    ("p6_fit_slope_seconds_per_minute", "P6 job time slope (tiny)", "{:.2f} s/min", ""),
+    ("p6_fit_intercept_seconds", "P6 job time intercept (tiny)", "{:.2f} s", ""),
+    ("p6_fit_r2", "P6 linear fit r²", "{:.4f}", ""),
+    ("p6_sampling_vs_decode_all_ratio", "P6 frame sampling / decoding every frame", "{:.2f}", ""),
+    ("blas_speedup_full", "BLAS: OpenBLAS speed-up, full-size segment*", "{:.1f}x", ""),
+    ("blas_matmul_speedup", "BLAS: OpenBLAS speed-up, 1024x960x2560 matmul", "{:.1f}x", ""),
+)
+
+
+def latest(kind: str) -> Optional[dict]:
+    """The newest quick (`*-quick.json`) or full (`YYYY-MM-DD.json`) results file."""
+    files = sorted(glob.glob(os.path.join(RESULTS, "*.json")))
+    files = [f for f in files if f.endswith("-quick.json") == (kind == "quick")]
+    if not files:
+        return None
+    path = max(files, key=os.path.getmtime)
+    with open(path) as handle:
+        results = json.load(handle)
+    results["_file"] = os.path.relpath(path, os.path.dirname(BENCH))
+    return results
+
+
+def _cell(results: Optional[dict], key: str, fmt: str) -> str:
+    if not results or results.get(key) is None:
+        return "–"
+    text = fmt.format(results[key])
+    verdict = results.get("targets", {}).get(key, {}).get("met")
+    return text + {True: " ✅", False: " ❌", None: ""}[verdict]
+
+
+def table() -> str:
+    quick, full = latest("quick"), latest("full")
+    lines = ["| Figure | Target | `make bench` | `make bench-quick` |", "|---|---|---|---|"]
+    for key, label, fmt, target in ROWS:
+        lines.append(f"| {label} (`{key}`) | {target or '—'} | {_cell(full, key, fmt)} | {_cell(quick, key, fmt)} |")
+    notes = []
+    for name, results in (("make bench", full), ("make bench-quick", quick)):
+        if results:
+            machine = results["machine"]
+            load = "/".join(f"{x:.1f}" for x in (machine.get("load_average_at_start") or [])[:1] +
+                            (machine.get("load_average_at_end") or [])[:1])
+            notes.append(f"- `{name}`: `{results['_file']}`, finished {machine['date']}, {machine['cpu_model']} × "
+                         f"{machine['cores']} cores, mlx {machine['mlx']}, mlx-vlm {machine['mlx_vlm']}, "
+                         f"1-min load average at start/end {load} (other work shares the CPU), "
+                         f"took {results.get('bench_seconds', 0) / 60:.1f} min.")
+    if full and "blas_full" in full.get("details", {}):
+        notes.append(f"- \\* {full['details']['blas_full']['workload']}.")
+    return "\n".join(lines + [""] + notes)
+
+
+def update_readme() -> None:
+    with open(README) as handle:
+        text = handle.read()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    with open(README, "w") as handle:
+        handle.write(f"{head}{START}\n{table()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv[1:]:
+        update_readme()
+    print(table())

@@ -1,0 +1,86 @@
+"""Fast checks of the benchmark code (bench/): helpers, result keys, the README table.
+
+No server and no model: the benchmarks themselves run with `make bench-quick`
+(< 3 min) and `make bench`. One small real measurement (frame sampling vs
+decoding every frame, a subprocess on a 2 s video) keeps the code honest.
+"""
+import glob
+import json
+import os
+
+import pytest
+
+from bench import report
+from bench import run as bench
+from bench.reference_pipeline import cli_environment, parse_answer, segment_starts
+from synthetic_video import write_video
+from video_frames import plan_segments
+
+
+def test_linear_fit_recovers_a_line_and_percentiles_interpolate():
+    fit = bench.linear_fit([1, 2, 4, 8], [3.5, 6.0, 11.0, 21.0])
+    assert fit["slope"] == pytest.approx(2.5) and fit["intercept"] == pytest.approx(1.0)
+    assert fit["r2"] == pytest.approx(1.0)
+    assert bench.percentile([1, 2, 3, 4, 5], 50) == 3
+    assert bench.percentile(list(range(101)), 99) == pytest.approx(99)
+    assert bench.percentile([10.0], 99) == 10.0
+
+
+@pytest.mark.parametrize("duration", [10, 20, 25.0, 60, 9.9995, 65.5, 3])
+def test_reference_cuts_the_segments_the_service_analyses(duration):
+    assert segment_starts(duration, 10) == [s.start_time for s in plan_segments(duration, 10)]
+
+
+def test_reference_reads_the_answer_without_the_cli_notice():
+    stdout = ("SmolVLMProcessor has no native video support; sending 8 of 8 sampled frames as ordered images.\n"
+              "A dog runs.\nSignificance: 7/10\n")
+    assert parse_answer(stdout) == "A dog runs.\nSignificance: 7/10"
+
+
+def test_reference_blas_choice_is_explicit(monkeypatch):
+    monkeypatch.setenv("LD_PRELOAD", "/somewhere/else.so")
+    assert "LD_PRELOAD" not in cli_environment("bundled")
+    preloaded = cli_environment("openblas").get("LD_PRELOAD")
+    assert preloaded is None or "openblas" in preloaded
+    with pytest.raises(ValueError):
+        cli_environment("mkl")
+
+
+def _fake_results(mode: str) -> dict:
+    keys = list(bench.REQUIRED_KEYS) + (list(bench.FULL_KEYS) if mode == "full" else [])
+    results = {key: 1.0 for key in keys if key not in ("machine", "targets")}
+    results.update(mode=mode, details={}, bench_seconds=60.0)
+    return bench.finish(results, ["bench/run.py"] + (["--quick"] if mode == "quick" else []))
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_results_carry_every_figure_the_readme_names(mode):
+    results = _fake_results(mode)
+    assert bench.missing_keys(results) == []
+    assert results["machine"]["cores"] >= 1 and results["machine"]["mlx"]
+    assert results["targets"]["p3_status_p99_ms"] == {"target": "<= 10", "value": 1.0, "met": True}
+    assert results["targets"]["p2_speedup_vs_reference_tiny"]["met"] is False  # 1.0 < 20
+    json.dumps(results)  # serialisable as written
+
+
+def test_readme_table_is_built_from_the_newest_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    for name, mode in (("2026-01-01-quick.json", "quick"), ("2026-01-01.json", "full")):
+        (tmp_path / name).write_text(json.dumps(_fake_results(mode)))
+    text = report.table()
+    assert "| P3 GET /status p99, 50 pollers (`p3_status_p99_ms`) | <= 10 ms | 1.0 ms ✅ | 1.0 ms ✅ |" in text
+    assert "2026-01-01.json" in text and "2026-01-01-quick.json" in text
+
+
+def test_stored_results_files_are_complete():
+    for path in sorted(glob.glob(os.path.join(report.RESULTS, "*.json"))):
+        with open(path) as handle:
+            results = json.load(handle)
+        assert bench.missing_keys(results) == [], path
+
+
+def test_sampling_vs_decoding_every_frame_measures_both(tmp_path):
+    video = write_video(str(tmp_path / "v.mp4"), duration=2, fps=10, size=(96, 64))
+    figure = bench.sampling_vs_decode_all(video, repeats=1)
+    assert figure["sample_seconds"] > 0 and figure["decode_all_seconds"] > 0
+    assert figure["ratio"] == pytest.approx(figure["sample_seconds"] / figure["decode_all_seconds"])
