@@ -46,6 +46,11 @@ def preload_openblas() -> Optional[str]:
     global _openblas_path
     if _openblas_path or platform.system() != "Linux" or os.environ.get("USE_OPENBLAS", "1") == "0":
         return _openblas_path
+    # OpenBLAS's idle threads spin before they sleep; on a 2-core server that
+    # spinning starves the request threads (status p99 0.1-2.6 s during a job).
+    # The shortest timeout (2^4 cycles) brought p99 to ~11 ms at ~1 % model
+    # speed (bench/README.md, P3). Read by OpenBLAS when it loads.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     for candidate in _OPENBLAS_CANDIDATES:
         if os.path.exists(candidate):
             try:
