@@ -28,39 +28,7 @@ from typing import List, Optional, Sequence
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
-_OPENBLAS_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-)
-_openblas_path: Optional[str] = None
-
-
-def preload_openblas() -> Optional[str]:
-    """Load OpenBLAS globally so mlx's CPU backend binds to it; no-op elsewhere.
-
-    Must run before the first `import mlx`. Set `USE_OPENBLAS=0` to measure
-    mlx's bundled BLAS instead.
-    """
-    global _openblas_path
-    if _openblas_path or platform.system() != "Linux" or os.environ.get("USE_OPENBLAS", "1") == "0":
-        return _openblas_path
-    # OpenBLAS's idle threads spin before they sleep; on a 2-core server that
-    # spinning starves the request threads (status p99 0.1-2.6 s during a job).
-    # The shortest timeout (2^4 cycles) brought p99 to ~11 ms at ~1 % model
-    # speed (bench/README.md, P3). Read by OpenBLAS when it loads.
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    for candidate in _OPENBLAS_CANDIDATES:
-        if os.path.exists(candidate):
-            try:
-                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
-            except OSError:
-                continue
-            _openblas_path = candidate
-            break
-    return _openblas_path
-
+from openblas import preload_openblas  # noqa: E402
 
 preload_openblas()
 

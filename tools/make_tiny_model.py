@@ -57,7 +57,6 @@ Importing this module does not import mlx, so callers can preload OpenBLAS
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import json
 import os
@@ -66,6 +65,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# The repository root, so `tools.*` and the product's modules import also when this file runs as a script.
+_REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from openblas import preload_openblas  # noqa: E402  (callers use it before mlx is first imported)
 
 BUILDER_VERSION = 1
 
@@ -217,32 +223,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
-
-_OPENBLAS_PATHS = (
-    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
-    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-)
-
-
-def preload_openblas() -> str | None:
-    """Load Debian's OpenBLAS globally (Linux only) so mlx's CPU matmul uses it.
-
-    Must run before mlx is first imported to have any effect. Returns the
-    loaded path or None.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    for path in _OPENBLAS_PATHS:
-        if os.path.exists(path):
-            try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                return path
-            except OSError:
-                continue
-    return None
-
 
 # ---------------------------------------------------------------- tokenizer
 
@@ -494,9 +474,6 @@ def _settings(preset: str) -> dict:
 
 def _marker_training():
     """tools/marker_training.py, also when this file runs as a script."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
     from tools import marker_training
 
     return marker_training

@@ -1,0 +1,46 @@
+"""Loading Debian's OpenBLAS before mlx, so mlx's CPU matrix multiply uses it.
+
+mlx's CPU wheel ships a slow reference BLAS (~6 GFLOP/s here); with OpenBLAS
+loaded globally first, matrix multiply ran ~30x faster (shared notes, bench/).
+Kept free of any mlx import so it can run before the first one: the service
+(model_runner), the checkpoint builder and the tests all call it.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from typing import Optional
+
+_OPENBLAS_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+)
+_openblas_path: Optional[str] = None
+
+
+def preload_openblas() -> Optional[str]:
+    """Load OpenBLAS globally so mlx's CPU backend binds to it; no-op elsewhere.
+
+    Must run before the first `import mlx`. Set `USE_OPENBLAS=0` to measure
+    mlx's bundled BLAS instead.
+    """
+    global _openblas_path
+    if _openblas_path or platform.system() != "Linux" or os.environ.get("USE_OPENBLAS", "1") == "0":
+        return _openblas_path
+    # OpenBLAS's idle threads spin before they sleep; on a 2-core server that
+    # spinning starves the request threads (status p99 0.1-2.6 s during a job).
+    # The shortest timeout (2^4 cycles) brought p99 to ~11 ms at ~1 % model
+    # speed (bench/README.md, P3). Read by OpenBLAS when it loads.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    for candidate in _OPENBLAS_CANDIDATES:
+        if os.path.exists(candidate):
+            try:
+                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            _openblas_path = candidate
+            break
+    return _openblas_path
