@@ -14,10 +14,8 @@ image splitting off. On macOS it keeps mlx's Metal defaults.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import logging
 import os
-import platform
 import queue
 import threading
 import time

@@ -111,21 +111,17 @@ class SessionManager:
             self._sessions[session_id] = state
             return copy.deepcopy(state)
 
-    def get(self, session_id: str) -> SessionState:
-        """A copy of the session; SessionNotFound when unknown."""
-        with self._lock:
-            state = self._sessions.get(session_id)
-            if state is None:
-                raise SessionNotFound(session_id)
-            return copy.deepcopy(state)
+    def get(self, session_id: str, with_result: bool = True) -> SessionState:
+        """A copy of the session; SessionNotFound when unknown.
 
-    def get_status_body(self, session_id: str) -> dict:
-        """The status object, built under the lock without copying the result."""
+        `with_result=False` leaves the (possibly large) result out of the
+        copy: status polls, cancel and cleanup never need it.
+        """
         with self._lock:
             state = self._sessions.get(session_id)
             if state is None:
                 raise SessionNotFound(session_id)
-            return state.status_body()
+            return copy.deepcopy(state if with_result else replace(state, result=None))
 
     def update(self, session_id: str, **changes) -> SessionState:
         """Apply `changes` unless the session has ended; returns a copy of the result.

@@ -32,9 +32,9 @@ def _known_id(session_id: str) -> str:
     return session_id
 
 
-def _session(session_id: str) -> SessionState:
+def _session(session_id: str, with_result: bool = False) -> SessionState:
     try:
-        state = services().sessions.get(_known_id(session_id))
+        state = services().sessions.get(_known_id(session_id), with_result)
     except SessionNotFound:
         raise _not_found() from None
     if state.legacy:  # a synchronous request's job has no public id
@@ -60,18 +60,14 @@ def upload():
 
 @video_api.get("/status/<session_id>")
 def status(session_id: str):
-    _session(session_id)  # 404 for unknown, malformed and legacy ids
-    try:
-        body = services().sessions.get_status_body(session_id)
-    except SessionNotFound:
-        raise _not_found() from None
-    headers = {} if ProcessingStatus(body["status"]).terminal else {"Retry-After": POLL_AFTER_SECONDS}
-    return jsonify(body), 200, headers
+    state = _session(session_id)
+    headers = {} if state.status.terminal else {"Retry-After": POLL_AFTER_SECONDS}
+    return jsonify(state.status_body()), 200, headers
 
 
 @video_api.get("/results/<session_id>")
 def results(session_id: str):
-    state = _session(session_id)
+    state = _session(session_id, with_result=True)
     if state.status != ProcessingStatus.COMPLETED:
         extra = {"sessionStatus": state.status.value}
         if state.status == ProcessingStatus.FAILED:
