@@ -8,8 +8,9 @@ its request to `ModelRunner.generate`, which queues it for the model thread
 and waits for the answer.
 
 On Linux CPU the runner loads OpenBLAS before mlx (≈30× faster matrix
-multiply than the bundled reference BLAS), uses float32 weights and turns
-image splitting off. On macOS it keeps mlx's Metal defaults.
+multiply than the bundled reference BLAS), uses float32 weights, turns
+image splitting off and splits the frames of a request across one CPU stream
+per core in the vision tower (parallel_vision). On macOS it keeps mlx's Metal defaults.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ preload_openblas()
 
 import mlx.core as mx  # noqa: E402  (after OpenBLAS, on purpose)
 
+import parallel_vision  # noqa: E402
 from cancellation import Cancelled  # noqa: E402
 
 
@@ -68,6 +70,7 @@ class ModelRunner:
         self.load_error: Optional[str] = None
         self.load_seconds: Optional[float] = None
         self.image_size: Optional[int] = None
+        self.vision_streams = 1  # CPU streams the vision tower is split across (parallel_vision)
         self.completed_generations = 0  # finished (not cancelled) generations, for tests and /health
         self._loaded = threading.Event()
         self._stopping = threading.Event()
@@ -181,11 +184,14 @@ class ModelRunner:
             if image_processor is not None and hasattr(image_processor, "do_image_splitting"):
                 # Splitting a frame into tiles multiplies vision work ~13x.
                 image_processor.do_image_splitting = False
+            # Frames through the vision tower on every core (mlx's elementwise ops use one).
+            self.vision_streams = parallel_vision.enable(model)
         mx.eval(model.parameters())
         self._model, self._processor = model, processor
         self.image_size = _longest_edge(processor)
         self.load_seconds = time.perf_counter() - started
-        log.info("Loaded model %s in %.2f s on %s", self.name, self.load_seconds, self.device)
+        log.info("Loaded model %s in %.2f s on %s (vision tower on %d streams)",
+                 self.name, self.load_seconds, self.device, self.vision_streams)
 
     def _serve(self, request: _Request) -> None:
         if not request.future.set_running_or_notify_cancel():

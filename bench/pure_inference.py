@@ -32,7 +32,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from model_runner import ModelRunner, _openblas_path  # noqa: E402  (loads OpenBLAS before mlx)
+from openblas import preload_openblas  # noqa: E402
+
+OPENBLAS = preload_openblas()  # before mlx; None when USE_OPENBLAS=0
+
+from model_runner import ModelRunner  # noqa: E402
 from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER  # noqa: E402
 from video_frames import FrameReader, plan_segments, probe_video, sample_frame_indices  # noqa: E402
 
@@ -89,7 +93,7 @@ def run(runner: ModelRunner, request: dict) -> dict:
         "sample_seconds": sample_seconds,
         "warmup_seconds": warmup_seconds,
         "load_seconds": runner.load_seconds,
-        "openblas": _openblas_path,
+        "openblas": OPENBLAS,
     }
 
 
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
                 "warmup": not args.no_warmup,
             })), flush=True)
             return 0
-        print(json.dumps({"ready": True, "load_seconds": runner.load_seconds, "openblas": _openblas_path}), flush=True)
+        print(json.dumps({"ready": True, "load_seconds": runner.load_seconds, "openblas": OPENBLAS}), flush=True)
         for line in sys.stdin:
             if not line.strip():
                 continue

@@ -38,6 +38,8 @@ ROWS = (
     ("p6_sampling_vs_decode_all_ratio", "P6 frame sampling / decoding every frame", "{:.2f}", ""),
     ("blas_speedup_full", "BLAS: OpenBLAS speed-up, full-size segment*", "{:.1f}x", ""),
     ("blas_matmul_speedup", "BLAS: OpenBLAS speed-up, 1024x960x2560 matmul", "{:.1f}x", ""),
+    ("parallel_vision_speedup_full", "Vision tower split across CPU streams, full-size segment (on vs off)",
+     "{:.2f}x", ""),
 )
 
 

@@ -78,7 +78,8 @@ REQUIRED_KEYS = (
     "p6_fit_slope_seconds_per_minute", "p6_fit_intercept_seconds", "p6_fit_r2",
     "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "machine", "targets",
 )
-FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "blas_speedup_full")
+FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "blas_speedup_full",
+             "parallel_vision_speedup_full")
 
 
 def say(message: str) -> None:
@@ -647,7 +648,8 @@ print(json.dumps(times))
 _MATMUL = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
-from model_runner import _openblas_path  # preloads OpenBLAS unless USE_OPENBLAS=0
+from openblas import preload_openblas
+_openblas_path = preload_openblas()  # None when USE_OPENBLAS=0
 import mlx.core as mx
 a = mx.random.normal((1024, 960)); b = mx.random.normal((960, 2560)); mx.eval(a, b)
 mx.eval(a @ b)
@@ -673,32 +675,33 @@ def blas_matmul() -> dict:
             "openblas_library": out["openblas"]["openblas"]}
 
 
-def blas_segment(model: str, video: str, frames: Optional[int], max_tokens: int) -> dict:
-    """One segment through pure_inference with OpenBLAS, then with the bundled BLAS (USE_OPENBLAS=0).
+def segment_ab(model: str, video: str, variable: str, frames: Optional[int], max_tokens: int) -> dict:
+    """One segment through pure_inference twice, `variable`=1 then `variable`=0 (fresh processes).
 
     No warm-up pass (a bundled-BLAS warm-up would double a long run), so
     MLX_DISABLE_COMPILE=1 in both keeps the first call's compile time out.
     """
     out = {}
-    for name, flag in (("openblas", "1"), ("bundled", "0")):
-        env = dict(os.environ, USE_OPENBLAS=flag, MLX_DISABLE_COMPILE="1")
+    for flag in ("1", "0"):
+        env = dict(os.environ, MLX_DISABLE_COMPILE="1", **{variable: flag})
         env.pop("LD_PRELOAD", None)
         command = [PY, os.path.join(BENCH, "pure_inference.py"), "--model", model, "--video", video,
                    "--max-segments", "1", "--max-tokens", str(max_tokens), "--no-warmup"]
         if frames:
             command += ["--max-frames", str(frames)]
-        say(f"  BLAS {name}: one segment, {frames or FRAMES} frame(s), {max_tokens} tokens")
+        say(f"  {variable}={flag}: one segment, {frames or FRAMES} frame(s), {max_tokens} tokens")
         done = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
         answer = json.loads(done.stdout.strip().splitlines()[-1])
-        out[name] = {"seconds": answer["sum_generate_seconds"], "openblas": answer["openblas"],
+        out[flag] = {"seconds": answer["sum_generate_seconds"], "openblas": answer["openblas"],
                      "frames": answer["segments"][0]["frames"], "text": answer["segments"][0]["text"]}
     return {
-        "speedup": out["bundled"]["seconds"] / out["openblas"]["seconds"],
-        "openblas_seconds": out["openblas"]["seconds"],
-        "bundled_seconds": out["bundled"]["seconds"],
-        "frames": out["openblas"]["frames"],
+        "speedup": out["0"]["seconds"] / out["1"]["seconds"],
+        "on_seconds": out["1"]["seconds"],
+        "off_seconds": out["0"]["seconds"],
+        "openblas": out["1"]["openblas"],
+        "frames": out["1"]["frames"],
         "max_tokens": max_tokens,
-        "same_answer": out["openblas"]["text"] == out["bundled"]["text"],
+        "same_answer": out["1"]["text"] == out["0"]["text"],
     }
 
 
@@ -752,7 +755,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
         "p1_tiny_video": 60 if quick else 120,
         "p1_full_video": 20,
         "p1_tiny_rounds": 3 if quick else 5,
-        "p1_full_rounds": 2,
+        "p1_full_rounds": 3,
         "p3_seconds": 6 if quick else 15,
         "p3_full_seconds": 10,
         "p4_bytes": (256 if quick else 1024) * MIB,
@@ -858,10 +861,17 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
         if want("blas"):
             # A whole 8-frame, 32-token segment on the bundled BLAS would take ~20 min here
             # (matmul ~30x slower): measure 1 frame + 8 tokens, identical for both.
-            blas = blas_segment(full, full_video, frames=1, max_tokens=8)
+            say("BLAS: one full-size segment, OpenBLAS vs bundled")
+            blas = segment_ab(full, full_video, "USE_OPENBLAS", frames=1, max_tokens=8)
             blas["workload"] = "reduced: 1 frame (512x512) + 8 tokens, one segment, identical for both"
             details["blas_full"] = blas
             results["blas_speedup_full"] = blas["speedup"]
+        if want("vision"):
+            say("Vision tower split across CPU streams: one full-size segment, on vs off")
+            split = segment_ab(full, full_video, "PARALLEL_VISION", frames=None, max_tokens=MAX_TOKENS)
+            split["workload"] = f"one segment, {FRAMES} frames (512x512) + {MAX_TOKENS} tokens"
+            details["parallel_vision_full"] = split
+            results["parallel_vision_speedup_full"] = split["speedup"]
 
     results["details"] = details
     return results
@@ -885,7 +895,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
-    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,blas")
+    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,blas,vision")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")
     parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")
     parser.add_argument("--no-readme", action="store_true", help="do not update the table in bench/README.md")

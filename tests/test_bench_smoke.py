@@ -84,3 +84,21 @@ def test_sampling_vs_decoding_every_frame_measures_both(tmp_path):
     figure = bench.sampling_vs_decode_all(video, repeats=1)
     assert figure["sample_seconds"] > 0 and figure["decode_all_seconds"] > 0
     assert figure["ratio"] == pytest.approx(figure["sample_seconds"] / figure["decode_all_seconds"])
+
+
+def test_pure_inference_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """The P1 denominator's script, end to end on a 3 s video (catches a broken import or key)."""
+    import subprocess
+    import sys
+
+    video = write_video(str(tmp_path / "clip.mp4"), duration=3.0, fps=10, size=(96, 64))
+    done = subprocess.run(
+        [sys.executable, "bench/pure_inference.py", "--model", tiny_model_dir, "--video", video,
+         "--segment-duration", "2", "--frames-per-segment", "2", "--max-tokens", "4"],
+        capture_output=True, text=True, timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [s["frames"] for s in answer["segments"]] == [2, 2]
+    assert answer["sum_generate_seconds"] > 0 and answer["load_seconds"] > 0

@@ -1,0 +1,91 @@
+"""Splitting the vision tower's frames across CPU streams changes speed, not answers."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from openblas import preload_openblas  # noqa: E402
+
+preload_openblas()  # before mlx
+
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import parallel_vision  # noqa: E402
+from model_runner import ModelRunner  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    from mlx_vlm import load
+
+    model, _ = load(tiny_model_dir)
+    model.set_dtype(mx.float32)
+    return model
+
+
+@pytest.mark.parametrize("count, parts, expected", [
+    (8, 2, [(0, 4), (4, 8)]),
+    (7, 2, [(0, 4), (4, 7)]),
+    (3, 4, [(0, 1), (1, 2), (2, 3)]),
+    (1, 2, [(0, 1)]),
+    (5, 1, [(0, 5)]),
+])
+def test_chunk_bounds_cover_the_batch_once(count, parts, expected):
+    assert parallel_vision._chunk_bounds(count, parts) == expected
+
+
+@pytest.mark.parametrize("frames", [1, 3, 8])
+@pytest.mark.parametrize("streams", [2, 3])
+def test_split_output_matches_one_pass(tiny_model, frames, streams):
+    vision = tiny_model.vision_model
+    size = vision.embeddings.image_size
+    patches = size // vision.embeddings.patch_size
+    x = mx.random.uniform(shape=(frames, size, size, 3), key=mx.random.key(frames))
+    mask = mx.ones((frames, patches, patches), dtype=mx.bool_)
+    whole = vision(x, patch_attention_mask=mask, output_hidden_states=True)
+    split = parallel_vision.StreamSplitVision(vision, streams)(x, patch_attention_mask=mask,
+                                                                output_hidden_states=True)
+    assert split[0].shape == whole[0].shape
+    # Equal up to float rounding: OpenBLAS may block a smaller matrix differently.
+    np.testing.assert_allclose(np.array(split[0]), np.array(whole[0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.array(split[1]), np.array(whole[1]), rtol=1e-5, atol=1e-5)
+    assert len(split[2]) == len(whole[2])
+
+
+def test_enable_wraps_once_and_can_be_turned_off(tiny_model, monkeypatch):
+    original = tiny_model.vision_model
+    try:
+        monkeypatch.setenv("PARALLEL_VISION", "0")
+        assert parallel_vision.enable(tiny_model, streams=2) == 1
+        assert tiny_model.vision_model is original
+        monkeypatch.delenv("PARALLEL_VISION")
+        assert parallel_vision.enable(tiny_model, streams=2) == 2
+        wrapped = tiny_model.vision_model
+        assert isinstance(wrapped, parallel_vision.StreamSplitVision) and wrapped.inner is original
+        assert parallel_vision.enable(tiny_model, streams=3) == 2  # already wrapped: left as it is
+        assert tiny_model.vision_model is wrapped
+    finally:
+        tiny_model.vision_model = original
+
+
+def test_runner_answers_the_same_with_and_without_split(tiny_model_dir, monkeypatch):
+    rng = np.random.default_rng(3)
+    frames = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(8)]
+    answers, streams = [], []
+    for setting in ("1", "0"):
+        monkeypatch.setenv("PARALLEL_VISION", setting)
+        runner = ModelRunner(tiny_model_dir)
+        try:
+            runner.wait_until_loaded(120)
+            answers.append(runner.generate(frames, "Describe the frames.", max_tokens=24))
+            streams.append(runner.vision_streams)
+        finally:
+            runner.close()
+    cores = parallel_vision.usable_cores()
+    assert streams == [cores if cores >= 2 else 1, 1]
+    assert answers[0] == answers[1] and answers[0]
