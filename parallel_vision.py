@@ -12,8 +12,9 @@ same as one pass over the whole batch up to float rounding (OpenBLAS may
 block a smaller matrix differently: ~1e-6 relative; 8 frames in two chunks of
 4 gave bit-identical output on the full-size model).
 
-Measured on a 2-core Xeon (`bench/experiment_parallel_vision.py`): the vision
-tower of the full-size model on 8 frames 31 s -> 21 s.
+Measured on a 2-core Xeon: the vision tower of the full-size model on 8
+frames 31 s -> 21 s, a whole segment 41.8 s -> 31.5 s (`make bench`, key
+`parallel_vision_speedup_full`, runs it with PARALLEL_VISION=1 and =0).
 """
 from __future__ import annotations
 
