@@ -9,8 +9,9 @@ and waits for the answer.
 
 On Linux CPU the runner loads OpenBLAS before mlx (≈30× faster matrix
 multiply than the bundled reference BLAS), uses float32 weights, turns
-image splitting off and splits the frames of a request across one CPU stream
-per core in the vision tower (parallel_vision). On macOS it keeps mlx's Metal defaults.
+image splitting off, computes the vision tower's softmax and GELU with powers
+of two (fast_activations) and splits the frames of a request across one CPU
+stream per core there (parallel_vision). On macOS it keeps mlx's Metal defaults.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ preload_openblas()
 
 import mlx.core as mx  # noqa: E402  (after OpenBLAS, on purpose)
 
+import fast_activations  # noqa: E402
 import parallel_vision  # noqa: E402
 from cancellation import Cancelled  # noqa: E402
 
@@ -71,6 +73,7 @@ class ModelRunner:
         self.load_seconds: Optional[float] = None
         self.image_size: Optional[int] = None
         self.vision_streams = 1  # CPU streams the vision tower is split across (parallel_vision)
+        self.fast_activation_layers = 0  # vision layers using fast_activations
         self.completed_generations = 0  # finished (not cancelled) generations, for tests and /health
         self._loaded = threading.Event()
         self._stopping = threading.Event()
@@ -184,7 +187,9 @@ class ModelRunner:
             if image_processor is not None and hasattr(image_processor, "do_image_splitting"):
                 # Splitting a frame into tiles multiplies vision work ~13x.
                 image_processor.do_image_splitting = False
-            # Frames through the vision tower on every core (mlx's elementwise ops use one).
+            # mlx's CPU exp/tanh are slow and single-core: cheaper formulas, then every core.
+            vision = getattr(model, "vision_model", None)
+            self.fast_activation_layers = fast_activations.enable(vision) if vision is not None else 0
             self.vision_streams = parallel_vision.enable(model)
         mx.eval(model.parameters())
         self._model, self._processor = model, processor

@@ -40,6 +40,8 @@ ROWS = (
     ("blas_matmul_speedup", "BLAS: OpenBLAS speed-up, 1024x960x2560 matmul", "{:.1f}x", ""),
     ("parallel_vision_speedup_full", "Vision tower split across CPU streams, full-size segment (on vs off)",
      "{:.2f}x", ""),
+    ("fast_activations_speedup_full", "Vision softmax and GELU with powers of two, full-size segment (on vs off)",
+     "{:.2f}x", ""),
 )
 
 

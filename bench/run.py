@@ -79,7 +79,7 @@ REQUIRED_KEYS = (
     "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "machine", "targets",
 )
 FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "blas_speedup_full",
-             "parallel_vision_speedup_full")
+             "parallel_vision_speedup_full", "fast_activations_speedup_full")
 
 
 def say(message: str) -> None:
@@ -872,6 +872,11 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
             split["workload"] = f"one segment, {FRAMES} frames (512x512) + {MAX_TOKENS} tokens"
             details["parallel_vision_full"] = split
             results["parallel_vision_speedup_full"] = split["speedup"]
+            say("Vision tower's softmax and GELU with powers of two: one full-size segment, on vs off")
+            base2 = segment_ab(full, full_video, "FAST_ACTIVATIONS", frames=None, max_tokens=MAX_TOKENS)
+            base2["workload"] = split["workload"]
+            details["fast_activations_full"] = base2
+            results["fast_activations_speedup_full"] = base2["speedup"]
 
     results["details"] = details
     return results

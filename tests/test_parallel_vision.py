@@ -73,19 +73,31 @@ def test_enable_wraps_once_and_can_be_turned_off(tiny_model, monkeypatch):
         tiny_model.vision_model = original
 
 
-def test_runner_answers_the_same_with_and_without_split(tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("switch", ["PARALLEL_VISION", "FAST_ACTIVATIONS"])
+def test_runner_answers_the_same_with_and_without_each_cpu_speedup(tiny_model_dir, monkeypatch, switch):
     rng = np.random.default_rng(3)
     frames = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(8)]
-    answers, streams = [], []
+    answers, state = [], []
     for setting in ("1", "0"):
-        monkeypatch.setenv("PARALLEL_VISION", setting)
+        monkeypatch.setenv(switch, setting)
         runner = ModelRunner(tiny_model_dir)
         try:
             runner.wait_until_loaded(120)
-            answers.append(runner.generate(frames, "Describe the frames.", max_tokens=24))
-            streams.append(runner.vision_streams)
+            answers.append(runner.generate(frames, "Describe the frames.", max_tokens=16))
+            state.append((runner.vision_streams, runner.fast_activation_layers))
         finally:
             runner.close()
     cores = parallel_vision.usable_cores()
-    assert streams == [cores if cores >= 2 else 1, 1]
+    streams, layers = cores if cores >= 2 else 1, len(tiny_layers(tiny_model_dir))
+    if switch == "PARALLEL_VISION":
+        assert state == [(streams, layers), (1, layers)]
+    else:
+        assert state == [(streams, layers), (streams, 0)]
     assert answers[0] == answers[1] and answers[0]
+
+
+def tiny_layers(model_dir):
+    import json
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return range(config["vision_config"]["num_hidden_layers"])
