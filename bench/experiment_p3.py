@@ -1,12 +1,13 @@
 """P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
 
-    python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--variants product,shm,nice,shm+nice]
+    python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--variants product,shm,nice,shm+nice,switch1ms,nosplit]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
 videos) and measures P3 exactly as bench/run.py does; rounds interleave the
 variants so background load on the shared CPU hits them alike. Prints the
 median p50/p99 per variant over the rounds and writes
-bench/work/experiment-p3.json. Variants come from bench/gunicorn_experiment.conf.py.
+bench/work/experiment-p3.json. Variants come from bench/gunicorn_experiment.conf.py
+or from environment variables of the product config (`nosplit`: PARALLEL_VISION=0).
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ VARIANTS = {
     "shm": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1"}),
     "nice": ("bench/gunicorn_experiment.conf.py", {"EXP_NICE": "10"}),
     "shm+nice": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1", "EXP_NICE": "10"}),
+    "switch1ms": ("bench/gunicorn_experiment.conf.py", {"EXP_SWITCH": "0.001"}),
+    "nosplit": ("gunicorn.conf.py", {"PARALLEL_VISION": "0"}),
 }
 
 

@@ -14,6 +14,9 @@ are made in the product; `make bench` always runs the product's own config.
   EXP_MALLOPT=N    the worker calls glibc's mallopt(M_ARENA_MAX, N) right after
                    fork, before any request thread allocates: the in-process
                    equivalent of starting the server with MALLOC_ARENA_MAX=N.
+  EXP_SWITCH=S     sys.setswitchinterval(S) in the worker: how long a thread
+                   that wants the GIL waits before the holder is asked to give
+                   it up (Python's default 0.005 s).
 """
 import ctypes
 import os
@@ -36,13 +39,22 @@ def _lower_priority(function, amount):
     return wrapper
 
 
-def post_fork(server, worker):  # noqa: F811  (the product config defines none)
+_product_post_fork = post_fork  # noqa: F821  (defined by the product config above)
+
+
+def post_fork(server, worker):  # noqa: F811
+    _product_post_fork(server, worker)
     arenas = int(os.environ.get("EXP_MALLOPT", "0") or 0)
     if arenas:
         ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def post_worker_init(worker):  # noqa: F811  (the product config defines none)
+    switch = float(os.environ.get("EXP_SWITCH", "0") or 0)
+    if switch:
+        import sys
+
+        sys.setswitchinterval(switch)
     amount = int(os.environ.get("EXP_NICE", "0") or 0)
     if amount:
         import jobs
