@@ -7,6 +7,7 @@ container claims against what can actually be decoded.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -30,9 +31,12 @@ MAX_FRAME_PIXELS = 8192 * 4320
 # more than this is a file cut short, which is refused.
 _COUNT_SLACK_FRAMES = 2
 _COUNT_SLACK_FRACTION = 0.1
-# Reading forward frame by frame beats a seek (which decodes from the last
-# keyframe) when the target is this close.
+# Without the file's keyframe positions: read forward frame by frame when the
+# target is this close, seek otherwise.
 _SEQUENTIAL_READ_WINDOW = 48
+# OpenCV's seek (cap_ffmpeg_impl.hpp) jumps to the last keyframe at or before
+# `target - 16` and decodes forward from there.
+_OPENCV_SEEK_BACKOFF = 16
 
 
 class VideoError(Exception):
@@ -228,20 +232,64 @@ def format_range(start: float, end: float) -> str:
     return f"{format_clock(start, with_hours)}-{format_clock(end, with_hours)}"
 
 
+class _KeyframeIndex:
+    """Where a video's keyframes are, read from its packets without decoding them.
+
+    Scanned lazily, only as far as the frames asked about, through OpenCV's
+    raw-stream mode (~8 µs a packet). Packet numbers stand in for frame
+    numbers: equal without B-frames, a few frames apart with them, which is
+    close enough to estimate what a seek costs.
+    """
+
+    def __init__(self, path: str):
+        self._capture: Optional[cv2.VideoCapture] = cv2.VideoCapture(
+            str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
+        if not self._capture.isOpened():
+            self.close()
+        self._scanned = 0  # packets looked at
+        self._keyframes: List[int] = []
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+    def last_at_or_before(self, index: int) -> Optional[int]:
+        """The last keyframe at or before `index`; None when the scan cannot tell."""
+        while self._capture is not None and self._scanned <= index:
+            if not self._capture.grab():
+                self.close()
+                break
+            if self._capture.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
+                self._keyframes.append(self._scanned)
+            self._scanned += 1
+        if self._scanned <= index:
+            return None  # the packets ended early: a damaged file, use the plain rule
+        position = bisect.bisect_right(self._keyframes, index) - 1
+        return self._keyframes[position] if position >= 0 else None
+
+
 class FrameReader:
     """Reads sampled frames of one video, segment after segment.
 
-    Keeps one capture open for the whole video; within a segment it reads
-    forward instead of seeking when the next frame is close.
+    Keeps one capture open for the whole video. For each frame it decodes
+    the fewest frames it can: reading forward from the last frame read, or
+    seeking (OpenCV decodes from the last keyframe at least 16 frames before
+    the target), whichever decodes fewer, judged from the file's keyframe
+    positions. Both give the same frame; with a keyframe every 12 frames
+    and samples 31 frames apart, seeking decodes ~30 % fewer frames, with
+    H.264's long keyframe intervals reading forward does.
     """
 
     def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None):
         self._capture = _open(path)
+        self._keyframes = _KeyframeIndex(path)
         self._info = info
         self._max_edge = max_edge
         self._position = -1  # index of the frame last read
 
     def close(self) -> None:
+        self._keyframes.close()
         self._capture.release()
 
     def __enter__(self) -> "FrameReader":
@@ -258,10 +306,19 @@ class FrameReader:
             images.append(_to_rgb_image(frame, self._max_edge))
         return images
 
-    def _frame(self, index: int) -> np.ndarray:
+    def reads_forward(self, index: int) -> bool:
+        """Whether frame `index` is cheaper to reach by reading forward than by seeking."""
         gap = index - self._position
-        if 0 < gap <= _SEQUENTIAL_READ_WINDOW:
-            for _ in range(gap - 1):
+        if gap <= 0:
+            return False
+        seek_start = self._keyframes.last_at_or_before(max(0, index - _OPENCV_SEEK_BACKOFF))
+        if seek_start is None:
+            return gap <= _SEQUENTIAL_READ_WINDOW
+        return gap <= index - seek_start + 1
+
+    def _frame(self, index: int) -> np.ndarray:
+        if self.reads_forward(index):
+            for _ in range(index - self._position - 1):
                 if not self._capture.grab():
                     self._fail(index)
             ok, frame = self._capture.read()

@@ -1,10 +1,12 @@
 """P1 tiny before/after: engine time vs how frames are read, in one process, interleaved.
 
-    python bench/experiment_sampling.py VIDEO [--variants 0.005:48,0.0005:48,0.005:0,0.005:16] [--rounds 3]
+    python bench/experiment_sampling.py VIDEO [--variants 0.005:48:1,0.005:48:0,0.0005:48:1] [--rounds 3]
 
-A variant is `switch:window`: Python's GIL switch interval
-(sys.setswitchinterval) and video_frames._SEQUENTIAL_READ_WINDOW (read
-forward to a frame at most this many frames ahead, seek otherwise). Per round
+A variant is `switch:window:keyframes`: Python's GIL switch interval
+(sys.setswitchinterval), video_frames._SEQUENTIAL_READ_WINDOW (without
+keyframe positions: read forward to a frame at most this many frames ahead,
+seek otherwise) and whether FrameReader uses the file's keyframe positions
+to choose between reading forward and seeking (1) or not (0). Per round
 and variant: pure generation of the pre-sampled frames, a whole highlights
 analysis through VideoHighlightGenerator (sampling overlapped with the model),
 and sampling alone; all on the tiny checkpoint, 10 s segments, 8 frames,
@@ -34,7 +36,7 @@ SETTINGS = dict(segment_duration=10, frames_per_segment=8, max_tokens=32)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video")
-    parser.add_argument("--variants", default="0.005:48,0.0005:48,0.005:0,0.005:16")
+    parser.add_argument("--variants", default="0.005:48:1,0.005:48:0,0.0005:48:1")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     variants = [tuple(v.split(":")) for v in args.variants.split(",")]
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
             return [reader.read(video_frames.sample_frame_indices(s, SETTINGS["frames_per_segment"], info))
                     for s in segments]
 
+    scan_keyframes = video_frames._KeyframeIndex.last_at_or_before
     frames = sample()
 
     def timed(function) -> float:
@@ -69,14 +72,16 @@ def main(argv=None) -> int:
             for variant in variants:
                 sys.setswitchinterval(float(variant[0]))
                 video_frames._SEQUENTIAL_READ_WINDOW = int(variant[1])
+                video_frames._KeyframeIndex.last_at_or_before = (
+                    scan_keyframes if variant[2] == "1" else (lambda self, index: None))
                 times[variant]["pure"].append(timed(pure))
                 times[variant]["job"].append(timed(lambda: engine.generate_highlights(args.video, **SETTINGS)))
                 times[variant]["sample"].append(timed(sample))
     finally:
         runner.close()
-    for (switch, window), row in times.items():
+    for (switch, window, keyframes), row in times.items():
         job, pure_s, sample_s = (statistics.median(row[key]) for key in ("job", "pure", "sample"))
-        print(f"switch {switch:>7s} s  window {window:>3s}  job {job:.3f} s  pure {pure_s:.3f} s  "
+        print(f"switch {switch:>7s} s  window {window:>3s}  keyframes {keyframes}  job {job:.3f} s  pure {pure_s:.3f} s  "
               f"sampling alone {sample_s:.3f} s  job/pure {job / pure_s:.2f}")
     return 0
 

@@ -134,3 +134,52 @@ def test_a_video_whose_header_claims_an_absurd_frame_rate_still_works(tmp_path):
     assert segments and segments[-1].end_time == info.duration_seconds
     with FrameReader(str(lying), info) as reader:
         assert len(reader.read(sample_frame_indices(segments[-1], 8, info))) >= 1
+
+
+def _every_frame_rgb(path):
+    import cv2
+    import numpy as np
+
+    capture, frames = cv2.VideoCapture(path), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+    capture.release()
+    return frames
+
+
+@pytest.mark.parametrize("name, keyframe_before_30", [
+    ("gop12.mp4", 24),  # OpenCV's mp4v: a keyframe every 12 frames
+    ("intra.avi", 30),  # MJPG: every frame is a keyframe
+    ("vp8.webm", None),  # whatever libvpx chose: only checked for exact frames
+])
+def test_reader_picks_seek_or_read_by_keyframes_and_returns_the_exact_frames(tmp_path, name, keyframe_before_30):
+    import numpy as np
+
+    path = write_video(str(tmp_path / name), duration=8, fps=25, size=(96, 64))
+    info = probe_video(path)
+    every = _every_frame_rgb(path)
+    assert len(every) == info.frame_count == 200
+    wanted = [0, 1, 2, 9, 40, 71, 102, 103, 150, 199]
+    with FrameReader(path, info) as reader:
+        if keyframe_before_30 is not None:
+            assert reader._keyframes.last_at_or_before(30) == keyframe_before_30
+        choices = []
+        for index in wanted:
+            choices.append(reader.reads_forward(index))
+            image = reader.read([index])[0]
+            assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
+    if name == "gop12.mp4":
+        # 1 and 2 follow the frame just read; 31 frames on, a seek decodes fewer (16 + up to 11).
+        assert choices[1:3] == [True, True] and choices[4:6] == [False, False]
+    if name == "intra.avi":
+        assert choices[3] is True and choices[4] is False  # 7 ahead: read on; 31 ahead: seek decodes 17
+
+
+def test_keyframe_scan_gives_up_where_the_packets_end(tmp_path):
+    path = write_video(str(tmp_path / "clip.mp4"), duration=2, fps=25, size=(96, 64))
+    with FrameReader(path, probe_video(path)) as reader:
+        assert reader._keyframes.last_at_or_before(49) == 48
+        assert reader._keyframes.last_at_or_before(50) is None  # past the end: the plain rule decides
