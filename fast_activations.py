@@ -79,7 +79,8 @@ def enable(vision_model: nn.Module) -> int:
     """Swap in the base-2 attention and GELU in every encoder layer; returns layers changed.
 
     Only layers shaped like mlx-vlm's SigLIP-style encoder layer (self_attn with
-    q/k/v/out projections, an MLP whose activation is the tanh GELU) change.
+    q/k/v/out projections, an MLP whose activation is the tanh GELU) change;
+    model_runner calls it for SmolVLM/Idefics3 models only.
     """
     if os.environ.get("FAST_ACTIVATIONS", "1") == "0":
         return 0

@@ -28,6 +28,9 @@ from typing import List, Optional, Sequence
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
+# Models whose vision tower is the SigLIP-style encoder that fast_activations
+# and parallel_vision were written and checked against.
+_SIGLIP_VISION_MODEL_TYPES = {"smolvlm", "idefics3"}
 from openblas import preload_openblas  # noqa: E402
 
 preload_openblas()
@@ -187,10 +190,10 @@ class ModelRunner:
             if image_processor is not None and hasattr(image_processor, "do_image_splitting"):
                 # Splitting a frame into tiles multiplies vision work ~13x.
                 image_processor.do_image_splitting = False
-            # mlx's CPU exp/tanh are slow and single-core: cheaper formulas, then every core.
-            vision = getattr(model, "vision_model", None)
-            self.fast_activation_layers = fast_activations.enable(vision) if vision is not None else 0
-            self.vision_streams = parallel_vision.enable(model)
+            if getattr(model.config, "model_type", None) in _SIGLIP_VISION_MODEL_TYPES:
+                # mlx's CPU exp/tanh are slow and single-core: cheaper formulas, then every core.
+                self.fast_activation_layers = fast_activations.enable(model.vision_model)
+                self.vision_streams = parallel_vision.enable(model)
         mx.eval(model.parameters())
         self._model, self._processor = model, processor
         self.image_size = _longest_edge(processor)

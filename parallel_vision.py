@@ -24,9 +24,6 @@ from typing import List, Optional
 import mlx.core as mx
 import mlx.nn as nn
 
-# The vision towers that take a batch of independent images with this call signature.
-_SUPPORTED_MODEL_TYPES = {"smolvlm", "idefics3"}
-
 
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's count)."""
@@ -68,14 +65,16 @@ class StreamSplitVision(nn.Module):
 def enable(model: nn.Module, streams: Optional[int] = None) -> int:
     """Split `model`'s vision tower across `streams` (default: usable cores) CPU streams.
 
-    Returns the number of streams in use, 1 when nothing was changed (one core,
-    an unknown model type, `PARALLEL_VISION=0`). Call it on the model's thread.
+    The tower must take a batch of independent images as
+    `(x, patch_attention_mask=, output_hidden_states=)` (SmolVLM/Idefics3's;
+    model_runner decides which models get this). Returns the number of streams
+    in use, 1 when nothing was changed (one core, no vision tower,
+    `PARALLEL_VISION=0`). Call it on the model's thread.
     """
     if os.environ.get("PARALLEL_VISION", "1") == "0":
         return 1
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
     vision = getattr(model, "vision_model", None)
-    if model_type not in _SUPPORTED_MODEL_TYPES or vision is None:
+    if vision is None:
         return 1
     if isinstance(vision, StreamSplitVision):
         return vision.stream_count

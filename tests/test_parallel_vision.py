@@ -88,7 +88,7 @@ def test_runner_answers_the_same_with_and_without_each_cpu_speedup(tiny_model_di
         finally:
             runner.close()
     cores = parallel_vision.usable_cores()
-    streams, layers = cores if cores >= 2 else 1, len(tiny_layers(tiny_model_dir))
+    streams, layers = cores if cores >= 2 else 1, vision_layer_count(tiny_model_dir)
     if switch == "PARALLEL_VISION":
         assert state == [(streams, layers), (1, layers)]
     else:
@@ -96,8 +96,8 @@ def test_runner_answers_the_same_with_and_without_each_cpu_speedup(tiny_model_di
     assert answers[0] == answers[1] and answers[0]
 
 
-def tiny_layers(model_dir):
+def vision_layer_count(model_dir) -> int:
     import json
 
     config = json.loads((Path(model_dir) / "config.json").read_text())
-    return range(config["vision_config"]["num_hidden_layers"])
+    return config["vision_config"]["num_hidden_layers"]
