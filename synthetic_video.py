@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from fractions import Fraction
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -53,6 +54,18 @@ def draw_square(frame: np.ndarray, colour: str, frame_index: int, side_fraction:
     frame[top : top + side, left : left + side] = COLOURS[colour]
 
 
+def _frames(duration: float, fps: float, size: Tuple[int, int], markers: Sequence[Marker], seed: int):
+    width, height = size
+    rng = np.random.default_rng(seed)
+    for index in range(int(round(duration * fps))):
+        frame = background(index, width, height, rng)
+        now = index / fps
+        for marker in markers:
+            if marker.start <= now < marker.end:
+                draw_square(frame, marker.colour, index)
+        yield frame
+
+
 def write_video(
     path: str,
     duration: float = 6.0,
@@ -60,25 +73,42 @@ def write_video(
     size: Tuple[int, int] = (160, 120),
     markers: Sequence[Marker] = (),
     seed: int = 0,
+    codec: Optional[str] = None,
+    codec_options: Optional[Dict[str, str]] = None,
 ) -> str:
-    """Write a video of `duration` seconds to `path`; the codec follows the extension."""
+    """Write a video of `duration` seconds to `path`.
+
+    By default OpenCV writes it and the codec follows the extension. With
+    `codec` (an FFmpeg encoder name such as "libx264" or "libx265", with its
+    `codec_options`), PyAV encodes the same pictures instead: that is how
+    tests get the B-frames and open GOPs of phone videos, which OpenCV's
+    writer cannot make.
+    """
+    if codec is not None:
+        return _write_with_pyav(path, codec, codec_options or {}, fps, size, _frames(duration, fps, size, markers, seed))
     extension = os.path.splitext(path)[1].lower()
     fourcc = cv2.VideoWriter_fourcc(*_CODECS.get(extension, "mp4v"))
-    width, height = size
-    writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {extension} videos on this machine")
-    rng = np.random.default_rng(seed)
     try:
-        for index in range(int(round(duration * fps))):
-            frame = background(index, width, height, rng)
-            now = index / fps
-            for marker in markers:
-                if marker.start <= now < marker.end:
-                    draw_square(frame, marker.colour, index)
+        for frame in _frames(duration, fps, size, markers, seed):
             writer.write(frame)
     finally:
         writer.release()
+    return str(path)
+
+
+def _write_with_pyav(path, codec, options, fps, size, frames) -> str:
+    import av  # only this path needs it
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode())  # flush the encoder's delayed frames
     return str(path)
 
 

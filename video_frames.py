@@ -1,9 +1,11 @@
-"""Reading videos with OpenCV: probing, planning segments, sampling frames.
+"""Reading videos: probing (OpenCV), planning segments, sampling frames.
 
 Frames are sampled in-process by seeking to their timestamps, so no ffmpeg
-subprocess and no temporary segment files are needed. Phone videos often
-report a frame count or fps that is wrong; `probe_video` checks what the
-container claims against what can actually be decoded.
+subprocess and no temporary segment files are needed: through PyAV
+(`keyframe_decoder`), which decodes the fewest frames, or OpenCV for files
+PyAV does not serve. Phone videos often report a frame count or fps that is
+wrong; `probe_video` checks what the container claims against what can
+actually be decoded.
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+import keyframe_decoder
 from cancellation import raise_if_cancelled
+from keyframe_decoder import KeyframeDecoder
 
 # An fps outside this range is a lie from the container, not a real rate.
 _PLAUSIBLE_FPS = (1.0, 480.0)
@@ -207,7 +211,8 @@ def _read_frame_at(capture: cv2.VideoCapture, index: int) -> Tuple[bool, Optiona
     return capture.read()
 
 
-def _to_rgb_image(frame: np.ndarray, max_edge: Optional[int]) -> Image.Image:
+def _shrink(frame: np.ndarray, max_edge: Optional[int]) -> np.ndarray:
+    """`frame` with its longest edge at most `max_edge`."""
     if max_edge:
         height, width = frame.shape[:2]
         scale = max_edge / max(height, width)
@@ -215,7 +220,7 @@ def _to_rgb_image(frame: np.ndarray, max_edge: Optional[int]) -> Image.Image:
             # Shrinking here is cheaper than letting the processor do it on a
             # full-size copy; INTER_AREA keeps thin details visible.
             frame = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-    return Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return frame
 
 
 def format_clock(seconds: float, with_hours: bool = False) -> str:
@@ -269,42 +274,24 @@ class _KeyframeIndex:
         return self._keyframes[position] if position >= 0 else None
 
 
-class FrameReader:
-    """Reads sampled frames of one video, segment after segment.
+class _OpenCVFrames:
+    """Frames by number through OpenCV, for files the PyAV decoder does not serve.
 
-    Keeps one capture open for the whole video. For each frame it decodes
-    the fewest frames it can: reading forward from the last frame read, or
-    seeking (OpenCV decodes from the last keyframe at least 16 frames before
-    the target), whichever decodes fewer, judged from the file's keyframe
-    positions. Both give the same frame; with a keyframe every 12 frames
-    and samples 31 frames apart, seeking decodes ~30 % fewer frames, with
-    H.264's long keyframe intervals reading forward does.
+    For each frame it decodes the fewest frames it can: reading forward from
+    the last frame read, or seeking (OpenCV decodes from the last keyframe at
+    least 16 frames before the target), whichever decodes fewer, judged from
+    the file's keyframe positions. Both give the same frame.
     """
 
-    def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None):
+    def __init__(self, path: str, info: VideoInfo):
         self._capture = _open(path)
         self._keyframes = _KeyframeIndex(path)
         self._info = info
-        self._max_edge = max_edge
         self._position = -1  # index of the frame last read
 
     def close(self) -> None:
         self._keyframes.close()
         self._capture.release()
-
-    def __enter__(self) -> "FrameReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def read(self, indices: Sequence[int], cancel: Optional[threading.Event] = None) -> List[Image.Image]:
-        images = []
-        for index in indices:
-            raise_if_cancelled(cancel)
-            frame = self._frame(index)
-            images.append(_to_rgb_image(frame, self._max_edge))
-        return images
 
     def reads_forward(self, index: int) -> bool:
         """Whether frame `index` is cheaper to reach by reading forward than by seeking."""
@@ -316,7 +303,8 @@ class FrameReader:
             return gap <= _SEQUENTIAL_READ_WINDOW
         return gap <= index - seek_start + 1
 
-    def _frame(self, index: int) -> np.ndarray:
+    def frame(self, index: int) -> np.ndarray:
+        """Frame `index` in BGR, as OpenCV decodes it."""
         if self.reads_forward(index):
             for _ in range(index - self._position - 1):
                 if not self._capture.grab():
@@ -335,3 +323,61 @@ class FrameReader:
             f"The video could not be decoded at {at} (frame {index + 1} of {self._info.frame_count}); "
             "the file may be truncated or damaged."
         )
+
+
+class FrameReader:
+    """Reads sampled frames of one video, segment after segment.
+
+    Keeps the video open for all its segments. Frames come from the PyAV
+    decoder (`keyframe_decoder`), which starts at the keyframe right before
+    each frame; a file it does not serve, or a frame it cannot deliver, is
+    read with OpenCV from then on. Both give the same pixels.
+    """
+
+    def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None):
+        self._path = path
+        self._info = info
+        self._max_edge = max_edge
+        self._decoder: Optional[KeyframeDecoder] = None
+        self._opencv: Optional[_OpenCVFrames] = None
+        if keyframe_decoder.enabled():
+            try:
+                self._decoder = KeyframeDecoder(path, info.frame_count)
+            except keyframe_decoder.DECODER_ERRORS:
+                pass
+        if self._decoder is None:
+            self._opencv = _OpenCVFrames(path, info)
+
+    @property
+    def uses_pyav(self) -> bool:
+        return self._decoder is not None
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+        if self._opencv is not None:
+            self._opencv.close()
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, indices: Sequence[int], cancel: Optional[threading.Event] = None) -> List[Image.Image]:
+        images = []
+        for index in indices:
+            raise_if_cancelled(cancel)
+            images.append(Image.fromarray(self._rgb_frame(index)))
+        return images
+
+    def _rgb_frame(self, index: int) -> np.ndarray:
+        if self._decoder is not None:
+            try:
+                return _shrink(self._decoder.frame(index), self._max_edge)
+            except keyframe_decoder.DECODER_ERRORS:
+                self._decoder.close()
+                self._decoder = None
+                self._opencv = _OpenCVFrames(self._path, self._info)
+        # Shrinking before the colour conversion converts fewer pixels.
+        return cv2.cvtColor(_shrink(self._opencv.frame(index), self._max_edge), cv2.COLOR_BGR2RGB)

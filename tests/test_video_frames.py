@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from keyframe_decoder import KeyframeDecoder
 from synthetic_video import Marker, write_video
 from video_frames import (
     FrameReader, Segment, VideoError, format_range, plan_segments, probe_video, sample_frame_indices,
@@ -85,8 +86,10 @@ def test_a_file_cut_short_is_refused_as_truncated(tmp_path):
 def test_frames_past_the_decodable_end_raise_a_clear_error(tmp_path):
     path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=10)
     info = probe_video(path)
-    with FrameReader(path, info) as reader, pytest.raises(VideoError, match="truncated or damaged"):
-        reader.read([info.frame_count + 50])
+    with FrameReader(path, info) as reader:
+        with pytest.raises(VideoError, match="truncated or damaged"):
+            reader.read([info.frame_count + 50])
+        assert not reader.uses_pyav  # PyAV gave up on the frame; OpenCV said why
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, this is text\n" * 50, os.urandom(4096)])
@@ -155,20 +158,24 @@ def _every_frame_rgb(path):
     ("intra.avi", 30),  # MJPG: every frame is a keyframe
     ("vp8.webm", None),  # whatever libvpx chose: only checked for exact frames
 ])
-def test_reader_picks_seek_or_read_by_keyframes_and_returns_the_exact_frames(tmp_path, name, keyframe_before_30):
+def test_opencv_reader_picks_seek_or_read_by_keyframes_and_returns_the_exact_frames(
+        tmp_path, monkeypatch, name, keyframe_before_30):
     import numpy as np
 
+    monkeypatch.setenv("PYAV_FRAMES", "0")
     path = write_video(str(tmp_path / name), duration=8, fps=25, size=(96, 64))
     info = probe_video(path)
     every = _every_frame_rgb(path)
     assert len(every) == info.frame_count == 200
     wanted = [0, 1, 2, 9, 40, 71, 102, 103, 150, 199]
     with FrameReader(path, info) as reader:
+        assert not reader.uses_pyav
+        opencv = reader._opencv
         if keyframe_before_30 is not None:
-            assert reader._keyframes.last_at_or_before(30) == keyframe_before_30
+            assert opencv._keyframes.last_at_or_before(30) == keyframe_before_30
         choices = []
         for index in wanted:
-            choices.append(reader.reads_forward(index))
+            choices.append(opencv.reads_forward(index))
             image = reader.read([index])[0]
             assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
     if name == "gop12.mp4":
@@ -178,8 +185,66 @@ def test_reader_picks_seek_or_read_by_keyframes_and_returns_the_exact_frames(tmp
         assert choices[3] is True and choices[4] is False  # 7 ahead: read on; 31 ahead: seek decodes 17
 
 
-def test_keyframe_scan_gives_up_where_the_packets_end(tmp_path):
+# What phone videos hold and OpenCV's writer cannot make: B-frames, open GOPs, HEVC.
+_X264_OPEN_GOP = dict(codec="libx264", codec_options={"x264-params": "keyint=30:bframes=3:open-gop=1"})
+_X265 = dict(codec="libx265", codec_options={"x265-params": "keyint=30:bframes=4:open-gop=1:log-level=error"})
+
+
+@pytest.mark.parametrize("name, encoder", [
+    ("gop12.mp4", {}), ("intra.avi", {}), ("vp8.webm", {}), ("h264.mp4", _X264_OPEN_GOP), ("h264.mkv", _X264_OPEN_GOP),
+    ("hevc.mp4", _X265),
+])
+def test_pyav_reader_returns_the_exact_frames_opencv_decodes(tmp_path, name, encoder):
+    import numpy as np
+
+    path = write_video(str(tmp_path / name), duration=8, fps=25, size=(96, 64), **encoder)
+    info = probe_video(path)
+    every = _every_frame_rgb(path)
+    assert len(every) == info.frame_count == 200
+    # Forward by one, jumps across keyframes, backwards, the last frame.
+    wanted = [0, 1, 2, 9, 29, 30, 31, 40, 71, 102, 103, 150, 199, 5, 60]
+    with FrameReader(path, info) as reader:
+        images = reader.read(wanted)
+        assert reader.uses_pyav
+    for index, image in zip(wanted, images):
+        assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
+
+
+def test_pyav_decoder_starts_at_the_keyframe_right_before_each_frame(tmp_path):
+    path = write_video(str(tmp_path / "gop12.mp4"), duration=8, fps=25, size=(96, 64))
+    decoder = KeyframeDecoder(path, probe_video(path).frame_count)
+    try:
+        for index in (40, 71, 102):  # keyframes at 36, 60, 96: 5 + 12 + 7 frames
+            decoder.frame(index)
+        assert decoder.frames_decoded == 24  # OpenCV's seek starts 16 frames earlier still
+        decoder.frame(103)
+        decoder.frame(105)  # read on: 1 + 2 more
+        assert decoder.frames_decoded == 27
+    finally:
+        decoder.close()
+
+
+def test_reader_falls_back_to_opencv_when_pyav_sees_another_frame_count_or_is_off(tmp_path, monkeypatch):
+    import dataclasses
+
+    import numpy as np
+
+    path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=25, size=(96, 64))
+    info = probe_video(path)
+    every = _every_frame_rgb(path)
+    # A probe that counted differently (say, one frame failed to decode): PyAV's numbering cannot be trusted.
+    with FrameReader(path, dataclasses.replace(info, frame_count=info.frame_count - 1)) as reader:
+        assert not reader.uses_pyav
+        assert np.array_equal(np.asarray(reader.read([30])[0]), every[30])
+    monkeypatch.setenv("PYAV_FRAMES", "0")
+    with FrameReader(path, info) as reader:
+        assert not reader.uses_pyav
+
+
+def test_keyframe_scan_gives_up_where_the_packets_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYAV_FRAMES", "0")
     path = write_video(str(tmp_path / "clip.mp4"), duration=2, fps=25, size=(96, 64))
     with FrameReader(path, probe_video(path)) as reader:
-        assert reader._keyframes.last_at_or_before(49) == 48
-        assert reader._keyframes.last_at_or_before(50) is None  # past the end: the plain rule decides
+        keyframes = reader._opencv._keyframes
+        assert keyframes.last_at_or_before(49) == 48
+        assert keyframes.last_at_or_before(50) is None  # past the end: the plain rule decides
