@@ -21,6 +21,7 @@ from errors import ApiError, register_error_handlers
 from intake import accept_upload
 from jobs import JobQueue
 from openapi import openapi_document
+from request_body import LargeBodyReads
 from services import EXTENSION_KEY, Services, services
 from session_expiry import SessionSweeper
 from session_manager import ProcessingStatus, SessionManager
@@ -42,6 +43,7 @@ def create_app(config: Union[Config, dict, None] = None) -> Flask:
         config = Config.from_env(**(config or {}))
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.request_class = SpoolingRequest
+    app.wsgi_app = LargeBodyReads(app.wsgi_app)
     app.config.update(
         SERVICE=config,
         # The body may exceed the file by its few form fields; the file itself is checked exactly.
