@@ -282,9 +282,9 @@ def test_sigterm_during_a_long_job_exits_promptly_and_cleanly(make_app, tiny_mod
 def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_app, tiny_model_dir, tmp_path):
     data_dir = str(tmp_path / "data")
     server = ServerProcess(tiny_model_dir, data_dir)
-    # werkzeug reads the body 64 kB at a time: send more than that, then trickle.
-    body = multipart([(b"video", b"slow.mp4", os.urandom(1024 * 1024))])
-    sent = 200_000
+    # The service reads a large body 1 MiB at a time (request_body.py): send more than that, then stop.
+    body = multipart([(b"video", b"slow.mp4", os.urandom(3 * 1024 * 1024))])
+    sent = 1024 * 1024 + 200_000
     connection = None
     try:
         server.wait_ready()
