@@ -32,6 +32,10 @@ class DecoderMismatch(Exception):
 
 # What PyAV raises on a file it cannot demux or decode, besides DecoderMismatch.
 DECODER_ERRORS = (av.FFmpegError, DecoderMismatch, IndexError)
+# One decoding thread: the job thread decodes while the model works on the
+# previous segment, and FFmpeg's extra threads only take cores from the model
+# (tiny model, engine 0.83 s vs 0.99 s with FFmpeg's default; 0 = its default).
+DECODER_THREADS = 1
 # The timestamp index takes 8 bytes a frame: beyond this (9 h at 30 fps) a
 # small upload of tiny packets could claim gigabytes, so OpenCV reads it.
 MAX_INDEXED_FRAMES = 1_000_000
@@ -53,10 +57,10 @@ class KeyframeDecoder:
         self._container = av.open(str(path))
         try:
             self._stream = self._container.streams.video[0]  # OpenCV reads the first video stream too
-            # One decoding thread: the job thread decodes while the model works on
-            # the previous segment, and FFmpeg's extra threads would only take
-            # cores from the model (engine 0.83 s vs 0.99 s with them, tiny model).
-            self._stream.codec_context.thread_count = 1
+            if DECODER_THREADS:
+                self._stream.codec_context.thread_count = DECODER_THREADS
+            else:
+                self._stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
             self._timestamps, self._keyframes = self._scan_packets(frame_count)
         except BaseException:
             self.close()
@@ -64,6 +68,7 @@ class KeyframeDecoder:
         self._frames: Optional[Iterator[av.VideoFrame]] = None  # the decoder's output since the last seek
         self._position: Optional[int] = None  # timestamp of the last frame decoded
         self.frames_decoded = 0
+        self._keyframe_indices: Optional[array] = None
 
     def _scan_packets(self, frame_count: int):
         """Sorted presentation timestamps of all frames, and of the keyframes."""
@@ -84,6 +89,12 @@ class KeyframeDecoder:
         if any(a == b for a, b in zip(timestamps, timestamps[1:])):
             raise DecoderMismatch("two packets share a presentation timestamp")
         return timestamps, keyframes
+
+    def keyframe_indices(self) -> array:
+        """Frame numbers of the keyframes, sorted."""
+        if self._keyframe_indices is None:
+            self._keyframe_indices = array("q", (bisect.bisect_left(self._timestamps, k) for k in self._keyframes))
+        return self._keyframe_indices
 
     def close(self) -> None:
         self._frames = None

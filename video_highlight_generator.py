@@ -23,7 +23,7 @@ from cancellation import Cancelled, raise_if_cancelled
 from model_runner import DEFAULT_MODEL, ModelLoadError, ModelRunner
 from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, WORKOUT_SYSTEM, WORKOUT_USER
 from video_frames import (
-    FrameReader, Segment, VideoError, VideoInfo, format_range, plan_segments, probe_video, sample_frame_indices,
+    FrameReader, Segment, VideoError, VideoInfo, format_range, plan_segments, probe_video,
 )
 
 __all__ = ["VideoHighlightGenerator", "Cancelled", "VideoError", "ModelLoadError", "DEFAULT_MAX_TOKENS"]
@@ -208,7 +208,7 @@ class VideoHighlightGenerator:
         in_flight = None
         try:
             with FrameReader(video_path, info, max_edge=self.runner.image_size) as reader:
-                frames = reader.read(sample_frame_indices(segments[0], frames_per_segment, info), stop)
+                frames = reader.read_segment(segments[0], frames_per_segment, stop)
                 for position, segment in enumerate(segments):
                     in_flight = self.runner.submit(
                         frames, user_prompt, system_prompt=system_prompt, max_tokens=max_tokens, cancel=stop
@@ -216,7 +216,7 @@ class VideoHighlightGenerator:
                     # Decode the next segment's frames while the model works on this one.
                     if position + 1 < total:
                         upcoming = segments[position + 1]
-                        frames = reader.read(sample_frame_indices(upcoming, frames_per_segment, info), stop)
+                        frames = reader.read_segment(upcoming, frames_per_segment, stop)
                     answers.append((segment, in_flight.result()))
                     in_flight = None
                     report(position + 1, total, f"Analyzed segment {position + 1} of {total}")

@@ -28,6 +28,7 @@ VARIANTS = {
     "product": ("gunicorn.conf.py", {}),
     "shm": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1"}),
     "nice": ("bench/gunicorn_experiment.conf.py", {"EXP_NICE": "10"}),
+    "nicejob": ("bench/gunicorn_experiment.conf.py", {"EXP_NICE_JOB": "10"}),
     "shm+nice": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1", "EXP_NICE": "10"}),
     "switch1ms": ("bench/gunicorn_experiment.conf.py", {"EXP_SWITCH": "0.001"}),
     "nosplit": ("gunicorn.conf.py", {"PARALLEL_VISION": "0"}),

@@ -11,6 +11,9 @@ are made in the product; `make bench` always runs the product's own config.
                    that exist once the app is loaded (OpenBLAS's pool, mlx's)
                    get a lower priority by N (Linux per-thread nice); request
                    threads then win the CPU when a job keeps both cores busy.
+  EXP_NICE_JOB=N   only the job threads (which decode frames) get a lower
+                   priority by N; the model's threads keep theirs, so a
+                   decoding job thread yields the CPU to the model it feeds.
   EXP_MALLOPT=N    the worker calls glibc's mallopt(M_ARENA_MAX, N) right after
                    fork, before any request thread allocates: the in-process
                    equivalent of starting the server with MALLOC_ARENA_MAX=N.
@@ -55,6 +58,11 @@ def post_worker_init(worker):  # noqa: F811  (the product config defines none)
         import sys
 
         sys.setswitchinterval(switch)
+    job_amount = int(os.environ.get("EXP_NICE_JOB", "0") or 0)
+    if job_amount:
+        import jobs
+
+        jobs.JobQueue._run = _lower_priority(jobs.JobQueue._run, job_amount)
     amount = int(os.environ.get("EXP_NICE", "0") or 0)
     if amount:
         import jobs

@@ -2,7 +2,7 @@
 
 The denominator of the service-overhead figure (P1). Frames are sampled
 exactly as the service samples them (video_frames: probe, plan_segments,
-sample_frame_indices, FrameReader resized to the model's image size), all of
+FrameReader.read_segment, resized to the model's image size), all of
 them *before* timing starts; then only `ModelRunner.generate` is timed, one
 call per segment, with the service's default prompts. A warm-up generation
 (untimed, by default on the first segment's frames; `warmup_frames` and
@@ -38,7 +38,7 @@ OPENBLAS = preload_openblas()  # before mlx; None when USE_OPENBLAS=0
 
 from model_runner import ModelRunner  # noqa: E402
 from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER  # noqa: E402
-from video_frames import FrameReader, plan_segments, probe_video, sample_frame_indices  # noqa: E402
+from video_frames import FrameReader, plan_segments, probe_video  # noqa: E402
 
 
 def sample_all(runner: ModelRunner, video: str, segment_duration: float, frames_per_segment: int,
@@ -52,7 +52,7 @@ def sample_all(runner: ModelRunner, video: str, segment_duration: float, frames_
     frames = []
     with FrameReader(video, info, max_edge=runner.image_size) as reader:
         for segment in segments:
-            images = reader.read(sample_frame_indices(segment, frames_per_segment, info))
+            images = reader.read_segment(segment, frames_per_segment)
             frames.append(images[:max_frames] if max_frames else images)
     return segments, frames, time.perf_counter() - started
 

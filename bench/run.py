@@ -611,13 +611,13 @@ def sampling_vs_decode_all(video: str, repeats: int = 3) -> dict:
 import json, sys, time
 sys.path.insert(0, {ROOT!r})
 import cv2
-from video_frames import FrameReader, plan_segments, probe_video, sample_frame_indices
+from video_frames import FrameReader, plan_segments, probe_video
 video = {video!r}
 def sample():
     info = probe_video(video)
     with FrameReader(video, info, max_edge=512) as reader:
         for segment in plan_segments(info.duration_seconds, {SEGMENT_SECONDS}):
-            reader.read(sample_frame_indices(segment, {FRAMES}, info))
+            reader.read_segment(segment, {FRAMES})
 def decode_all():
     capture = cv2.VideoCapture(video)
     while capture.read()[0]:

@@ -2,6 +2,7 @@
 import os
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from keyframe_decoder import KeyframeDecoder
 from synthetic_video import Marker, write_video
@@ -33,6 +34,38 @@ def test_sampled_frames_are_evenly_spread_inside_their_segment(tmp_path):
     # The partial segment [20, 25) is sampled over its own span only.
     assert sample_frame_indices(last, 8, info) == [203, 209, 215, 221, 228, 234, 240, 246]
     assert all(0 <= i < info.frame_count for i in sample_frame_indices(last, 64, info))
+
+
+def _info(frame_count, fps=25.0):
+    from video_frames import VideoInfo
+
+    return VideoInfo("v.mp4", frame_count / fps, fps, frame_count, 64, 48)
+
+
+def test_sampling_takes_the_keyframe_nearest_each_slice_middle_when_it_is_close():
+    info, segment = _info(250), Segment(1, 0.0, 10.0)
+    middles = [15, 46, 78, 109, 140, 171, 203, 234]
+    assert sample_frame_indices(segment, 8, info) == middles
+    # A keyframe every 12 frames: each middle has one within 6 frames (a quarter slice is 7.8).
+    assert sample_frame_indices(segment, 8, info, list(range(0, 250, 12))) == [12, 48, 72, 108, 144, 168, 204, 228]
+    # x264's default (a keyframe every 250): too far from every middle, the middles stay.
+    assert sample_frame_indices(segment, 8, info, [0]) == middles
+    assert sample_frame_indices(segment, 8, info, [7, 240]) == [15, 46, 78, 109, 140, 171, 203, 240]  # 7 is 8 away
+    assert sample_frame_indices(segment, 8, info, [8, 240])[0] == 8
+
+
+@settings(max_examples=200, deadline=None)
+@given(keyframes=st.lists(st.integers(0, 299), unique=True).map(sorted), count=st.integers(1, 16),
+       start=st.integers(0, 5))
+def test_a_sampled_frame_never_leaves_the_middle_half_of_its_slice(keyframes, count, start):
+    info = _info(300)
+    segment = Segment(1, float(start), min(12.0, start + 6.0))
+    slice_frames = (segment.end_time - segment.start_time) / count * info.fps
+    plain = sample_frame_indices(segment, count, info)
+    chosen = sample_frame_indices(segment, count, info, keyframes)
+    assert len(chosen) == len(plain) and chosen == sorted(set(chosen))
+    for middle, index in zip(plain, chosen):
+        assert index == middle or (index in keyframes and abs(index - middle) <= slice_frames / 4)
 
 
 def test_short_segment_gives_each_frame_once(tmp_path):
@@ -248,3 +281,16 @@ def test_keyframe_scan_gives_up_where_the_packets_end(tmp_path, monkeypatch):
         keyframes = reader._opencv._keyframes
         assert keyframes.last_at_or_before(49) == 48
         assert keyframes.last_at_or_before(50) is None  # past the end: the plain rule decides
+
+
+def test_reader_reads_a_segment_from_keyframes_and_decodes_only_them(tmp_path, monkeypatch):
+    path = write_video(str(tmp_path / "gop12.mp4"), duration=10, fps=25, size=(96, 64))
+    info = probe_video(path)
+    segment = plan_segments(info.duration_seconds, 10)[0]
+    with FrameReader(path, info) as reader:
+        assert reader.segment_frame_indices(segment, 8) == [12, 48, 72, 108, 144, 168, 204, 228]
+        assert len(reader.read_segment(segment, 8)) == 8
+        assert reader._decoder.frames_decoded == 8  # one per sampled frame
+    monkeypatch.setenv("PYAV_FRAMES", "0")
+    with FrameReader(path, info) as reader:  # OpenCV does not know the keyframes: the middles
+        assert reader.segment_frame_indices(segment, 8) == [15, 46, 78, 109, 140, 171, 203, 234]
