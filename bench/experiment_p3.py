@@ -1,6 +1,7 @@
 """P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
 
-    python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--variants product,shm,nice,shm+nice,switch1ms,nosplit]
+    python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--server-times]
+        [--variants product,shm,nice,nicejob,shm+nice,switch1ms,nosplit]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
 videos) and measures P3 exactly as bench/run.py does; rounds interleave the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -21,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.run import Server, checkpoint, p3_status_latency, run_job, say  # noqa: E402
+from bench.run import Server, checkpoint, p3_status_latency, percentile, run_job, say  # noqa: E402
 from bench.videos import WORK, bench_video  # noqa: E402
 
 VARIANTS = {
@@ -35,6 +37,21 @@ VARIANTS = {
 }
 
 
+_ACCESS_MARK = "P3TIME"
+
+
+def _server_side_p99(log_path: str, busy_requests: int) -> float:
+    """p99 of gunicorn's own request time (from parsing to the last byte written) in the busy window.
+
+    The busy window's status requests are the last ones in the log, apart
+    from the few after it (one status, cancel, polls, cleanup).
+    """
+    pattern = re.compile(_ACCESS_MARK + r" GET /api/v1/video/status/\S+ HTTP/1.1 (\d+)")
+    with open(log_path) as handle:
+        micros = [int(m.group(1)) for m in pattern.finditer(handle.read())]
+    return percentile([m / 1000 for m in micros[-busy_requests - 5:]], 99)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -42,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--variants", default="product,shm,nice,shm+nice")
     parser.add_argument("--video-seconds", type=float, default=480)
+    parser.add_argument("--server-times", action="store_true",
+                        help="also read each status request's time inside gunicorn from its access log (%%(D)s)")
     args = parser.parse_args(argv)
     names = args.variants.split(",")
     tiny = checkpoint("tiny")
@@ -50,14 +69,19 @@ def main(argv=None) -> int:
     for round_index in range(args.rounds):
         for name in names:
             config, env = VARIANTS[name]
+            if args.server_times:
+                env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s' --log-level info")
             with Server(f"exp-{name}", tiny, config=config, JOB_WORKERS=1, **env) as server:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
+                if args.server_times:
+                    result["server_p99_ms"] = _server_side_p99(server.log_path, result["requests"])
             result["load_average"] = os.getloadavg()
             runs[name].append(result)
+            inside = f" (inside gunicorn {result['server_p99_ms']:.1f})" if args.server_times else ""
             say(f"round {round_index + 1} {name:9s} idle p99 {result['idle']['p99_ms']:6.1f} ms | job p50 "
-                f"{result['p50_ms']:5.1f} p99 {result['p99_ms']:6.1f} ms | running {result['job_still_running_at_end']}"
-                f" | load {result['load_average'][0]:.1f}")
+                f"{result['p50_ms']:5.1f} p99 {result['p99_ms']:6.1f} ms{inside} | running "
+                f"{result['job_still_running_at_end']} | load {result['load_average'][0]:.1f}")
     summary = {
         name: {
             "job_p50_ms": statistics.median(r["p50_ms"] for r in results),
