@@ -11,33 +11,43 @@ the n-th frame in presentation order. The decoder maps them to presentation
 timestamps from a scan of the file's packets (no decoding, ~5 µs a packet).
 If that scan does not find exactly the number of frames the probe counted,
 or a frame does not come out with the timestamp expected, it raises
-DecoderMismatch and `video_frames.FrameReader` reads with OpenCV instead, so
-an odd file is never read wrongly, only more slowly. `PYAV_FRAMES=0` turns
-the decoder off.
+DecoderMismatch and `video_frames.FrameReader` reads with OpenCV instead (as
+the service did before). The check is on timestamps: it catches files whose
+numbering PyAV would get wrong, not frames a damaged file decodes wrongly
+(OpenCV, with the same FFmpeg inside, decodes those no better). Frames are
+turned upright as OpenCV turns them (the file's display rotation: portrait
+phone videos). `PYAV_FRAMES=0` turns the decoder off.
 """
 from __future__ import annotations
 
 import bisect
 import os
+import threading
 from array import array
 from typing import Iterator, Optional
 
 import av
 import numpy as np
 
+from cancellation import raise_if_cancelled
+
 
 class DecoderMismatch(Exception):
     """PyAV's view of the file disagrees with the probe's: read it with OpenCV instead."""
 
 
-# What PyAV raises on a file it cannot demux or decode, besides DecoderMismatch.
-DECODER_ERRORS = (av.FFmpegError, DecoderMismatch, IndexError)
+# What PyAV raises on a file it cannot demux or decode, besides DecoderMismatch
+# (ValueError includes UnicodeDecodeError from metadata it cannot read).
+DECODER_ERRORS = (av.FFmpegError, DecoderMismatch, IndexError, ValueError, OSError)
+# The packet scan looks at the cancel event this often.
+_CANCEL_CHECK_PACKETS = 4096
 # One decoding thread: the job thread decodes while the model works on the
 # previous segment, and FFmpeg's extra threads only take cores from the model
 # (tiny model, engine 0.83 s vs 0.99 s with FFmpeg's default; 0 = its default).
 DECODER_THREADS = 1
-# The timestamp index takes 8 bytes a frame: beyond this (9 h at 30 fps) a
-# small upload of tiny packets could claim gigabytes, so OpenCV reads it.
+# The timestamp index takes 8 bytes a frame (16 while it is sorted): beyond
+# this (9 h at 30 fps) a small upload of tiny packets could claim gigabytes,
+# so OpenCV reads it.
 MAX_INDEXED_FRAMES = 1_000_000
 
 
@@ -51,17 +61,18 @@ class KeyframeDecoder:
     Raises one of DECODER_ERRORS when it cannot serve the file or a frame.
     """
 
-    def __init__(self, path: str, frame_count: int):
+    def __init__(self, path: str, frame_count: int, cancel: Optional[threading.Event] = None):
         if frame_count > MAX_INDEXED_FRAMES:
             raise DecoderMismatch(f"{frame_count} frames are more than the index holds")
-        self._container = av.open(str(path))
+        # Metadata that is not UTF-8 (a title, say) must not stop the frames being read.
+        self._container = av.open(str(path), metadata_errors="ignore")
         try:
             self._stream = self._container.streams.video[0]  # OpenCV reads the first video stream too
             if DECODER_THREADS:
                 self._stream.codec_context.thread_count = DECODER_THREADS
             else:
                 self._stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
-            self._timestamps, self._keyframes = self._scan_packets(frame_count)
+            self._timestamps, self._keyframes = self._scan_packets(frame_count, cancel)
         except BaseException:
             self.close()
             raise
@@ -70,7 +81,7 @@ class KeyframeDecoder:
         self.frames_decoded = 0
         self._keyframe_indices: Optional[array] = None
 
-    def _scan_packets(self, frame_count: int):
+    def _scan_packets(self, frame_count: int, cancel: Optional[threading.Event]):
         """Sorted presentation timestamps of all frames, and of the keyframes."""
         timestamps, keyframes = array("q"), array("q")
         for packet in self._container.demux(self._stream):
@@ -80,15 +91,17 @@ class KeyframeDecoder:
                 raise DecoderMismatch("a packet without a presentation timestamp")
             if len(timestamps) == frame_count:
                 raise DecoderMismatch(f"more packets than the {frame_count} frames the probe counted")
+            if len(timestamps) % _CANCEL_CHECK_PACKETS == 0:
+                raise_if_cancelled(cancel)
             timestamps.append(packet.pts)
             if packet.is_keyframe:
                 keyframes.append(packet.pts)
         if len(timestamps) != frame_count:
             raise DecoderMismatch(f"{len(timestamps)} packets for {frame_count} frames")
-        timestamps, keyframes = array("q", sorted(timestamps)), array("q", sorted(keyframes))
-        if any(a == b for a, b in zip(timestamps, timestamps[1:])):
+        ordered = np.sort(np.frombuffer(timestamps, dtype=np.int64))
+        if ordered.size > 1 and not np.all(np.diff(ordered) > 0):
             raise DecoderMismatch("two packets share a presentation timestamp")
-        return timestamps, keyframes
+        return _int64_array(ordered), _int64_array(np.sort(np.frombuffer(keyframes, dtype=np.int64)))
 
     def keyframe_indices(self) -> array:
         """Frame numbers of the keyframes, sorted."""
@@ -120,5 +133,17 @@ class KeyframeDecoder:
             if decoded.pts >= wanted:
                 if decoded.pts != wanted:
                     raise DecoderMismatch(f"frame {index} did not come out of the decoder")
-                return decoded.to_ndarray(format="rgb24")
+                return _upright(decoded.to_ndarray(format="rgb24"), decoded.rotation)
         raise DecoderMismatch(f"the stream ended before frame {index}")
+
+
+def _int64_array(values: np.ndarray) -> array:
+    packed = array("q")
+    packed.frombytes(values.astype(np.int64).tobytes())
+    return packed
+
+
+def _upright(frame: np.ndarray, rotation: int) -> np.ndarray:
+    """The frame as it is meant to be seen, given the file's display rotation (degrees, counter-clockwise)."""
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame

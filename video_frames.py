@@ -347,11 +347,14 @@ class FrameReader:
     Keeps the video open for all its segments. Frames come from the PyAV
     decoder (`keyframe_decoder`), which starts at the keyframe right before
     each frame; a file it does not serve, or a frame it cannot deliver, is
-    read with OpenCV from then on. Both give the same pixels. PyAV also
-    knows where the keyframes are, so `read_segment` can prefer them.
+    read with OpenCV from then on. Both give the same pixels, upright (tested
+    on MPEG-4, MJPEG, VP8, H.264, HEVC and rotated files). PyAV also knows
+    where the keyframes are, so `read_segment` can prefer them. `cancel` is
+    checked while the decoder scans the packets.
     """
 
-    def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None):
+    def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None,
+                 cancel: Optional[threading.Event] = None):
         self._path = path
         self._info = info
         self._max_edge = max_edge
@@ -359,7 +362,7 @@ class FrameReader:
         self._opencv: Optional[_OpenCVFrames] = None
         if keyframe_decoder.enabled():
             try:
-                self._decoder = KeyframeDecoder(path, info.frame_count)
+                self._decoder = KeyframeDecoder(path, info.frame_count, cancel)
             except keyframe_decoder.DECODER_ERRORS:
                 pass
         if self._decoder is None:

@@ -207,7 +207,7 @@ class VideoHighlightGenerator:
         answers: List[Tuple[Segment, str]] = []
         in_flight = None
         try:
-            with FrameReader(video_path, info, max_edge=self.runner.image_size) as reader:
+            with FrameReader(video_path, info, max_edge=self.runner.image_size, cancel=stop) as reader:
                 frames = reader.read_segment(segments[0], frames_per_segment, stop)
                 for position, segment in enumerate(segments):
                     in_flight = self.runner.submit(

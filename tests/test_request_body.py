@@ -28,7 +28,7 @@ class _SocketLikeBody:
         return chunk
 
 
-def _read_through_middleware(body: bytes, content_length: str, piece: int = 64 * 1024):
+def _read_through_middleware(body: bytes, content_length: str, piece: int = 64 * 1024, **headers):
     socket_body = _SocketLikeBody(body)
     seen = {}
 
@@ -43,7 +43,7 @@ def _read_through_middleware(body: bytes, content_length: str, piece: int = 64 *
         seen["data"], seen["stream"] = b"".join(parts), stream
         return []
 
-    LargeBodyReads(app)({"CONTENT_LENGTH": content_length, "wsgi.input": socket_body}, None)
+    LargeBodyReads(app)({"CONTENT_LENGTH": content_length, "wsgi.input": socket_body, **headers}, None)
     return seen, socket_body
 
 
@@ -62,11 +62,17 @@ def test_small_or_unsized_bodies_are_left_alone(content_length):
     assert seen["data"] == body and seen["stream"] is socket_body
 
 
+def test_a_chunked_body_is_left_alone_whatever_content_length_says():
+    body = os.urandom(2 * PIECE_BYTES)
+    seen, socket_body = _read_through_middleware(body, str(PIECE_BYTES + 1), HTTP_TRANSFER_ENCODING="chunked")
+    assert seen["data"] == body and seen["stream"] is socket_body
+
+
 def test_an_upload_over_1_mib_through_a_real_http_server_arrives_whole(make_app, tmp_path):
     video = write_video(str(tmp_path / "big.mp4"), duration=8, fps=25, size=(640, 360))
     assert os.path.getsize(video) > 2 * PIECE_BYTES
     app = make_app()
-    with serve(app) as base, requests.Session() as http:  # one keep-alive connection for all requests
+    with serve(app) as base, requests.Session() as http:
         with open(video, "rb") as handle:
             answer = http.post(f"{base}/api/v1/video/upload", files={"video": handle},
                                data={"analysis_type": "highlights", "segment_duration": "60"}, timeout=60)

@@ -294,3 +294,73 @@ def test_reader_reads_a_segment_from_keyframes_and_decodes_only_them(tmp_path, m
     monkeypatch.setenv("PYAV_FRAMES", "0")
     with FrameReader(path, info) as reader:  # OpenCV does not know the keyframes: the middles
         assert reader.segment_frame_indices(segment, 8) == [15, 46, 78, 109, 140, 171, 203, 234]
+
+
+def _rotate_mp4(path, degrees):
+    """Set the video track's display matrix (tkhd), as phones do for portrait videos."""
+    import math
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"tkhd")
+    matrix_at = at + 4 + (52 if data[at + 4] == 1 else 40)
+    cos, sin = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+
+    def fixed(value):
+        return struct.pack(">i", value * 0x10000)
+
+    data[matrix_at:matrix_at + 36] = (fixed(cos) + fixed(sin) + bytes(4) + fixed(-sin) + fixed(cos) + bytes(4)
+                                      + bytes(8) + struct.pack(">i", 0x40000000))
+    open(path, "wb").write(bytes(data))
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotated_videos_come_out_upright_as_opencv_shows_them(tmp_path, degrees):
+    import numpy as np
+
+    path = write_video(str(tmp_path / "portrait.mp4"), duration=2, fps=25, size=(96, 64))
+    _rotate_mp4(path, degrees)
+    info = probe_video(path)
+    assert (info.width, info.height) == ((64, 96) if degrees != 180 else (96, 64))
+    every = _every_frame_rgb(path)
+    wanted = [0, 13, 49, 3]
+    with FrameReader(path, info) as reader:
+        images = reader.read(wanted)
+        assert reader.uses_pyav
+    for index, image in zip(wanted, images):
+        assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
+
+
+def test_metadata_that_is_not_utf8_does_not_stop_pyav(tmp_path):
+    import av
+    import numpy as np
+
+    source = write_video(str(tmp_path / "v.mp4"), duration=2, fps=25, size=(96, 64))
+    path = str(tmp_path / "titled.mkv")
+    with av.open(source) as original, av.open(path, "w") as remuxed:
+        remuxed.metadata["title"] = "TITLE-MARK"
+        stream = remuxed.add_stream_from_template(original.streams.video[0])
+        for packet in original.demux(original.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                remuxed.mux(packet)
+    data = open(path, "rb").read()
+    assert data.count(b"TITLE-MARK") == 1
+    open(path, "wb").write(data.replace(b"TITLE-MARK", b"TITLE-\xff\xfe\xfd\xfc"))
+    info = probe_video(path)
+    with FrameReader(path, info) as reader:
+        image = reader.read([30])[0]
+        assert reader.uses_pyav
+    assert np.array_equal(np.asarray(image), _every_frame_rgb(path)[30])
+
+
+def test_cancelling_stops_the_packet_scan(tmp_path):
+    import threading
+
+    from cancellation import Cancelled
+
+    path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=25, size=(96, 64))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        FrameReader(path, probe_video(path), cancel=cancel)
