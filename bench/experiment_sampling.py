@@ -41,12 +41,13 @@ def _set_variant(name: str, scan_keyframes, slice_middles) -> None:
     os.environ["PYAV_FRAMES"] = "0" if name.startswith("opencv") else "1"
     video_frames._KeyframeIndex.last_at_or_before = (
         (lambda self, index: None) if name == "opencv-plain" else scan_keyframes)
-    keyframe_decoder.DECODER_THREADS = 0 if name == "pyav-threads" else 1
+    keyframe_decoder.DECODER_THREADS = 0 if name == "pyav-threads" else _PRODUCT_THREADS
     video_frames.FrameReader.segment_frame_indices = (
         slice_middles if name in ("pyav-threads", "pyav-exact") else _PRODUCT_CHOICE)
 
 
 _PRODUCT_CHOICE = video_frames.FrameReader.segment_frame_indices
+_PRODUCT_THREADS = keyframe_decoder.DECODER_THREADS
 
 
 def main(argv=None) -> int:

@@ -58,16 +58,13 @@ def post_worker_init(worker):  # noqa: F811  (the product config defines none)
         import sys
 
         sys.setswitchinterval(switch)
-    job_amount = int(os.environ.get("EXP_NICE_JOB", "0") or 0)
+    amount = int(os.environ.get("EXP_NICE", "0") or 0)
+    job_amount = amount or int(os.environ.get("EXP_NICE_JOB", "0") or 0)
     if job_amount:
         import jobs
 
-        jobs.JobQueue._run = _lower_priority(jobs.JobQueue._run, job_amount)
-    amount = int(os.environ.get("EXP_NICE", "0") or 0)
+        jobs.JobQueue._run = _lower_priority(jobs.JobQueue._run, job_amount)  # job threads start later
     if amount:
-        import jobs
-
-        jobs.JobQueue._run = _lower_priority(jobs.JobQueue._run, amount)  # job threads start later
         python_threads = {t.native_id: t.name for t in threading.enumerate()}
         for tid in map(int, os.listdir("/proc/self/task")):
             name = python_threads.get(tid)
