@@ -1,7 +1,7 @@
 """P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
 
     python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--server-times]
-        [--variants product,shm,nice,nicejob,shm+nice,switch1ms,nosplit]
+        [--variants product,shm,nice,nicejob,shm+nice,switch1ms,nosplit,idle,slice]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
 videos) and measures P3 exactly as bench/run.py does; rounds interleave the
@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from bench.pollers import ONE_THREAD_AGENT  # noqa: E402
 from bench.run import Server, checkpoint, p3_status_latency, percentile, run_job, say  # noqa: E402
 from bench.videos import WORK, bench_video  # noqa: E402
 
@@ -34,22 +35,24 @@ VARIANTS = {
     "shm+nice": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1", "EXP_NICE": "10"}),
     "switch1ms": ("bench/gunicorn_experiment.conf.py", {"EXP_SWITCH": "0.001"}),
     "nosplit": ("gunicorn.conf.py", {"PARALLEL_VISION": "0"}),
+    "idle": ("bench/gunicorn_experiment.conf.py", {"EXP_IDLE": "1"}),
+    "slice": ("bench/gunicorn_experiment.conf.py", {"EXP_SLICE_US": "100"}),
 }
 
 
 _ACCESS_MARK = "P3TIME"
 
 
-def _server_side_p99(log_path: str, busy_requests: int) -> float:
+def _server_side_p99(log_path: str, measured: int) -> float:
     """p99 of gunicorn's own request time (from parsing to the last byte written) in the busy window.
 
-    The busy window's status requests are the last ones in the log, apart
-    from the few after it (one status, cancel, polls, cleanup).
+    The one-thread client names itself in User-Agent; its last `measured`
+    status requests are the busy window (the idle window's come before them).
     """
-    pattern = re.compile(_ACCESS_MARK + r" GET /api/v1/video/status/\S+ HTTP/1.1 (\d+)")
+    pattern = re.compile(_ACCESS_MARK + r" GET /api/v1/video/status/\S+ HTTP/1.1 (\d+) \"" + ONE_THREAD_AGENT + '"')
     with open(log_path) as handle:
         micros = [int(m.group(1)) for m in pattern.finditer(handle.read())]
-    return percentile([m / 1000 for m in micros[-busy_requests - 5:]], 99)
+    return percentile([m / 1000 for m in micros[-measured:]], 99)
 
 
 def main(argv=None) -> int:
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
         for name in names:
             config, env = VARIANTS[name]
             if args.server_times:
-                env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s' --log-level info")
+                env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s \"%(a)s\"' --log-level info")
             with Server(f"exp-{name}", tiny, config=config, JOB_WORKERS=1, **env) as server:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
@@ -80,12 +83,14 @@ def main(argv=None) -> int:
             runs[name].append(result)
             inside = f" (inside gunicorn {result['server_p99_ms']:.1f})" if args.server_times else ""
             say(f"round {round_index + 1} {name:9s} idle p99 {result['idle']['p99_ms']:6.1f} ms | job p50 "
-                f"{result['p50_ms']:5.1f} p99 {result['p99_ms']:6.1f} ms{inside} | running "
+                f"{result['p50_ms']:5.1f} p99 {result['p99_ms']:6.1f} ms{inside}, thread per poller p99 "
+                f"{result['threaded_client']['p99_ms']:5.1f} | running "
                 f"{result['job_still_running_at_end']} | load {result['load_average'][0]:.1f}")
     summary = {
         name: {
             "job_p50_ms": statistics.median(r["p50_ms"] for r in results),
             "job_p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "job_p99_ms_threaded_client": statistics.median(r["threaded_client"]["p99_ms"] for r in results),
             "idle_p99_ms": statistics.median(r["idle"]["p99_ms"] for r in results),
             "rounds": len(results),
         }
@@ -95,7 +100,8 @@ def main(argv=None) -> int:
         json.dump({"summary": summary, "runs": runs}, handle, indent=2)
     for name, row in summary.items():
         print(f"{name:9s} job p50 {row['job_p50_ms']:6.1f} ms  job p99 {row['job_p99_ms']:6.1f} ms  "
-              f"idle p99 {row['idle_p99_ms']:6.1f} ms  ({row['rounds']} rounds)")
+              f"(thread per poller {row['job_p99_ms_threaded_client']:6.1f} ms)  idle p99 {row['idle_p99_ms']:6.1f} ms  "
+              f"({row['rounds']} rounds)")
     return 0
 
 

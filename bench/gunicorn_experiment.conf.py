@@ -17,6 +17,16 @@ are made in the product; `make bench` always runs the product's own config.
   EXP_MALLOPT=N    the worker calls glibc's mallopt(M_ARENA_MAX, N) right after
                    fork, before any request thread allocates: the in-process
                    equivalent of starting the server with MALLOC_ARENA_MAX=N.
+  EXP_IDLE=1       the model thread (and every thread it starts: mlx's), the
+                   native threads that exist once the app is loaded (OpenBLAS's
+                   pool) and the job threads run under SCHED_IDLE: any other
+                   thread that wakes takes the CPU from them at once, where the
+                   kernel's EEVDF scheduler otherwise lets the running thread
+                   finish its slice (~3 ms) first, whatever its nice value.
+  EXP_SLICE_US=N   the worker's main thread and request threads ask the kernel
+                   for an N µs time slice (sched_setattr's sched_runtime, Linux
+                   6.12+): a waking thread with a shorter slice than the running
+                   one may preempt it.
   EXP_SWITCH=S     sys.setswitchinterval(S) in the worker: how long a thread
                    that wants the GIL waits before the holder is asked to give
                    it up (Python's default 0.005 s).
@@ -73,3 +83,59 @@ def post_worker_init(worker):  # noqa: F811  (the product config defines none)
                     os.setpriority(os.PRIO_PROCESS, tid, amount)
                 except OSError:
                     pass
+
+
+def _idle_policy(tid=0):
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+
+
+def _ask_slice(microseconds):
+    """sched_setattr(0, {SCHED_OTHER, sched_runtime}) on the calling thread: a custom EEVDF slice."""
+    import struct
+
+    attr = struct.pack("=IIQiIQQQII", 56, 0, 0, 0, 0, microseconds * 1000, 0, 0, 0, 0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(attr, 56)
+    if libc.syscall(314, 0, buffer, 0) != 0:  # SYS_sched_setattr on x86_64
+        print("sched_setattr failed", ctypes.get_errno(), flush=True)
+
+
+_experiment_post_worker_init = post_worker_init
+
+
+def post_worker_init(worker):  # noqa: F811
+    _experiment_post_worker_init(worker)
+    if os.environ.get("EXP_IDLE") == "1":
+        import jobs
+        import model_runner
+
+        def idle_then(function):
+            def wrapper(*args, **kwargs):
+                _idle_policy()
+                return function(*args, **kwargs)
+            return wrapper
+
+        jobs.JobQueue._run = idle_then(jobs.JobQueue._run)
+        python_threads = {t.native_id: t.name for t in threading.enumerate()}
+        for tid in map(int, os.listdir("/proc/self/task")):
+            name = python_threads.get(tid)
+            if name is None or name == "model-runner":
+                _idle_policy(tid)
+    slice_us = int(os.environ.get("EXP_SLICE_US", "0") or 0)
+    if slice_us:
+        from gunicorn.workers import gthread
+
+        _ask_slice(slice_us)
+        marked = threading.local()
+        handle = gthread.ThreadWorker.handle
+
+        def handle_with_slice(self, conn):
+            if not getattr(marked, "done", False):
+                _ask_slice(slice_us)
+                marked.done = True
+            return handle(self, conn)
+
+        gthread.ThreadWorker.handle = handle_with_slice
