@@ -103,12 +103,12 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
         analysis_type, params = parse_analysis_request(form, analysis_type)
         name = display_filename(upload.filename)
         try:
-            probe_video(path, name)
+            info = probe_video(path, name)
         except VideoError as error:
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
         session = svc.sessions.create(session_id, analysis_type, name, spool.directory, params, legacy=legacy)
         spool.claimed = True
-        svc.jobs.submit(slot, session_id, path)
+        svc.jobs.submit(slot, session_id, path, info)
         return session
     finally:
         if upload is not None:

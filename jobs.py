@@ -20,7 +20,7 @@ from cancellation import Cancelled
 from model_runner import ModelLoadError, RunnerClosed
 from session_manager import ProcessingStatus, SessionManager, SessionNotFound
 from storage import Storage
-from video_frames import VideoError
+from video_frames import VideoError, VideoInfo
 from video_highlight_generator import VideoHighlightGenerator
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Slot:
 class _Job:
     session_id: str
     video_path: str
+    video_info: Optional[VideoInfo] = None  # what intake's probe found: the engine need not probe again
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -81,9 +82,9 @@ class JobQueue:
         with self._lock:
             self._unfinished -= 1
 
-    def submit(self, slot: Slot, session_id: str, video_path: str) -> None:
+    def submit(self, slot: Slot, session_id: str, video_path: str, video_info: Optional[VideoInfo] = None) -> None:
         """Start (or queue) the session's job; the session must exist as `pending`."""
-        job = _Job(session_id, video_path)
+        job = _Job(session_id, video_path, video_info)
         slot.used = True
         with self._lock:
             self._jobs[session_id] = job
@@ -149,7 +150,8 @@ class JobQueue:
                     job.cancel.set()  # cleaned up under our feet: stop the work
                     raise Cancelled("The session was removed.") from None
 
-            options = dict(session.params, progress=progress, cancel=job.cancel, video_name=session.video_name)
+            options = dict(session.params, progress=progress, cancel=job.cancel, video_name=session.video_name,
+                           video_info=job.video_info)
             if session.analysis_type == "workout":
                 result = self.engine.analyze_workout(job.video_path, **options)
                 found = _count(len(result["exercise_steps"]), "exercise step")

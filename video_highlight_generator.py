@@ -85,13 +85,14 @@ class VideoHighlightGenerator:
         progress: Optional[Progress] = None,
         cancel: Optional[threading.Event] = None,
         video_name: Optional[str] = None,
+        video_info: Optional[VideoInfo] = None,
     ) -> dict:
         """Score every segment 1-10 and return the best as highlights (contract's highlights object)."""
         started = time.perf_counter()
         system_prompt = system_prompt or HIGHLIGHTS_SYSTEM
         user_prompt = user_prompt or HIGHLIGHTS_USER
         info, answers = self._analyze(
-            video_path, video_name, segment_duration, frames_per_segment, max_tokens,
+            video_path, video_name, video_info, segment_duration, frames_per_segment, max_tokens,
             system_prompt, user_prompt, progress, cancel,
         )
         analyses = [
@@ -148,13 +149,14 @@ class VideoHighlightGenerator:
         progress: Optional[Progress] = None,
         cancel: Optional[threading.Event] = None,
         video_name: Optional[str] = None,
+        video_info: Optional[VideoInfo] = None,
     ) -> dict:
         """Name the exercise of every segment and merge runs into steps (contract's workout object)."""
         started = time.perf_counter()
         system_prompt = system_prompt or WORKOUT_SYSTEM
         user_prompt = user_prompt or WORKOUT_USER
         info, answers = self._analyze(
-            video_path, video_name, segment_duration, frames_per_segment, max_tokens,
+            video_path, video_name, video_info, segment_duration, frames_per_segment, max_tokens,
             system_prompt, user_prompt, progress, cancel,
         )
         segment_analyses = [
@@ -191,14 +193,15 @@ class VideoHighlightGenerator:
 
     # -- the segment loop ----------------------------------------------------
     def _analyze(
-        self, video_path, video_name, segment_duration, frames_per_segment, max_tokens,
+        self, video_path, video_name, video_info, segment_duration, frames_per_segment, max_tokens,
         system_prompt, user_prompt, progress, cancel,
     ) -> Tuple[VideoInfo, List[Tuple[Segment, str]]]:
         if segment_duration <= 0 or frames_per_segment < 1 or max_tokens < 1:
             raise ValueError("segment_duration, frames_per_segment and max_tokens must be positive")
         raise_if_cancelled(cancel)
         self.runner.wait_until_loaded()
-        info = probe_video(video_path, video_name)
+        # The service probed the file at upload (to refuse non-videos) and hands that over.
+        info = video_info or probe_video(video_path, video_name)
         segments = plan_segments(info.duration_seconds, segment_duration)
         total = len(segments)
         report = progress or (lambda done, total, message: None)

@@ -66,6 +66,25 @@ def test_a_completed_highlights_job_has_the_contract_result(client, videos):
         assert set(item) == {"start_time", "end_time", "timestamp_formatted", "significance_score", "description"}
 
 
+def test_an_upload_is_probed_once_and_the_job_uses_that_probe(client, videos, monkeypatch):
+    import intake
+    import video_frames
+    import video_highlight_generator
+
+    probed = []
+
+    def counting_probe(path, display_name=None):
+        probed.append(display_name)
+        return video_frames.probe_video(path, display_name)
+
+    monkeypatch.setattr(intake, "probe_video", counting_probe)
+    monkeypatch.setattr(video_highlight_generator, "probe_video", counting_probe)
+    session_id, _ = completed_session(client, videos["short"], segment_duration="3")
+    assert probed == ["short clip.mp4"]
+    data = client.get(f"/api/v1/video/results/{session_id}").get_json()["data"]
+    assert data["video"]["filename"] == "short clip.mp4" and data["total_segments_analyzed"] == 2
+
+
 def test_workout_type_and_params_json(client, videos):
     response = upload(client, videos["short"], analysis_type="workout", params=json.dumps({"segment_duration": 3}))
     assert response.status_code == 202 and response.get_json()["analysisType"] == "workout"

@@ -1,4 +1,5 @@
 """The engine on the real model path: mlx_vlm.load + generate on the tiny checkpoint."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from cancellation import Cancelled
 from model_runner import ModelLoadError, ModelRunner
 from synthetic_video import write_video
+from video_frames import probe_video
 from video_highlight_generator import VideoHighlightGenerator, merge_exercise_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +50,17 @@ def test_a_full_workout_run(generator, tmp_path):
     assert result["summary"]["exercises"] == [s["exercise_name"] for s in steps]
     boundaries = {0.0, 15.0, 30.0, 31.0}
     assert all(s["start_timestamp"] in boundaries and s["end_timestamp"] in boundaries for s in steps)
+
+
+def test_a_probe_handed_over_is_used_instead_of_probing_again(generator, tmp_path):
+    video = write_video(str(tmp_path / "probed.mp4"), duration=25, fps=10)
+    probed = probe_video(video, "upload name.mp4")
+    # What the caller's probe says is what the engine plans by: here it is told of 12 s only.
+    shortened = dataclasses.replace(probed, duration_seconds=12.0, frame_count=120)
+    result = generator.generate_highlights(video, segment_duration=10, frames_per_segment=2, max_tokens=4,
+                                           video_info=shortened, video_name="ignored.mp4")
+    assert [(a["start_time"], a["end_time"]) for a in result["all_analyses"]] == [(0, 10), (10, 12)]
+    assert result["video"]["filename"] == "upload name.mp4" and result["video"]["duration_seconds"] == 12.0
 
 
 def test_consecutive_segments_naming_the_same_exercise_merge():
