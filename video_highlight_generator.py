@@ -200,7 +200,8 @@ class VideoHighlightGenerator:
             raise ValueError("segment_duration, frames_per_segment and max_tokens must be positive")
         raise_if_cancelled(cancel)
         self.runner.wait_until_loaded()
-        # The service probed the file at upload (to refuse non-videos) and hands that over.
+        # The service probed the file at upload (to refuse non-videos) and hands that over; it is taken
+        # as describing `video_path`, unchecked.
         info = video_info or probe_video(video_path, video_name)
         segments = plan_segments(info.duration_seconds, segment_duration)
         total = len(segments)

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.pollers import ONE_THREAD_AGENT  # noqa: E402
+from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT  # noqa: E402
 from bench.run import Server, checkpoint, p3_status_latency, percentile, run_job, say  # noqa: E402
 from bench.videos import WORK, bench_video  # noqa: E402
 
@@ -43,16 +43,21 @@ VARIANTS = {
 _ACCESS_MARK = "P3TIME"
 
 
-def _server_side_p99(log_path: str, measured: int) -> float:
-    """p99 of gunicorn's own request time (from parsing to the last byte written) in the busy window.
+def _server_side_p99(log_path: str) -> dict:
+    """p99 of gunicorn's own request time (from parsing to the last byte written), per client, in the busy windows.
 
-    The one-thread client names itself in User-Agent; its last `measured`
-    status requests are the busy window (the idle window's come before them).
+    Each client names itself in User-Agent. The busy job's status URL is the
+    last one the one-thread client polled (its idle window polled another).
     """
-    pattern = re.compile(_ACCESS_MARK + r" GET /api/v1/video/status/\S+ HTTP/1.1 (\d+) \"" + ONE_THREAD_AGENT + '"')
+    pattern = re.compile(_ACCESS_MARK + r" GET (/api/v1/video/status/\S+) HTTP/1.1 (\d+) \"([^\"]*)\"")
     with open(log_path) as handle:
-        micros = [int(m.group(1)) for m in pattern.finditer(handle.read())]
-    return percentile([m / 1000 for m in micros[-measured:]], 99)
+        entries = pattern.findall(handle.read())
+    busy_path = [path for path, _, agent in entries if agent == ONE_THREAD_AGENT][-1]
+    return {
+        client: percentile([int(micros) / 1000 for path, micros, agent in entries
+                            if path == busy_path and agent == user_agent], 99)
+        for client, user_agent in (("one_thread", ONE_THREAD_AGENT), ("threads", THREADED_AGENT))
+    }
 
 
 def main(argv=None) -> int:
@@ -78,10 +83,11 @@ def main(argv=None) -> int:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
                 if args.server_times:
-                    result["server_p99_ms"] = _server_side_p99(server.log_path, result["requests"])
+                    result["server_p99_ms"] = _server_side_p99(server.log_path)
             result["load_average"] = os.getloadavg()
             runs[name].append(result)
-            inside = f" (inside gunicorn {result['server_p99_ms']:.1f})" if args.server_times else ""
+            inside = (f" (inside gunicorn {result['server_p99_ms']['one_thread']:.1f} / "
+                      f"{result['server_p99_ms']['threads']:.1f})" if args.server_times else "")
             say(f"round {round_index + 1} {name:9s} idle p99 {result['idle']['p99_ms']:6.1f} ms | job p50 "
                 f"{result['p50_ms']:5.1f} p99 {result['p99_ms']:6.1f} ms{inside}, thread per poller p99 "
                 f"{result['threaded_client']['p99_ms']:5.1f} | running "

@@ -1,20 +1,23 @@
 """Status pollers for P3: many keep-alive clients, each GETting one URL at a fixed interval.
 
-Two clients that send the same requests at the same times:
+Two clients with the same pattern (each connection polls every `interval`
+at a random phase, and answers one warm-up request before the clock starts;
+a poller keeps its connection, and the first request on a new one takes
+gunicorn's slower accept path):
 
 - `poll_one_thread` (what P3 reports): one thread, non-blocking sockets and
-  a selector, raw HTTP/1.1. It costs a few tens of µs of CPU per request, so
-  on a machine whose cores the job keeps busy the figure is the server's
-  latency plus loopback, not the client's own waiting.
-- `poll_threads` (kept beside it, `*_threaded_client`): one Python thread and
-  one `requests.Session` per poller, as P3 was measured before. Each
-  response must also wait for the bench process's GIL and a core: with 50
-  such threads on a 2-core machine next to a running job, that adds several
-  milliseconds to the tail (bench/README.md, P3).
+  a selector, raw HTTP/1.1. About 0.1 ms of client CPU per request on
+  loopback, so on a machine whose cores the job keeps busy the figure is
+  mostly the server's latency plus loopback, not the client's own waiting.
+- `poll_threads` (reported beside it, `*_threaded_client`): one Python thread
+  and one `requests.Session` per poller, as P3 was measured before; about
+  0.8 ms of client CPU per request (it also parses the JSON). Each answer
+  must also wait for the bench process's GIL and a core: with 50 such
+  threads on a 2-core machine next to a running job, the tail is several
+  milliseconds longer (bench/README.md, P3).
 
-Both open every connection and answer one request on it before the clock
-starts: a poller keeps its connection, and the first request on a new one
-takes gunicorn's slower accept path.
+In both, an answer other than 200 is timed and counted as an error; a poll
+that gets no answer is only counted as an error.
 """
 from __future__ import annotations
 
@@ -23,12 +26,14 @@ import selectors
 import socket
 import threading
 import time
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 import requests
 
-ONE_THREAD_AGENT = "bench-one-thread-poller"  # lets a server's access log tell its requests apart
+# Let a server's access log tell the two clients' requests apart (bench/experiment_p3.py --server-times).
+ONE_THREAD_AGENT = "bench-one-thread-poller"
+THREADED_AGENT = "bench-threaded-poller"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -42,34 +47,49 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def latency_summary(latencies_ms: List[float], errors: List[str], elapsed: float) -> dict:
-    return {
+def latency_summary(latencies_ms: List[float], errors: List[str], elapsed: float, keep_latencies: bool = False) -> dict:
+    summary = {
         "p50_ms": percentile(latencies_ms, 50),
         "p90_ms": percentile(latencies_ms, 90),
         "p99_ms": percentile(latencies_ms, 99),
         "max_ms": max(latencies_ms) if latencies_ms else float("nan"),
         "requests": len(latencies_ms),
         "requests_per_second": len(latencies_ms) / elapsed if elapsed > 0 else 0.0,
+        "seconds": elapsed,
         "errors": len(errors),
         "error_kinds": {kind: errors.count(kind) for kind in sorted(set(errors))},
     }
+    if keep_latencies:
+        summary["latencies_ms"] = latencies_ms
+    return summary
+
+
+def combine_windows(windows: List[dict]) -> dict:
+    """One summary of several windows polled with `keep_latencies=True` (their latency lists are dropped)."""
+    latencies = [value for window in windows for value in window.pop("latencies_ms")]
+    errors = [kind for window in windows for kind, count in window["error_kinds"].items() for _ in range(count)]
+    return dict(latency_summary(latencies, errors, sum(window["seconds"] for window in windows)),
+                windows=len(windows))
 
 
 # -- one thread ------------------------------------------------------------------
 class _ResponseError(Exception):
-    """A response this client cannot delimit or did not expect; the connection is replaced."""
+    """A response this client cannot delimit or did not expect; the connection is dropped."""
 
 
 class _Connection:
-    """One poller: its socket, what it has received so far, when it sent and when it sends next."""
+    """One poller: its socket (None while down), what it has received, when it sent and when it sends next."""
 
-    def __init__(self, host: str, port: int, request: bytes):
-        self.address, self.request = (host, port), request
-        self.sock = socket.create_connection(self.address, timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, address: Tuple[str, int], request: bytes):
+        self.address, self.request = address, request
+        self.sock: Optional[socket.socket] = None
         self.received = b""
         self.sent_at: Optional[float] = None
         self.next_at = 0.0
+
+    def connect(self, timeout: float) -> None:
+        self.sock = socket.create_connection(self.address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self) -> None:
         self.received = b""
@@ -87,78 +107,118 @@ class _Connection:
         lines = head.decode("latin-1").split("\r\n")
         headers = {name.strip().lower(): value.strip()
                    for name, _, value in (line.partition(":") for line in lines[1:])}
-        if "content-length" not in headers:
-            raise _ResponseError("no Content-Length")
-        if len(body) < int(headers["content-length"]):
+        try:
+            status, length = int(lines[0].split()[1]), int(headers["content-length"])
+        except (IndexError, KeyError, ValueError):
+            raise _ResponseError("unreadable response") from None
+        if len(body) < length:
             return None
-        if len(body) > int(headers["content-length"]):
+        if len(body) > length:
             raise _ResponseError("bytes after the response")
-        return int(lines[0].split()[1])
+        return status
 
-    def close(self) -> None:
-        self.sock.close()
+    def drop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.sent_at = None, None
 
 
-def _warm(connection: _Connection) -> None:
+def _answer(connection: _Connection) -> int:
+    """Send one request and block until its answer is in (warm-up, before the clock starts)."""
     connection.send()
     status = None
     while status is None:
         status = connection.feed(connection.sock.recv(65536))
     connection.sent_at = None
+    return status
 
 
-def poll_one_thread(url: str, pollers: int, interval: float, seconds: float) -> dict:
-    """`pollers` keep-alive connections driven from this thread; each GETs `url` every `interval` s (random phase)."""
+def poll_one_thread(url: str, pollers: int, interval: float, seconds: float, keep_latencies: bool = False) -> dict:
+    """`pollers` keep-alive connections driven from this thread; each GETs `url` every `interval` s (random phase).
+
+    A connection the server closes, or whose answer cannot be read, counts
+    one error and is opened again when its next poll is due (that poll then
+    includes the server's accept path); one that cannot be opened counts an
+    error per poll it misses. The warm-ups must succeed: a server that cannot
+    answer them is not worth measuring.
+    """
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
     request = (f"GET {parts.path}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
                f"Host: {parts.netloc}\r\nUser-Agent: {ONE_THREAD_AGENT}\r\nAccept: application/json\r\n\r\n").encode()
-    connections = [_Connection(host, port, request) for _ in range(pollers)]
-    for connection in connections:
-        _warm(connection)
-        connection.sock.setblocking(False)
     selector = selectors.DefaultSelector()
+    connections = [_Connection(address, request) for _ in range(pollers)]
     for connection in connections:
+        try:
+            connection.connect(timeout=10)
+            status = _answer(connection)
+        except (OSError, _ResponseError) as error:
+            raise RuntimeError(f"{url} did not answer the warm-up request: {error}") from None
+        if status != 200:
+            raise RuntimeError(f"{url} answered the warm-up request with {status}, not 200")
+    for connection in connections:
+        connection.sock.setblocking(False)
         selector.register(connection.sock, selectors.EVENT_READ, connection)
     latencies: List[float] = []
     errors: List[str] = []
+
+    def fail(connection: _Connection, reason: str) -> None:
+        errors.append(reason)
+        if connection.sent_at is not None:
+            connection.next_at += interval  # that poll is lost; the next comes at its own time
+        if connection.sock is not None:
+            selector.unregister(connection.sock)
+        connection.drop()
+
+    def poll(connection: _Connection) -> None:
+        reopened = connection.sock is None
+        if reopened:
+            try:
+                connection.connect(timeout=1.0)
+            except OSError as error:
+                errors.append(type(error).__name__)
+                connection.next_at += interval
+                return
+            connection.sock.setblocking(False)
+            selector.register(connection.sock, selectors.EVENT_READ, connection)
+        try:
+            connection.send()
+        except OSError as error:
+            connection.sent_at = None  # nothing went out
+            fail(connection, type(error).__name__)
+            if reopened:
+                connection.next_at += interval  # a fresh connection failed too: wait for the next poll
+            # else: closed by the server while idle; the next turn reopens it for this same poll
+
     began = time.perf_counter()
     stop_at = began + seconds
+    drain_until = stop_at + 10.0  # answers still outstanding when the window closes
     for connection in connections:
         connection.next_at = began + random.uniform(0, interval)
-
-    def replace(connection: _Connection, reason: str) -> _Connection:
-        errors.append(reason)
-        selector.unregister(connection.sock)
-        connection.close()
-        fresh = _Connection(host, port, request)
-        _warm(fresh)
-        fresh.sock.setblocking(False)
-        fresh.next_at = connection.next_at
-        selector.register(fresh.sock, selectors.EVENT_READ, fresh)
-        return fresh
-
-    drain_until = stop_at + 10.0  # answers still outstanding when the window closes
     while True:
         now = time.perf_counter()
-        idle = [c for c in connections if c.sent_at is None]
-        if (now >= stop_at and len(idle) == len(connections)) or now >= drain_until:
+        waiting = [c for c in connections if c.sent_at is not None]
+        if (now >= stop_at and not waiting) or now >= drain_until:
             break
-        for connection in idle:
-            if connection.next_at <= now < stop_at:
-                connection.send()
-        due = [c.next_at for c in connections if c.sent_at is None and c.next_at < stop_at]
-        timeout = min(min(due, default=now + 0.05) - time.perf_counter(), 0.05)
-        for key, _ in selector.select(max(timeout, 0.0)):
+        if now < stop_at:
+            for connection in connections:
+                if connection.sent_at is None and connection.next_at <= now:
+                    poll(connection)
+            next_due = min((c.next_at for c in connections if c.sent_at is None), default=stop_at)
+            timeout = min(next_due, stop_at) - time.perf_counter()
+        else:
+            timeout = 0.05  # only answers to wait for
+        for key, _ in selector.select(min(max(timeout, 0.0), 0.05)):
             connection = key.data
             try:
                 status = connection.feed(connection.sock.recv(65536))
             except BlockingIOError:
                 continue
-            except (OSError, _ResponseError) as error:
-                index = connections.index(connection)
-                connections[index] = replace(connection, type(error).__name__ if isinstance(error, OSError)
-                                             else str(error))
+            except OSError as error:
+                fail(connection, type(error).__name__)
+                continue
+            except _ResponseError as error:
+                fail(connection, str(error))
                 continue
             if status is None:
                 continue
@@ -171,12 +231,12 @@ def poll_one_thread(url: str, pollers: int, interval: float, seconds: float) -> 
     errors.extend("no answer" for c in connections if c.sent_at is not None)
     selector.close()
     for connection in connections:
-        connection.close()
-    return latency_summary(latencies, errors, elapsed)
+        connection.drop()
+    return latency_summary(latencies, errors, elapsed, keep_latencies)
 
 
 # -- a thread per poller ---------------------------------------------------------
-def poll_threads(url: str, pollers: int, interval: float, seconds: float) -> dict:
+def poll_threads(url: str, pollers: int, interval: float, seconds: float, keep_latencies: bool = False) -> dict:
     """`pollers` threads, each with its own keep-alive `requests.Session`, GET `url` every `interval` s (random phase)."""
     latencies: List[List[float]] = [[] for _ in range(pollers)]
     errors: List[str] = []
@@ -185,6 +245,7 @@ def poll_threads(url: str, pollers: int, interval: float, seconds: float) -> dic
 
     def poller(index: int) -> None:
         with requests.Session() as session:
+            session.headers["User-Agent"] = THREADED_AGENT
             session.get(url, timeout=10)  # open the keep-alive connection before measuring
             start.wait()
             next_at = time.perf_counter() + random.uniform(0, interval)
@@ -201,9 +262,9 @@ def poll_threads(url: str, pollers: int, interval: float, seconds: float) -> dic
                         errors.append(str(response.status_code))
                     else:
                         response.json()
+                    latencies[index].append(time.perf_counter() - began)
                 except requests.RequestException as error:
                     errors.append(type(error).__name__)
-                latencies[index].append(time.perf_counter() - began)
                 next_at += interval
 
     threads = [threading.Thread(target=poller, args=(i,), daemon=True) for i in range(pollers)]
@@ -215,5 +276,6 @@ def poll_threads(url: str, pollers: int, interval: float, seconds: float) -> dic
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
-    return latency_summary([value * 1000 for values in latencies for value in values], errors, elapsed)
+    return latency_summary([value * 1000 for values in latencies for value in values], errors, elapsed,
+                           keep_latencies)
 

@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import socket
@@ -47,7 +46,7 @@ if ROOT not in sys.path:
 
 import requests  # noqa: E402
 
-from bench.pollers import percentile, poll_one_thread, poll_threads  # noqa: E402
+from bench.pollers import combine_windows, percentile, poll_one_thread, poll_threads  # noqa: E402
 from bench.reference_pipeline import openblas_library, run_reference  # noqa: E402
 from bench.videos import WORK, bench_video  # noqa: E402
 
@@ -421,8 +420,9 @@ def p3_status_latency(server: Server, long_video: str, short_video: str, seconds
     The job is an ordinary highlights job (8 frames, 32 tokens per segment)
     with 1 s segments, so it is still running when both windows end; it is
     cancelled afterwards. The figure comes from the one-thread client; the
-    thread-per-poller client then polls the same job for as long
-    (`threaded_client`; bench/pollers.py says why both).
+    thread-per-poller client polls the same job for as long
+    (`threaded_client`; bench/pollers.py says why both). The two take turns,
+    two windows of half the time each, so both see the same phases of the job.
     """
     http = requests.Session()
     done = upload(http, server.base, short_video, **(idle_job or {}))
@@ -433,8 +433,14 @@ def p3_status_latency(server: Server, long_video: str, short_video: str, seconds
     # (the idle window above polled a finished 1-segment job; these poll the running job)
     wait_status(http, server.base, sid, wanted=("processing",), poll=0.01)
     url = f"{server.base}/api/v1/video/status/{sid}"
-    busy = poll_one_thread(url, pollers, interval, seconds)
-    threaded = poll_threads(url, pollers, interval, seconds)
+    one_thread, threads = [], []
+    for _ in range(2):
+        one_thread.append(poll_one_thread(url, pollers, interval, seconds / 2, keep_latencies=True))
+        threads.append(poll_threads(url, pollers, interval, seconds / 2, keep_latencies=True))
+    busy, threaded = combine_windows(one_thread), combine_windows(threads)
+    for name, result in (("idle", idle), ("one-thread", busy), ("thread-per-poller", threaded)):
+        if result["errors"]:
+            say(f"  P3 {name} client: {result['errors']} failed polls {result['error_kinds']} (not in the percentiles)")
     after = status(http, server.base, sid)
     http.post(f"{server.base}/api/v1/video/cancel/{sid}", timeout=30)
     wait_status(http, server.base, sid, poll=0.1)

@@ -10,18 +10,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bench.pollers import ONE_THREAD_AGENT, poll_one_thread, poll_threads
+from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, combine_windows, poll_one_thread, poll_threads
 
 
 class _StatusHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as gunicorn answers the pollers
     close_every = 0  # >0: close the connection after every n-th answer on it
+    fail_every = 0  # >0: every n-th answer on a connection is a 503
 
     def do_GET(self):  # noqa: N802  (http.server's name)
         self.server.agents.append(self.headers.get("User-Agent", ""))
         self.answered = getattr(self, "answered", 0) + 1
         body = json.dumps({"status": "processing", "path": self.path}).encode()
         code = 200 if self.path.startswith("/status") else 404
+        if self.fail_every and self.answered % self.fail_every == 0:
+            code = 503
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -41,8 +44,8 @@ class _StatusHandler(BaseHTTPRequestHandler):
 def status_server():
     servers = []
 
-    def start(close_every=0):
-        handler = type("Handler", (_StatusHandler,), {"close_every": close_every})
+    def start(close_every=0, fail_every=0):
+        handler = type("Handler", (_StatusHandler,), {"close_every": close_every, "fail_every": fail_every})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.agents = []
         server.daemon_threads = True
@@ -69,10 +72,18 @@ def test_one_thread_client_polls_each_connection_at_its_interval(status_server):
 
 
 def test_one_thread_client_counts_other_status_codes_as_errors(status_server):
+    _, base = status_server(fail_every=4)
+    result = poll_one_thread(f"{base}/status/abc", pollers=2, interval=0.05, seconds=0.6)
+    # answers 4, 8, 12 on each connection are 503s; the first (the warm-up) is not measured
+    assert result["requests"] >= 16
+    assert set(result["error_kinds"]) == {"503"}
+    assert result["requests"] // 4 - 2 <= result["errors"] <= result["requests"] // 3 + 1
+
+
+def test_one_thread_client_refuses_a_server_that_cannot_answer_the_warm_up(status_server):
     _, base = status_server()
-    result = poll_one_thread(f"{base}/missing", pollers=2, interval=0.05, seconds=0.3)
-    assert result["requests"] >= 8
-    assert result["error_kinds"] == {"404": result["requests"]}
+    with pytest.raises(RuntimeError, match="warm-up"):
+        poll_one_thread(f"{base}/missing", pollers=2, interval=0.05, seconds=0.3)
 
 
 def test_one_thread_client_replaces_connections_the_server_closes(status_server):
@@ -87,4 +98,16 @@ def test_threaded_client_sees_the_same_server(status_server):
     server, base = status_server()
     result = poll_threads(f"{base}/status/abc", pollers=4, interval=0.05, seconds=0.5)
     assert 25 <= result["requests"] <= 45 and result["errors"] == 0
-    assert ONE_THREAD_AGENT not in server.agents
+    assert set(server.agents) == {THREADED_AGENT}
+
+
+def test_windows_taken_in_turns_combine_into_one_summary(status_server):
+    _, base = status_server(fail_every=5)
+    windows = [poll_one_thread(f"{base}/status/abc", pollers=2, interval=0.05, seconds=0.3, keep_latencies=True),
+               poll_threads(f"{base}/status/abc", pollers=2, interval=0.05, seconds=0.3, keep_latencies=True)]
+    counts = [len(window["latencies_ms"]) for window in windows]
+    errors = sum(window["errors"] for window in windows)
+    combined = combine_windows(windows)
+    assert combined["requests"] == sum(counts) and combined["windows"] == 2
+    assert combined["errors"] == errors > 0 and set(combined["error_kinds"]) == {"503"}
+    assert "latencies_ms" not in combined and all("latencies_ms" not in window for window in windows)
