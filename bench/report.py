@@ -83,6 +83,13 @@ def table() -> str:
                          f"{machine['cores']} cores, mlx {machine['mlx']}, mlx-vlm {machine['mlx_vlm']}, "
                          f"1-min load average at start/end {load} (other work shares the CPU), "
                          f"took {results.get('bench_seconds', 0) / 60:.1f} min.")
+    lengths = {name: results.get("settings", {}).get("p1_tiny_video") for name, results in
+               (("make bench", full), ("make bench-quick", quick)) if results}
+    if len(set(lengths.values()) - {None}) > 1:
+        notes.append("- P1/P2 tiny: " + ", ".join(f"{seconds:g} s of video in `{name}`" for name, seconds in
+                                                  lengths.items()) +
+                     "; a shorter job weighs its fixed costs (upload, the reader's set-up, the first segment's "
+                     "frames) more.")
     if full and "blas_full" in full.get("details", {}):
         notes.append(f"- \\* {full['details']['blas_full']['workload']}.")
     return "\n".join(lines + [""] + notes)
