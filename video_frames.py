@@ -350,7 +350,7 @@ class FrameReader:
     read with OpenCV from then on. Both give the same pixels, upright (tested
     on MPEG-4, MJPEG, VP8, H.264, HEVC and rotated files). PyAV also knows
     where the keyframes are, so `read_segment` can prefer them. `cancel` is
-    checked while the decoder scans the packets.
+    checked while the decoder scans the packets and before each frame.
     """
 
     def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None,
@@ -358,6 +358,7 @@ class FrameReader:
         self._path = path
         self._info = info
         self._max_edge = max_edge
+        self._cancel = cancel
         self._decoder: Optional[KeyframeDecoder] = None
         self._opencv: Optional[_OpenCVFrames] = None
         if keyframe_decoder.enabled():
@@ -377,9 +378,8 @@ class FrameReader:
         keyframes = self._decoder.keyframe_indices() if self._decoder is not None else None
         return sample_frame_indices(segment, frames_per_segment, self._info, keyframes)
 
-    def read_segment(self, segment: Segment, frames_per_segment: int,
-                     cancel: Optional[threading.Event] = None) -> List[Image.Image]:
-        return self.read(self.segment_frame_indices(segment, frames_per_segment), cancel)
+    def read_segment(self, segment: Segment, frames_per_segment: int) -> List[Image.Image]:
+        return self.read(self.segment_frame_indices(segment, frames_per_segment))
 
     def close(self) -> None:
         if self._decoder is not None:
@@ -393,10 +393,10 @@ class FrameReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def read(self, indices: Sequence[int], cancel: Optional[threading.Event] = None) -> List[Image.Image]:
+    def read(self, indices: Sequence[int]) -> List[Image.Image]:
         images = []
         for index in indices:
-            raise_if_cancelled(cancel)
+            raise_if_cancelled(self._cancel)
             images.append(Image.fromarray(self._rgb_frame(index)))
         return images
 

@@ -212,7 +212,7 @@ class VideoHighlightGenerator:
         in_flight = None
         try:
             with FrameReader(video_path, info, max_edge=self.runner.image_size, cancel=stop) as reader:
-                frames = reader.read_segment(segments[0], frames_per_segment, stop)
+                frames = reader.read_segment(segments[0], frames_per_segment)
                 for position, segment in enumerate(segments):
                     in_flight = self.runner.submit(
                         frames, user_prompt, system_prompt=system_prompt, max_tokens=max_tokens, cancel=stop
@@ -220,7 +220,7 @@ class VideoHighlightGenerator:
                     # Decode the next segment's frames while the model works on this one.
                     if position + 1 < total:
                         upcoming = segments[position + 1]
-                        frames = reader.read_segment(upcoming, frames_per_segment, stop)
+                        frames = reader.read_segment(upcoming, frames_per_segment)
                     answers.append((segment, in_flight.result()))
                     in_flight = None
                     report(position + 1, total, f"Analyzed segment {position + 1} of {total}")
