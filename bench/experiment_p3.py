@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT  # noqa: E402
-from bench.run import Server, checkpoint, p3_status_latency, percentile, run_job, say  # noqa: E402
+from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile  # noqa: E402
+from bench.run import Server, checkpoint, p3_status_latency, run_job, say  # noqa: E402
 from bench.videos import WORK, bench_video  # noqa: E402
 
 VARIANTS = {
