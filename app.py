@@ -7,6 +7,7 @@ requests are jobs in the same queue, waited for by their HTTP request.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import socket
@@ -16,6 +17,7 @@ from typing import Optional, Union
 from flask import Flask, jsonify, request, send_from_directory
 from flask_cors import CORS
 
+from analysis_process import AnalysisProcess
 from config import Config
 from errors import ApiError, register_error_handlers
 from intake import accept_upload
@@ -27,7 +29,6 @@ from session_expiry import SessionSweeper
 from session_manager import ProcessingStatus, SessionManager
 from storage import SpoolingRequest, Storage
 from video_api import video_api
-from video_highlight_generator import VideoHighlightGenerator
 
 __version__ = "1.0.0"
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ _LEGACY_FAILURE_STATUS = {"video": 422, "model": 503, "internal": 500}
 _LEGACY_POLL_SECONDS = 0.25
 
 
-def create_app(config: Union[Config, dict, None] = None) -> Flask:
-    """Build the app: settings from the environment, then `config` (a Config or a dict of overrides)."""
+def create_app(config: Union[Config, dict, None] = None, analysis: Optional[AnalysisProcess] = None) -> Flask:
+    """Build the app: settings from the environment, then `config` (a Config or a dict of overrides).
+
+    `analysis` hands in an already running analysis process for `config.MODEL`
+    (the tests share one); by default the app starts its own and stops it on close.
+    """
     if not isinstance(config, Config):
         config = Config.from_env(**(config or {}))
     app = Flask(__name__, static_folder="static", static_url_path="/static")
@@ -55,11 +60,15 @@ def create_app(config: Union[Config, dict, None] = None) -> Flask:
 
     storage = Storage(config.DATA_DIR)
     storage.prepare()
-    engine = VideoHighlightGenerator(config.MODEL)  # loads on its own thread; /health tells when ready
+    owns_analysis = analysis is None
+    if analysis is None:
+        analysis = AnalysisProcess(config.MODEL)  # loads in its child; /health tells when ready
     sessions = SessionManager(config.SESSION_TTL_SECONDS)
-    jobs = JobQueue(engine, sessions, storage, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
+    jobs = JobQueue(analysis, sessions, storage, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
     sweeper = SessionSweeper(sessions, storage, min(config.SWEEP_INTERVAL_SECONDS, config.SESSION_TTL_SECONDS)).start()
-    app.extensions[EXTENSION_KEY] = Services(config, engine, sessions, jobs, storage, sweeper)
+    legacy_requests = threading.BoundedSemaphore(config.MAX_LEGACY_REQUESTS)
+    app.extensions[EXTENSION_KEY] = Services(config, analysis, sessions, jobs, storage, sweeper, legacy_requests,
+                                             owns_analysis)
     _close_before_thread_joins(app.extensions[EXTENSION_KEY])
 
     cors = {"origins": config.CORS_ORIGINS, "expose_headers": ["Location", "Retry-After"]}
@@ -90,39 +99,77 @@ def _close_before_thread_joins(svc: Services) -> None:
 
 def health():
     svc = services()
-    runner = svc.engine.runner
+    model = svc.analysis
     body = {
-        "status": "degraded" if runner.load_error else "healthy",
-        "model": {"id": runner.name, "loaded": runner.loaded, "device": runner.device},
+        "status": "degraded" if model.load_error else "healthy",
+        "model": {"id": model.name, "loaded": model.loaded, "device": model.device},
         "queue": svc.jobs.counts(),
         "version": __version__,
     }
-    if runner.load_error:
-        body["reason"] = runner.load_error
-    elif not runner.loaded:
+    if model.load_error:
+        body["reason"] = model.load_error
+    elif not model.loaded:
         body["reason"] = "The model is still loading."
     return jsonify(body)
 
 
+# recv errors that mean the peer is gone; any other failure of the check says nothing about the client.
+_HUNG_UP = (errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN)
+
+
 def _client_disconnected() -> bool:
-    """Whether the client of this request has hung up (seen under gunicorn; unknown elsewhere)."""
+    """Whether the client of this request has hung up (seen under gunicorn; unknown elsewhere).
+
+    poll(), unlike select(), works at any descriptor number (select raises
+    past 1023). A failure of the check itself is logged and taken as "still
+    there": wrongly cancelling a client's job is worse than noticing late.
+    """
     sock: Optional[socket.socket] = request.environ.get("gunicorn.socket")
     if sock is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        events = poller.poll(0)
     except (OSError, ValueError):
+        log.warning("Could not check whether a legacy client is still connected", exc_info=True)
+        return False
+    if not events:
+        return False
+    if events[0][1] & select.POLLHUP:
         return True
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError as error:
+        if error.errno in _HUNG_UP:
+            return True
+        log.warning("Could not check whether a legacy client is still connected", exc_info=True)
+        return False
 
 
 def _legacy(analysis_type: str):
     """A synchronous analysis: a job like any other, which this request waits for.
 
     Its files are deleted once it has answered (a legacy client has no id to
-    clean up with), and a client that hangs up cancels its job.
+    clean up with), and a client that hangs up cancels its job. Each waiting
+    request holds a request thread, so at most MAX_LEGACY_REQUESTS are served
+    at once (half the threads); the rest get 503 before their body is read.
     """
     svc = services()
+    if not svc.legacy_requests.acquire(blocking=False):
+        limit = svc.config.MAX_LEGACY_REQUESTS
+        raise ApiError(503, f"The server is already running {limit} synchronous analyses, its limit; send this one "
+                            "again in a minute, or use the asynchronous API (POST /api/v1/video/upload), "
+                            "which has no such limit.", "Too many synchronous analyses", headers={"Retry-After": "60"})
+    try:
+        return _legacy_analysis(svc, analysis_type)
+    finally:
+        svc.legacy_requests.release()
+
+
+def _legacy_analysis(svc: Services, analysis_type: str):
     session = accept_upload(analysis_type, legacy=True)
     sid = session.session_id
     try:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import List, Optional
 
 from model_runner import DEFAULT_MODEL
@@ -43,12 +43,29 @@ class Config:
     MAX_FORM_MEMORY_SIZE: int = 256 * 1024
     # Seconds a legacy /analyze request waits before giving up on its job.
     LEGACY_TIMEOUT_SECONDS: Optional[float] = None
+    # Request threads of the server (gunicorn.conf.py reads the same variable).
+    HTTP_THREADS: int = 16
+    # Legacy /analyze requests served at once: each holds a request thread until its job ends, so
+    # they may take at most half the threads; beyond that they get 503 + Retry-After.
+    MAX_LEGACY_REQUESTS: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.MAX_LEGACY_REQUESTS is None:
+            object.__setattr__(self, "MAX_LEGACY_REQUESTS", max(1, self.HTTP_THREADS // 2))
+        if not 1 <= self.MAX_LEGACY_REQUESTS < self.HTTP_THREADS:
+            raise SystemExit(f"MAX_LEGACY_REQUESTS must be at least 1 and below HTTP_THREADS ({self.HTTP_THREADS}), "
+                             f"so that waiting legacy requests always leave threads for the others; "
+                             f"got {self.MAX_LEGACY_REQUESTS}")
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
         """Settings from the environment, then `overrides` (tests use these)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         defaults = cls()
-        config = cls(
+        settings = dict(
             MODEL=os.environ.get("MODEL") or defaults.MODEL,
             DATA_DIR=os.environ.get("DATA_DIR") or defaults.DATA_DIR,
             MAX_UPLOAD_MB=_env_int("MAX_UPLOAD_MB", defaults.MAX_UPLOAD_MB, 1),
@@ -58,9 +75,8 @@ class Config:
             CORS_ORIGINS=_env_list("CORS_ORIGINS", "*"),
             HOST=os.environ.get("HOST") or defaults.HOST,
             PORT=_env_int("PORT", defaults.PORT, 1),
+            HTTP_THREADS=_env_int("HTTP_THREADS", defaults.HTTP_THREADS, 2),
+            MAX_LEGACY_REQUESTS=_env_int("MAX_LEGACY_REQUESTS", 0, 0) or None,  # None: half of HTTP_THREADS
         )
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return replace(config, **overrides)
+        settings.update(overrides)
+        return cls(**settings)

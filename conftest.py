@@ -53,23 +53,43 @@ def videos(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def tiny_analysis(tiny_model_dir):
+    """One analysis process (a real child holding the tiny model) shared by the apps of the whole run.
+
+    Starting a child costs ~3 s (imports, model, first compile); apps that
+    need one of their own (another model, a child to kill) ask make_app for it.
+    """
+    from analysis_process import AnalysisProcess
+
+    process = AnalysisProcess(tiny_model_dir)
+    process.wait_until_loaded(120)
+    yield process
+    process.close()
+
+
 @pytest.fixture
-def make_app(tiny_model_dir, tmp_path):
-    """Build an app on the tiny model with a temporary DATA_DIR; `make_app(**overrides)`."""
+def make_app(tiny_model_dir, tiny_analysis, tmp_path):
+    """Build an app on the tiny model with a temporary DATA_DIR; `make_app(**overrides)`.
+
+    The app uses the run's shared analysis process unless it names another
+    MODEL or is built with `own_analysis=True`.
+    """
     from app import create_app
     from model_runner import ModelLoadError
     from services import EXTENSION_KEY
 
     built = []
 
-    def factory(**overrides):
+    def factory(own_analysis=False, **overrides):
         settings = {"MODEL": tiny_model_dir, "DATA_DIR": str(tmp_path / f"data{len(built)}")}
         settings.update(overrides)
-        app = create_app(settings)
+        shared = tiny_analysis if settings["MODEL"] == tiny_model_dir and not own_analysis else None
+        app = create_app(settings, analysis=shared)
         app.config["TESTING"] = True
         built.append(app)
         try:
-            app.extensions[EXTENSION_KEY].engine.runner.wait_until_loaded(120)
+            app.extensions[EXTENSION_KEY].analysis.wait_until_loaded(120)
         except ModelLoadError:
             pass  # tests of a broken model look at how the app copes
         return app

@@ -33,11 +33,38 @@ def post_fork(server, worker):
             pass  # not glibc: nothing to cap
 
 
-def worker_exit(server, worker):
-    """Cancel running jobs and stop the model thread before the worker's interpreter exits."""
+def _services(worker):
     from services import EXTENSION_KEY
 
     app = getattr(worker, "wsgi", None)
-    services = getattr(app, "extensions", {}).get(EXTENSION_KEY) if app is not None else None
+    return getattr(app, "extensions", {}).get(EXTENSION_KEY) if app is not None else None
+
+
+def post_worker_init(worker):
+    """On SIGTERM, cancel the jobs at once instead of after the drain.
+
+    gunicorn stops accepting and lets requests in flight finish within
+    graceful_timeout; a legacy request waiting on its job would not finish,
+    and would be cut off with no answer. Cancelling its job first lets it
+    answer 503 + Retry-After, so the worker drains and exits on its own.
+    """
+    import signal
+    import threading
+
+    services = _services(worker)
+    previous = signal.getsignal(signal.SIGTERM)
+    if services is None or not callable(previous):
+        return
+
+    def on_sigterm(signum, frame):
+        previous(signum, frame)
+        threading.Thread(target=services.begin_shutdown, name="begin-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_exit(server, worker):
+    """Cancel running jobs and stop the analysis process before the worker's interpreter exits."""
+    services = _services(worker)
     if services is not None:
         services.close()

@@ -13,7 +13,7 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 
 from errors import ApiError
-from jobs import QueueFull
+from jobs import QueueFull, ShuttingDown
 from parameters import parse_analysis_request
 from services import services
 from session_manager import SessionState
@@ -25,12 +25,12 @@ _MB = 1024 * 1024
 
 
 def _require_model() -> None:
-    runner = services().engine.runner
-    if runner.load_error:
+    model = services().analysis
+    if model.load_error:
         raise ApiError(503, "The service cannot analyse videos because its model could not be loaded; "
                             "an operator must fix the MODEL setting (GET /health says why).",
                        "Model unavailable")
-    if not runner.loaded:
+    if not model.loaded:
         raise ApiError(503, "The model is still loading; try again in a few seconds.", "Model loading",
                        headers={"Retry-After": "5"})
 
@@ -82,6 +82,9 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
     except QueueFull:
         raise ApiError(503, f"The server is busy: {svc.config.MAX_QUEUED_JOBS} analyses are already queued. "
                             "Try again in a minute.", "Queue full", headers={"Retry-After": "30"}) from None
+    except ShuttingDown:
+        raise ApiError(503, "The server is shutting down and takes no new analyses; try again in a minute.",
+                       "Shutting down", headers={"Retry-After": "30"}) from None
 
     session_id = svc.sessions.new_id()
     spool = UploadSpool(svc.storage, svc.storage.session_dir(session_id))
@@ -114,4 +117,4 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
         if upload is not None:
             upload.close()
         spool.discard()  # open files of a failed request are unlinked; werkzeug closes them
-        slot.release()
+        svc.jobs.release(slot)

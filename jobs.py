@@ -1,10 +1,12 @@
-"""Background analysis jobs: a bounded queue in front of a thread pool.
+"""Background analysis jobs: a bounded queue in front of the analysis process.
 
-`JOB_WORKERS` threads run jobs; each reads its video's frames itself while
-every model call goes through the engine's single model thread, so reading
-one job's frames overlaps the model work of another. The number of unfinished
-jobs is capped at `MAX_QUEUED_JOBS`: a slot is reserved before an upload is
-read, so a full queue is refused before any byte is stored.
+`JOB_WORKERS` threads each hand one job at a time to the child process that
+holds the model (`analysis_process`) and wait for it there, applying its
+progress to the session as it comes. The number of unfinished jobs, plus
+uploads being received, is capped at `MAX_QUEUED_JOBS`: a slot is reserved
+before an upload is read, so a full queue is refused before any byte is
+stored. A pending job that is cancelled (or cleaned up) gives its slot back
+at once; a running one when it has stopped. `/health` counts the same jobs.
 
 Async uploads and legacy /analyze requests both become jobs here.
 """
@@ -16,14 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from analysis_process import AnalysisFailed, AnalysisProcess, ModelUnavailable
 from cancellation import Cancelled
-from model_runner import ModelLoadError, RunnerClosed
 from session_manager import ProcessingStatus, SessionManager, SessionNotFound
 from storage import Storage
-from video_frames import VideoError, VideoInfo
-from video_highlight_generator import VideoHighlightGenerator
+from video_frames import VideoInfo
 
 log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = ("The analysis stopped because of an internal error; it has been logged. "
+                  "Try again, or with another video.")
 
 
 def _count(number: int, noun: str) -> str:
@@ -31,21 +35,20 @@ def _count(number: int, noun: str) -> str:
 
 
 class QueueFull(Exception):
-    """MAX_QUEUED_JOBS jobs are already waiting or running."""
+    """MAX_QUEUED_JOBS jobs (and uploads being received) are already waiting or running."""
 
 
-@dataclass
+class ShuttingDown(Exception):
+    """The service is stopping and takes no new jobs."""
+
+
 class Slot:
-    """A reserved place in the queue; released if never used for a job."""
+    """A place in the queue held for one upload while it is received: it becomes the job, or is given back."""
 
-    queue: "JobQueue"
-    used: bool = False
-    released: bool = False
+    __slots__ = ("held",)
 
-    def release(self) -> None:
-        if not self.used and not self.released:
-            self.released = True
-            self.queue._release_slot()
+    def __init__(self) -> None:
+        self.held = True
 
 
 @dataclass
@@ -53,50 +56,72 @@ class _Job:
     session_id: str
     video_path: str
     video_info: Optional[VideoInfo] = None  # what intake's probe found: the engine need not probe again
+    started: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
 
 class JobQueue:
-    def __init__(self, engine: VideoHighlightGenerator, sessions: SessionManager, storage: Storage,
+    def __init__(self, analysis: AnalysisProcess, sessions: SessionManager, storage: Storage,
                  workers: int = 2, max_queued: int = 16):
-        self.engine = engine
+        self.analysis = analysis
         self.sessions = sessions
         self.storage = storage
         self.max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
-        self._jobs: Dict[str, _Job] = {}
-        self._unfinished = 0
+        self._jobs: Dict[str, _Job] = {}  # unfinished jobs, pending or running
+        self._receiving = 0  # slots held by uploads still being received
         self._lock = threading.Lock()
         self._closed = False
 
     # -- admission -------------------------------------------------------------
     def reserve(self) -> Slot:
         with self._lock:
-            if self._closed or self._unfinished >= self.max_queued:
+            if self._closed:
+                raise ShuttingDown()
+            if self._receiving + len(self._jobs) >= self.max_queued:
                 raise QueueFull()
-            self._unfinished += 1
-        return Slot(self)
+            self._receiving += 1
+        return Slot()
 
-    def _release_slot(self) -> None:
+    def release(self, slot: Slot) -> None:
+        """Give back a slot that did not become a job (the upload was refused); no-op once used."""
         with self._lock:
-            self._unfinished -= 1
+            if slot.held:
+                slot.held = False
+                self._receiving -= 1
 
     def submit(self, slot: Slot, session_id: str, video_path: str, video_info: Optional[VideoInfo] = None) -> None:
-        """Start (or queue) the session's job; the session must exist as `pending`."""
+        """Start (or queue) the session's job in `slot`'s place; the session must exist as `pending`."""
         job = _Job(session_id, video_path, video_info)
-        slot.used = True
         with self._lock:
+            if not slot.held:
+                raise ValueError("this slot was already used or given back")
+            slot.held = False
+            self._receiving -= 1
             self._jobs[session_id] = job
         self._executor.submit(self._run, job)
 
+    def counts(self) -> Dict[str, int]:
+        """Pending and running jobs: what admission counts too (besides uploads being received)."""
+        with self._lock:
+            running = sum(1 for job in self._jobs.values() if job.started)
+            return {"pending": len(self._jobs) - running, "processing": running}
+
     # -- control ----------------------------------------------------------------
     def cancel(self, session_id: str) -> None:
-        """Stop the job's work: a pending job never starts, a running one stops within a token or a frame."""
+        """Stop the job's work: a pending job leaves the queue now, a running one stops within a token or a frame."""
         with self._lock:
             job = self._jobs.get(session_id)
-        if job is not None:
+            if job is None:
+                return
             job.cancel.set()
+            if not job.started:
+                del self._jobs[session_id]  # its slot is free from now on
+        if job.started:
+            self.analysis.cancel(session_id)
+        else:
+            job.done.set()
 
     def wait(self, session_id: str, timeout: Optional[float] = None) -> bool:
         """True once the session's job has finished (or when there is no job)."""
@@ -104,83 +129,89 @@ class JobQueue:
             job = self._jobs.get(session_id)
         return True if job is None else job.done.wait(timeout)
 
-    def shutdown(self, wait: bool = True) -> None:
-        """Cancel every job and stop the workers (used at process exit)."""
+    def begin_shutdown(self) -> None:
+        """Take no new jobs and cancel every job: waiting requests are answered at once. Idempotent."""
         with self._lock:
             self._closed = True
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel.set()
+            session_ids = list(self._jobs)
+        for session_id in session_ids:
             try:
-                self.sessions.update(job.session_id, status=ProcessingStatus.CANCELLED,
+                self.sessions.update(session_id, status=ProcessingStatus.CANCELLED,
                                      message="Cancelled because the server is shutting down")
             except SessionNotFound:
                 pass
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+            self.cancel(session_id)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """`begin_shutdown`, then wait up to `timeout` for running jobs to stop (used at process exit)."""
+        self.begin_shutdown()
+        with self._lock:
+            running = list(self._jobs.values())
+        for job in running:
+            job.done.wait(timeout)
+        self._executor.shutdown(wait=False)
 
     # -- the work -----------------------------------------------------------------
     def _run(self, job: _Job) -> None:
+        with self._lock:
+            if self._jobs.get(job.session_id) is not job:
+                return  # cancelled while pending: never starts
+            job.started = True
         try:
             self._analyse(job)
         finally:
             with self._lock:
                 self._jobs.pop(job.session_id, None)
-                self._unfinished -= 1
             job.done.set()
 
     def _analyse(self, job: _Job) -> None:
         sid = job.session_id
         try:
-            if job.cancel.is_set():
-                return  # cancelled while pending: never starts
             session = self.sessions.update(sid, status=ProcessingStatus.PROCESSING, current_step="reading",
                                            message="Reading the video", progress=1)
-            if session.status != ProcessingStatus.PROCESSING:
-                return
+        except SessionNotFound:
+            return
+        if session.status != ProcessingStatus.PROCESSING:
+            return
 
-            def progress(done: int, total: int, _message: str) -> None:
-                if done < total:
-                    step, message = "analyzing", f"Analyzing segment {done + 1} of {total}"
-                else:
-                    step, message = "ranking", "Putting the results together"
-                try:
-                    self.sessions.update(sid, current_step=step, message=message, segments_done=done,
-                                         segments_total=total, progress=1 + 98 * done / max(total, 1))
-                except SessionNotFound:
-                    job.cancel.set()  # cleaned up under our feet: stop the work
-                    raise Cancelled("The session was removed.") from None
-
-            options = dict(session.params, progress=progress, cancel=job.cancel, video_name=session.video_name,
-                           video_info=job.video_info)
-            if session.analysis_type == "workout":
-                result = self.engine.analyze_workout(job.video_path, **options)
-                found = _count(len(result["exercise_steps"]), "exercise step")
+        def progress(done: int, total: int, _message: str) -> None:
+            if done < total:
+                step, message = "analyzing", f"Analyzing segment {done + 1} of {total}"
             else:
-                result = self.engine.generate_highlights(job.video_path, **options)
-                found = _count(result["highlights_found"], "highlight")
-            segments = _count(result["total_segments_analyzed"], "segment")
-            self.sessions.update(sid, status=ProcessingStatus.COMPLETED, result=result,
-                                 message=f"Found {found} in {segments}")
+                step, message = "ranking", "Putting the results together"
+            try:
+                self.sessions.update(sid, current_step=step, message=message, segments_done=done,
+                                     segments_total=total, progress=1 + 98 * done / max(total, 1))
+            except SessionNotFound:
+                self.cancel(sid)  # cleaned up under our feet: stop the work
+
+        options = dict(session.params, video_name=session.video_name, video_info=job.video_info)
+        try:
+            result = self.analysis.run(sid, session.analysis_type, job.video_path, options, progress, job.cancel)
         except Cancelled:
             self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
-        except VideoError as error:
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), "video")
-        except (ModelLoadError, RunnerClosed) as error:
+        except AnalysisFailed as error:
+            if error.kind == "internal":
+                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, "internal")
+            else:
+                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
+        except ModelUnavailable as error:
             self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), "model")
         except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
             log.exception("Job %s failed", sid)
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed",
-                         "The analysis stopped because of an internal error; it has been logged. "
-                         "Try again, or with another video.", "internal")
+            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, "internal")
+        else:
+            if session.analysis_type == "workout":
+                found = _count(len(result["exercise_steps"]), "exercise step")
+            else:
+                found = _count(result["highlights_found"], "highlight")
+            segments = _count(result["total_segments_analyzed"], "segment")
+            self._finish(sid, ProcessingStatus.COMPLETED, f"Found {found} in {segments}", result=result)
 
-    def _finish(self, session_id: str, status: ProcessingStatus, message: str,
-                error: Optional[str] = None, error_kind: Optional[str] = None) -> None:
+    def _finish(self, session_id: str, status: ProcessingStatus, message: str, error: Optional[str] = None,
+                error_kind: Optional[str] = None, result: Optional[dict] = None) -> None:
         try:
-            self.sessions.update(session_id, status=status, message=message, error=error, error_kind=error_kind)
+            self.sessions.update(session_id, status=status, message=message, error=error, error_kind=error_kind,
+                                 result=result)
         except SessionNotFound:
             pass
-
-    def counts(self) -> Dict[str, int]:
-        totals = self.sessions.counts()
-        return {"pending": totals["pending"], "processing": totals["processing"]}
-

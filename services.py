@@ -1,16 +1,17 @@
 """The long-lived parts of one running service, created by `create_app` and shared by its routes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from flask import current_app
 
+from analysis_process import AnalysisProcess
 from config import Config
 from jobs import JobQueue
 from session_expiry import SessionSweeper
 from session_manager import SessionManager
 from storage import Storage
-from video_highlight_generator import VideoHighlightGenerator
 
 EXTENSION_KEY = "video_service"
 
@@ -18,21 +19,30 @@ EXTENSION_KEY = "video_service"
 @dataclass
 class Services:
     config: Config
-    engine: VideoHighlightGenerator
+    analysis: AnalysisProcess  # the child process holding the model
     sessions: SessionManager
     jobs: JobQueue
     storage: Storage
     sweeper: SessionSweeper
+    legacy_requests: threading.BoundedSemaphore
+    owns_analysis: bool = True  # False when the process was handed in (tests share one)
     closed: bool = False
+    _close_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin_shutdown(self) -> None:
+        """Take no new jobs and cancel the running ones, so requests waiting on them are answered now."""
+        self.jobs.begin_shutdown()
 
     def close(self) -> None:
-        """Cancel running jobs, stop the sweeper and the model thread; idempotent."""
-        if self.closed:
-            return
-        self.closed = True
+        """Cancel jobs, stop the sweeper and the analysis process; idempotent."""
+        with self._close_lock:
+            if self.closed:
+                return
+            self.closed = True
         self.sweeper.stop()
-        self.jobs.shutdown(wait=True)
-        self.engine.close()
+        self.jobs.shutdown()
+        if self.owns_analysis:
+            self.analysis.close()
 
 
 def services() -> Services:

@@ -228,7 +228,7 @@ class ServerProcess:
     """The app served by a real gunicorn (`gunicorn.conf.py`), or by `python app.py`, on a loopback port."""
 
     def __init__(self, model_dir: str, data_dir: str, *, gunicorn: bool = True, env: Optional[dict] = None,
-                 preexec_fn=None, log_path: Optional[str] = None):
+                 preexec_fn=None, log_path: Optional[str] = None, wrapper: Sequence[str] = ()):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -242,7 +242,7 @@ class ServerProcess:
             command = [sys.executable, "app.py"]
         self.log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(data_dir)), f"server-{self.port}.log")
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=self._log,
+        self.process = subprocess.Popen([*wrapper, *command], cwd=REPO, env=environment, stdout=self._log,
                                         stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
 
     def wait_ready(self, timeout: float = 60.0) -> dict:

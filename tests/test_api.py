@@ -198,7 +198,7 @@ def test_results_before_completion_are_400_with_the_session_status(client, video
 
 # -- cancel ------------------------------------------------------------------------------
 def test_cancel_of_a_running_job_stops_its_model_work(app, client, videos):
-    runner = app.extensions[EXTENSION_KEY].engine.runner
+    runner = app.extensions[EXTENSION_KEY].analysis
     session_id = upload(client, videos["long"], segment_duration="1").get_json()["sessionId"]
     wait_for_status(client, session_id, statuses=("processing",))
     while client.get(f"/api/v1/video/status/{session_id}").get_json()["segmentsDone"] < 2:
@@ -318,7 +318,7 @@ def test_a_model_that_cannot_load_degrades_health_and_refuses_uploads(make_app, 
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     app = make_app(MODEL=str(broken))
-    runner = app.extensions[EXTENSION_KEY].engine.runner
+    runner = app.extensions[EXTENSION_KEY].analysis
     with pytest.raises(Exception):
         runner.wait_until_loaded(60)
     client = app.test_client()

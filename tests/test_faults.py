@@ -47,7 +47,7 @@ def broken_model(request, tmp_path, tiny_model_dir):
 def test_a_model_that_cannot_load_leaves_the_server_up_degraded_and_refusing_clearly(make_app, broken_model, videos,
                                                                                        tmp_path):
     app = make_app(MODEL=broken_model)
-    runner = app.extensions[EXTENSION_KEY].engine.runner
+    runner = app.extensions[EXTENSION_KEY].analysis
     with pytest.raises(Exception):
         runner.wait_until_loaded(60)
     client = app.test_client()
@@ -156,7 +156,7 @@ def test_an_exception_inside_generation_fails_that_job_only(make_app, videos):
 
 
 def runner_alive(svc) -> bool:
-    return svc.engine.runner.loaded and svc.engine.runner._thread.is_alive()
+    return svc.analysis.loaded and svc.analysis.alive()
 
 
 @pytest.mark.parametrize("url", ["/api/v1/video/upload", "/analyze/workout"])

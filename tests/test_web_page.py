@@ -82,7 +82,7 @@ def marker_server(marker_model_dir, tmp_path_factory):
     from app import create_app
 
     app = create_app({"MODEL": marker_model_dir, "DATA_DIR": str(tmp_path_factory.mktemp("web-data"))})
-    app.extensions[EXTENSION_KEY].engine.runner.wait_until_loaded(120)
+    app.extensions[EXTENSION_KEY].analysis.wait_until_loaded(120)
     try:
         with serve(app) as base_url:
             yield base_url
