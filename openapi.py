@@ -57,6 +57,14 @@ def _upload_errors() -> dict:
     }
 
 
+def _legacy_responses() -> dict:
+    return {"200": _json("#/components/schemas/LegacyResult", "Done."), **_upload_errors(),
+            "422": _problem("The video failed part-way through."),
+            "503": _problem("Queue full, model loading or not loadable, storage not writable, "
+                            "MAX_LEGACY_REQUESTS synchronous analyses already running (Retry-After: 60), "
+                            "or cancelled because the server is shutting down (Retry-After: 30).")}
+
+
 def openapi_document(config: Config) -> dict:
     return {
         "openapi": "3.1.0",
@@ -86,13 +94,11 @@ def openapi_document(config: Config) -> dict:
                 "responses": {"200": _json("#/components/schemas/CleanedUp", "Deleted."), "404": _NOT_FOUND}}},
             "/analyze/highlights": {"post": {
                 "summary": "Legacy: analyse highlights and wait for the result", "requestBody": _upload_body(False),
-                "responses": {"200": _json("#/components/schemas/LegacyResult", "Done."), **_upload_errors(),
-                              "422": _problem("The video failed part-way through.")}}},
+                "responses": _legacy_responses()}},
             "/analyze/workout": {"post": {
                 "summary": "Legacy: break a workout into steps and wait for the result",
                 "requestBody": _upload_body(False),
-                "responses": {"200": _json("#/components/schemas/LegacyResult", "Done."), **_upload_errors(),
-                              "422": _problem("The video failed part-way through.")}}},
+                "responses": _legacy_responses()}},
             "/health": {"get": {"summary": "Service health, model and queue",
                                 "responses": {"200": _json("#/components/schemas/Health", "Healthy or degraded.")}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document",
