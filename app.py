@@ -53,7 +53,7 @@ def create_app(config: Union[Config, dict, None] = None) -> Flask:
     )
     app.json.sort_keys = False
 
-    storage = Storage(config.DATA_DIR)
+    storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
     storage.prepare()
     engine = VideoHighlightGenerator(config.MODEL)  # loads on its own thread; /health tells when ready
     sessions = SessionManager(config.SESSION_TTL_SECONDS)
