@@ -58,7 +58,7 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     )
     app.json.sort_keys = False
 
-    storage = Storage(config.DATA_DIR)
+    storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
     storage.prepare()
     owns_analysis = analysis is None
     if analysis is None:

@@ -8,7 +8,7 @@ from typing import List, Optional
 from model_runner import DEFAULT_MODEL
 
 
-def _env_int(name: str, default: int, minimum: int = 0) -> int:
+def _env_int(name: str, default: Optional[int], minimum: int = 0) -> Optional[int]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -33,6 +33,9 @@ class Config:
     MAX_QUEUED_JOBS: int = 16
     JOB_WORKERS: int = 2
     SESSION_TTL_SECONDS: int = 86400
+    # The most DATA_DIR may hold for sessions and uploads being received, in MB (storage.py). None: half the
+    # free space of DATA_DIR's disk when the service starts; 0: no bound but the disk's own.
+    MAX_STORAGE_MB: Optional[int] = None
     CORS_ORIGINS: List[str] = field(default_factory=lambda: ["*"])
     HOST: str = "127.0.0.1"
     PORT: int = 5000
@@ -72,6 +75,7 @@ class Config:
             MAX_QUEUED_JOBS=_env_int("MAX_QUEUED_JOBS", defaults.MAX_QUEUED_JOBS, 1),
             JOB_WORKERS=_env_int("JOB_WORKERS", defaults.JOB_WORKERS, 1),
             SESSION_TTL_SECONDS=_env_int("SESSION_TTL_SECONDS", defaults.SESSION_TTL_SECONDS, 1),
+            MAX_STORAGE_MB=_env_int("MAX_STORAGE_MB", defaults.MAX_STORAGE_MB, 0),
             CORS_ORIGINS=_env_list("CORS_ORIGINS", "*"),
             HOST=os.environ.get("HOST") or defaults.HOST,
             PORT=_env_int("PORT", defaults.PORT, 1),

@@ -1,5 +1,8 @@
 """Receiving an upload: admission, streaming to disk, validation, probing, job submission.
 
+Admission is a queue slot (503 when MAX_QUEUED_JOBS are unfinished), then
+room under MAX_STORAGE_MB for the declared body (507 before reading it).
+
 Shared by the async upload route and the legacy /analyze routes so that both
 refuse the same bad input the same way. Whatever goes wrong, the files this
 request wrote are gone before the answer leaves.
@@ -17,7 +20,7 @@ from jobs import QueueFull, ShuttingDown
 from parameters import parse_analysis_request
 from services import services
 from session_manager import SessionState
-from storage import SPOOL_ENVIRON_KEY, StorageError, UploadSpool, display_filename, storage_error
+from storage import SPOOL_ENVIRON_KEY, StorageError, StorageFull, UploadSpool, display_filename, storage_error
 from video_frames import VideoError, probe_video
 
 FILE_FIELDS = ("video", "file")
@@ -35,7 +38,38 @@ def _require_model() -> None:
                        headers={"Retry-After": "5"})
 
 
+# What to do when MAX_STORAGE_MB is reached: room comes back only when sessions are cleaned up or expire.
+# No Retry-After: the server cannot tell when that will be.
+_MAKE_ROOM = ("Delete the sessions you no longer need (DELETE /api/v1/video/cleanup/<id>), wait for finished "
+              "ones to expire, or send a smaller video.")
+
+
+def _megabytes(nbytes: int) -> str:
+    return f"{nbytes / _MB:.1f} MB"
+
+
+def _reserve_declared_length(spool: UploadSpool) -> None:
+    """Take room for the body's declared length before reading any of it; 507 when it cannot fit.
+
+    A chunked body declares nothing: it is counted as it is written, and cut
+    off (StorageFull from the write) the moment it would pass the bound. A
+    declared length over MAX_CONTENT_LENGTH is left to werkzeug's 413.
+    """
+    declared = request.content_length
+    if declared is None or (request.max_content_length is not None and declared > request.max_content_length):
+        return
+    try:
+        spool.reserve(declared)
+    except StorageFull as full:
+        raise ApiError(507, f"The server cannot store this upload: it is {_megabytes(full.needed)}, and only "
+                            f"{_megabytes(full.left)} is left of the space it keeps for uploads (MAX_STORAGE_MB). "
+                            + _MAKE_ROOM, "Storage full") from None
+
+
 def _storage_problem(error: StorageError) -> ApiError:
+    if isinstance(error, StorageFull):
+        return ApiError(507, "The server ran out of the space it keeps for uploads (MAX_STORAGE_MB) while receiving "
+                             "this one, so none of it was kept. " + _MAKE_ROOM, "Storage full")
     if error.full:
         return ApiError(507, "The server has no room left to store the upload; try again later or with a smaller video.")
     return ApiError(503, "The server cannot store uploads right now (its storage is not writable); "
@@ -91,6 +125,7 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
     request.environ[SPOOL_ENVIRON_KEY] = spool
     upload = None
     try:
+        _reserve_declared_length(spool)
         files, form = _read_form()
         if not files and any(key in form for key in FILE_FIELDS):
             raise ApiError(400, "The 'video' field held text, not a file; attach the video file itself.", field="video")
@@ -110,11 +145,11 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
         except VideoError as error:
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
         session = svc.sessions.create(session_id, analysis_type, name, spool.directory, params, legacy=legacy)
-        spool.claimed = True
+        spool.claim()  # before its job exists: nothing can remove the directory before it is counted as kept
         svc.jobs.submit(slot, session_id, path, info)
         return session
     finally:
         if upload is not None:
             upload.close()
-        spool.discard()  # open files of a failed request are unlinked; werkzeug closes them
+        spool.discard()  # a refused request's files are closed and deleted, and the room it took is given back
         svc.jobs.release(slot)

@@ -53,7 +53,8 @@ def _upload_errors() -> dict:
         "413": _problem("Larger than MAX_UPLOAD_MB, or too many form parts."),
         "415": _problem("Not a video OpenCV can decode (text, image, random bytes, truncated file)."),
         "503": _problem("Queue full (with Retry-After), model loading or not loadable, storage not writable."),
-        "507": _problem("No room left on the server's disk."),
+        "507": _problem("The upload would pass MAX_STORAGE_MB (refused before the body is read when its "
+                        "Content-Length cannot fit; a chunked body is cut off), or the server's disk is full."),
     }
 
 

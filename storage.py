@@ -4,16 +4,30 @@ Uploads are streamed by werkzeug straight into the session's directory (no
 copy through /tmp, never a whole video in memory) under a server-made name;
 the client's file name is kept only as sanitised metadata. Whatever a request
 wrote is removed unless a session took ownership of it.
+
+The storage bound (`MAX_STORAGE_MB`): `Storage` counts the bytes that the
+sessions' files hold plus the room taken by uploads being received, and
+never lets that count pass the bound. A request with a declared
+Content-Length takes that much room before its body is read; a chunked body
+takes room as each piece is written (werkzeug writes 64 KiB at a time: one
+addition per write, a lock only when the request outgrows what it took).
+What a request took and did not keep is given back when it ends; what a
+session keeps is given back when `remove` deletes its directory (cleanup,
+expiry, a legacy request's end). Only files written through an `UploadSpool`
+are counted; files in DATA_DIR that the service did not make are neither
+counted nor touched.
 """
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import re
 import shutil
+import threading
 import unicodedata
-from typing import BinaryIO, List, Optional
+from typing import BinaryIO, Callable, Dict, List, Optional
 
 from flask import Request
 
@@ -23,6 +37,7 @@ SPOOL_ENVIRON_KEY = "video_service.upload_spool"
 # What a session's directory is called (session ids are UUID4 strings).
 _SESSION_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAME_LIMIT = 200
+_MB = 1024 * 1024
 
 
 class StorageError(OSError):
@@ -33,19 +48,35 @@ class StorageError(OSError):
         self.full = full
 
 
+class StorageFull(StorageError):
+    """Storing `needed` more bytes would pass MAX_STORAGE_MB; `left` bytes of it were free."""
+
+    def __init__(self, needed: int, left: int):
+        super().__init__(full=True)
+        self.needed = needed
+        self.left = left
+
+
 def storage_error(error: OSError) -> StorageError:
     return StorageError(full=error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
 class Storage:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, max_storage_mb: Optional[int] = None):
+        """`max_storage_mb`: the bound in MB; None = half the disk's free space at `prepare`; 0 = no bound."""
         self.root = os.path.abspath(data_dir)
+        self.max_storage_mb = max_storage_mb
+        self.limit: Optional[int] = None  # bytes, set by prepare(); None: only the disk itself limits
+        self._lock = threading.Lock()
+        self._used = 0  # bytes kept by sessions + bytes taken by uploads being received
+        self._kept: Dict[str, int] = {}  # session directory -> bytes its files hold
 
     def prepare(self) -> None:
-        """Create DATA_DIR owner-only; remove what an earlier process left (its sessions are gone).
+        """Create DATA_DIR owner-only; remove what an earlier process left (its sessions are gone); set the bound.
 
         Only entries named like a session (a UUID) are removed: a DATA_DIR set
         by mistake to a directory holding other files loses none of them.
+        After that no session holds anything, so the count starts at zero.
         """
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
@@ -54,6 +85,47 @@ class Storage:
                 self.remove(os.path.join(self.root, name))
             else:
                 log.warning("DATA_DIR holds %r, which this service did not create; leaving it alone", name)
+        self._set_limit()
+
+    def _set_limit(self) -> None:
+        free = shutil.disk_usage(self.root).free
+        if self.max_storage_mb == 0:
+            self.limit = None
+            log.warning("MAX_STORAGE_MB=0: uploads are bounded only by the %d MB free on DATA_DIR's disk", free // _MB)
+        elif self.max_storage_mb is None:
+            # Half: the other half stays for everything else on that disk (logs, the model cache, the system).
+            self.limit = free // 2
+            log.info("Uploads may keep up to %d MB in DATA_DIR: half of the %d MB free on its disk at start "
+                     "(set MAX_STORAGE_MB to choose)", self.limit // _MB, free // _MB)
+        else:
+            self.limit = self.max_storage_mb * _MB
+            if self.limit > free:
+                log.warning("MAX_STORAGE_MB=%d is more than the %d MB free on DATA_DIR's disk: the disk may fill "
+                            "first (uploads then get 507 too)", self.max_storage_mb, free // _MB)
+
+    # -- the bound ----------------------------------------------------------------------
+    @property
+    def used(self) -> int:
+        """Bytes counted against the bound now: sessions' files plus uploads being received."""
+        return self._used
+
+    def take(self, nbytes: int) -> None:
+        """Count `nbytes` more; StorageFull (nothing counted) when that would pass the bound."""
+        with self._lock:
+            if self.limit is not None and self._used + nbytes > self.limit:
+                raise StorageFull(nbytes, max(self.limit - self._used, 0))
+            self._used += nbytes
+
+    def give_back(self, nbytes: int) -> None:
+        if nbytes:
+            with self._lock:
+                self._used -= nbytes
+
+    def keep(self, directory: str, nbytes: int) -> None:
+        """`nbytes` already taken now belong to the session whose files are in `directory` (given back by `remove`)."""
+        directory = os.path.abspath(directory)
+        with self._lock:
+            self._kept[directory] = self._kept.get(directory, 0) + nbytes
 
     def session_dir(self, session_id: str) -> str:
         return os.path.join(self.root, session_id)
@@ -72,6 +144,8 @@ class Storage:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        with self._lock:
+            self._used -= self._kept.pop(path, 0)
 
     def entries(self) -> List[str]:
         try:
@@ -80,14 +154,42 @@ class Storage:
             return []
 
 
+class _MeteredFile(io.BufferedRandom):
+    """An upload file that counts each write against the storage bound before making it."""
+
+    def __init__(self, raw: io.FileIO, charge: Callable[[int], None]):
+        super().__init__(raw)
+        self._charge = charge
+
+    def write(self, data) -> int:
+        self._charge(len(data))
+        return super().write(data)
+
+
 class UploadSpool:
-    """The files one request's multipart body is written to, in one directory."""
+    """The files one request's multipart body is written to, in one directory, and the room it holds."""
 
     def __init__(self, storage: Storage, directory: str):
         self.storage = storage
         self.directory = directory
         self.paths: List[str] = []
+        self.files: List[BinaryIO] = []
         self.claimed = False
+        self.taken = 0  # bytes of the bound this request holds
+        self.written = 0  # bytes written into its files
+
+    def reserve(self, nbytes: int) -> None:
+        """Take room for a body of `nbytes` (its declared length) before reading it; StorageFull if it cannot fit."""
+        self.storage.take(nbytes)
+        self.taken += nbytes
+
+    def charge(self, nbytes: int) -> None:
+        """Count a write of `nbytes`: beyond what the request took, more is taken (StorageFull: not written)."""
+        more = self.written + nbytes - self.taken
+        if more > 0:
+            self.storage.take(more)
+            self.taken += more
+        self.written += nbytes
 
     def open_file(self) -> BinaryIO:
         try:
@@ -98,12 +200,30 @@ class UploadSpool:
         except OSError as error:
             raise storage_error(error) from error
         self.paths.append(path)
-        return os.fdopen(descriptor, "w+b")
+        stream = _MeteredFile(io.FileIO(descriptor, "r+"), self.charge)
+        self.files.append(stream)
+        return stream
+
+    def claim(self) -> None:
+        """A session owns the files now: they stay counted until its directory is removed; the rest is given back."""
+        self.storage.keep(self.directory, self.written)
+        self.storage.give_back(self.taken - self.written)
+        self.taken = self.written
+        self.claimed = True
 
     def discard(self) -> None:
-        """Remove everything this request wrote, unless a session owns it now."""
-        if not self.claimed and self.paths:
+        """Unless a session owns them: close and remove everything this request wrote, give back what it took."""
+        if self.claimed:
+            return
+        for stream in self.files:
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.paths:
             self.storage.remove(self.directory)
+        self.storage.give_back(self.taken)
+        self.taken = self.written = 0
 
 
 class SpoolingRequest(Request):
