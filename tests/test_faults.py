@@ -291,7 +291,8 @@ def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_ap
         connection = socket.create_connection(host_port(server.base), timeout=10)
         connection.sendall(request_head("/api/v1/video/upload", len(body)) + body[:sent])
         deadline = time.monotonic() + 10
-        while not os.listdir(data_dir):  # the half-sent upload is being written into DATA_DIR
+        # The half-sent upload is being written into DATA_DIR (its directory is made a moment before the file).
+        while not any(os.listdir(os.path.join(data_dir, name)) for name in os.listdir(data_dir)):
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.02)
         (partial,) = os.listdir(data_dir)
