@@ -133,7 +133,8 @@ class ModelRunner:
         """Queue one generation for the model thread; its Future gives the text.
 
         The Future raises Cancelled when `cancel` is set (checked before the
-        request starts and after every generated token), ModelLoadError when
+        request starts, before every chunk of the prompt's prefill and after
+        every generated token), ModelLoadError when
         there is no model, RunnerClosed when the runner is shut down.
         """
         self.wait_until_loaded()
@@ -351,9 +352,12 @@ class ModelRunner:
             self._processor, self._model.config, request.messages, num_images=len(request.images)
         )
         pieces: List[str] = []
+        options = {}
+        if self.prefill_chunk_tokens is not None:
+            options = {"prefill_step_size": self.prefill_chunk_tokens, "prompt_cache": self._watched_cache(request)}
         stream = stream_generate(
             self._model, self._processor, prompt,
-            image=request.images or None, max_tokens=request.max_tokens, temperature=0.0,
+            image=request.images or None, max_tokens=request.max_tokens, temperature=0.0, **options,
         )
         try:
             for chunk in stream:
@@ -363,6 +367,30 @@ class ModelRunner:
         finally:
             stream.close()
         return "".join(pieces).strip()
+
+    def _watched_cache(self, request: _Request) -> list:
+        """A fresh KV cache (what mlx-vlm would make) whose first layer checks the cancel before a prompt chunk.
+
+        mlx-vlm's generate_step prefills the prompt `prefill_step_size` tokens per forward pass and
+        evaluates each pass before building the next; every pass stores its keys in each layer's
+        cache first. Raising there stops the prefill between chunks, before the next one is
+        computed. One-token passes (generated tokens) are left alone: `_generate` checks those.
+        """
+        from mlx_vlm.models.cache import make_prompt_cache
+
+        cache = make_prompt_cache(self._model.language_model)
+        first = cache[0]
+        store = first.update_and_fetch
+
+        def update_and_fetch(keys, values):
+            if keys.shape[2] > 1:  # (batch, heads, tokens, head_dim): a chunk of the prompt
+                if self._cancelled(request):
+                    raise Cancelled("Cancelled during the prompt's prefill.")
+                self.prefill_chunks += 1
+            return store(keys, values)
+
+        first.update_and_fetch = update_and_fetch
+        return cache
 
     def _cancelled(self, request: _Request) -> bool:
         return self._stopping.is_set() or (request.cancel is not None and request.cancel.is_set())
