@@ -286,9 +286,11 @@ class ModelRunner:
     def _prepare_counting(self, model, processor) -> None:
         """Learn what a frame costs in the prompt and keep a tokenizer for request threads.
 
-        Request threads count with their own deep copy of the processor: the model thread's
-        tokenizer has its padding settings changed while it works, and the Rust tokenizer behind
-        it refuses ("Already borrowed") a change while another thread encodes with it. What a
+        Request threads count with their own deep copy of the processor, one at a time
+        (`_count_lock`): mlx-vlm's input preparation on the model thread calls the tokenizer with
+        padding, and transformers then sets padding/truncation on the shared Rust tokenizer, which
+        raises "Already borrowed" while another thread is encoding with it (huggingface/tokenizers
+        #537, transformers #47085; not reproduced here, avoided rather than relied on). What a
         frame adds is measured once through the real processor, on blank frames of the size the
         service sends (square: with image splitting on, the most tiles a frame can give).
         """

@@ -141,6 +141,27 @@ def test_prompt_problem_answers_plain_values(runner):
     assert isinstance(problem, tuple) and problem[0] == "user_prompt" and isinstance(problem[1], str)
 
 
+def test_counting_from_request_threads_while_the_model_thread_generates(runner):
+    expected = runner.prompt_problem(CJK_8_KIB, "Rate it.", 8, 64)
+    future = runner.submit(frames(8), "\u6f22" * 2000, max_tokens=16)  # the model thread tokenizes and prefills
+    answers, errors = [], []
+
+    def count():
+        try:
+            while not future.done():
+                answers.append(runner.prompt_problem(CJK_8_KIB, "Rate it.", 8, 64))
+        except Exception as error:  # noqa: BLE001  (reported below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    future.result(timeout=120)
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and answers and all(answer == expected for answer in answers)
+
+
 # == (b) cancel during prefill =============================================================
 LONG_PROMPT = "\u6f22" * 2500  # 7,500 tokens: inside the limit, many prefill chunks
 
