@@ -97,7 +97,7 @@ class ModelRunner:
         self.context_tokens: Optional[int] = None  # positions the language model has (prompt + generated)
         self.tokens_per_frame: Optional[int] = None  # what one frame adds to the prompt
         self._count_lock = threading.Lock()
-        self._counter = None  # (processor copy, config, add_special_tokens, tokens per frame, offset)
+        self._counter = None  # (processor copy, config, add_special_tokens, tokens a frame adds to its marker, offset)
         self._loaded = threading.Event()
         self._stopping = threading.Event()
         self._queue: "queue.Queue[Optional[_Request]]" = queue.Queue()
