@@ -114,6 +114,10 @@ class AnalysisProcess:
         """Finished (not cancelled) generations in the current child, for tests."""
         return self.call("completed_generations")
 
+    def prompt_problem(self, *args, **kwargs):
+        """`ModelRunner.prompt_problem` in the child: (field, sentence) when the prompts do not fit, else None."""
+        return self.call("prompt_problem", *args, **kwargs)
+
     # -- jobs ------------------------------------------------------------------------------------------
     def run(self, job_id: str, kind: str, video_path: str, options: Dict[str, Any],
             progress: Optional[Progress] = None, cancel: Optional[threading.Event] = None) -> dict:
@@ -154,14 +158,14 @@ class AnalysisProcess:
         if known:
             self._send(("cancel", job_id), quiet=True)
 
-    def call(self, method: str, *args, timeout: float = 10.0):
+    def call(self, method: str, *args, timeout: float = 10.0, **kwargs):
         """Call one of the child's query methods (see `_ChildService.calls`) and return its answer."""
         waiter = _Waiter(None)
         call_id = next(self._call_ids)
         with self._lock:
             self._calls[call_id] = waiter
         try:
-            self._send(("call", call_id, method, args))
+            self._send(("call", call_id, method, args, kwargs))
             if not waiter.done.wait(timeout):
                 raise ModelUnavailable("The analysis process did not answer in time.")
         finally:
@@ -350,12 +354,12 @@ class _ChildService:
         if event is not None:
             event.set()
 
-    def answer(self, call_id: int, method: str, args: tuple) -> None:
+    def answer(self, call_id: int, method: str, args: tuple, kwargs: dict) -> None:
         function = self.calls().get(method)
         try:
             if function is None:
                 raise LookupError(f"unknown call {method!r}")
-            self.send(("reply", call_id, True, function(*args)))
+            self.send(("reply", call_id, True, function(*args, **kwargs)))
         except Exception as error:  # noqa: BLE001  (the caller gets the reason)
             log.exception("Call %s failed", method)
             self.send(("reply", call_id, False, str(error) or type(error).__name__))

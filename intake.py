@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from errors import ApiError
 from jobs import QueueFull, ShuttingDown
-from parameters import parse_analysis_request
+from parameters import check_prompts_fit, parse_analysis_request
 from services import services
 from session_manager import SessionState
 from storage import SPOOL_ENVIRON_KEY, StorageError, StorageFull, UploadSpool, display_filename, storage_error
@@ -139,6 +139,7 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
             raise ApiError(413, f"The video is larger than the limit of {svc.config.MAX_UPLOAD_MB} MB; "
                                 "upload a shorter or more compressed video.")
         analysis_type, params = parse_analysis_request(form, analysis_type)
+        check_prompts_fit(svc.analysis.prompt_problem, analysis_type, params)
         name = display_filename(upload.filename)
         try:
             info = probe_video(path, name)

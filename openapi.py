@@ -12,7 +12,9 @@ def _parameter_schemas() -> dict:
     schemas = {}
     for name, spec in PARAMETERS.items():
         if spec.kind == "string":
-            schemas[name] = {"type": "string", "description": f"At most {spec.max_bytes} bytes of UTF-8."}
+            schemas[name] = {"type": "string", "description": (
+                f"At most {spec.max_bytes} bytes of UTF-8, and at most what the loaded model's context leaves "
+                "in tokens once the other prompt, the frames and max_tokens are counted (400 naming the field).")}
         else:
             defaults = {t: spec.default_for(t) for t in ANALYSIS_TYPES if spec.applies_to(t)}
             schemas[name] = {

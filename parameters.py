@@ -9,9 +9,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from errors import ApiError
+from prompts import DEFAULT_PROMPTS
 from video_highlight_generator import DEFAULT_MAX_TOKENS
 
 ANALYSIS_TYPES = ("highlights", "workout")
@@ -153,3 +154,19 @@ def parse_analysis_request(
         value = _coerce(spec, given[name]) if name in given and given[name] != "" else spec.default_for(analysis_type)
         values[name] = value
     return analysis_type, values
+
+
+def check_prompts_fit(prompt_problem: Callable[..., Optional[Tuple[str, str]]], analysis_type: str,
+                      values: Dict[str, Any]) -> None:
+    """400 naming a field when the prompts, frames and max_tokens do not fit the loaded model's context.
+
+    `prompt_problem` is the model runner's (`ModelRunner.prompt_problem`): it counts tokens with the
+    loaded tokenizer; prompts not given are counted as the analysis type's defaults.
+    """
+    default_system, default_user = DEFAULT_PROMPTS[analysis_type]
+    problem = prompt_problem(values.get("system_prompt"), values.get("user_prompt"), values["frames_per_segment"],
+                             values["max_tokens"], default_system_prompt=default_system,
+                             default_user_prompt=default_user)
+    if problem is not None:
+        field, sentence = problem
+        raise _bad(field, sentence)

@@ -22,3 +22,9 @@ WORKOUT_USER = (
     "'Exercise: NAME' (for example squat, push-up, lunge, plank, or rest when nobody exercises), "
     "then describe the movement in one sentence."
 )
+
+# The prompts an analysis uses when the request gives none, by analysis type: (system, user).
+DEFAULT_PROMPTS = {
+    "highlights": (HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER),
+    "workout": (WORKOUT_SYSTEM, WORKOUT_USER),
+}
