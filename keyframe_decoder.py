@@ -17,14 +17,26 @@ numbering PyAV would get wrong, not frames a damaged file decodes wrongly
 (OpenCV, with the same FFmpeg inside, decodes those no better). Frames are
 turned upright as OpenCV turns them (the file's display rotation: portrait
 phone videos). `PYAV_FRAMES=0` turns the decoder off.
+
+Every decoder here is capped: FFmpeg's `max_pixels` makes it refuse a frame
+larger than MAX_FRAME_PIXELS when it reads the frame's header, before any
+memory for the picture is taken (ff_set_dimensions and ff_get_buffer check
+it through av_image_check_size2), and PyAV raises that refusal as EINVAL,
+turned into FrameTooLarge here. The cap reaches FFmpeg's stream-info probe
+inside `av.open` too, which decodes the first frames of some codecs. OpenCV
+cannot be capped the same way (its capture opens the decoder without
+options; OPENCV_FFMPEG_CAPTURE_OPTIONS reach only the demuxer), so
+`decodable_frames` lets a file through to it only after a capped decode of
+all its frames.
 """
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import threading
 from array import array
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
@@ -32,8 +44,26 @@ import numpy as np
 from cancellation import raise_if_cancelled
 
 
+# Frames larger than 8K (8192 x 4320) are never decoded: a small file can hold
+# huge frames (a valid 16000 x 16000 JPEG is 1.5 MB; decoded, 366 MiB as YUV
+# and 732 MiB more as RGB).
+MAX_FRAME_PIXELS = 8192 * 4320
+_CAPPED = {"max_pixels": str(MAX_FRAME_PIXELS)}
+
+
 class DecoderMismatch(Exception):
     """PyAV's view of the file disagrees with the probe's: read it with OpenCV instead."""
+
+
+class FrameTooLarge(Exception):
+    """The decoder refused a frame larger than MAX_FRAME_PIXELS, before allocating it.
+
+    `index` is the frame's number (from 0) when the packets tell it, else None.
+    """
+
+    def __init__(self, index: Optional[int]):
+        super().__init__(f"frame {index} is larger than {MAX_FRAME_PIXELS} pixels")
+        self.index = index
 
 
 # What PyAV raises on a file it cannot demux or decode, besides DecoderMismatch
@@ -55,6 +85,87 @@ def enabled() -> bool:
     return os.environ.get("PYAV_FRAMES", "1") != "0"
 
 
+def open_video(path: str):
+    """`path` opened for capped decoding: (container, its first video stream).
+
+    Raises one of DECODER_ERRORS when the file cannot be demuxed or holds no
+    video stream (IndexError). OpenCV reads the first video stream too.
+    """
+    # Metadata that is not UTF-8 (a title, say) must not stop the frames being read.
+    container = av.open(str(path), metadata_errors="ignore", options=_CAPPED)
+    try:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        context.options = dict(_CAPPED)  # read when the decoder opens, at the first packet
+        if DECODER_THREADS:
+            context.thread_count = DECODER_THREADS
+        else:
+            stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
+
+
+def decode_packet(packet: av.Packet) -> List[av.VideoFrame]:
+    """The frames `packet` completes; FrameTooLarge when the cap refused one (its number unknown here)."""
+    try:
+        return packet.decode()
+    except av.FFmpegError as error:
+        # The cap's refusal (av_image_check_size2) is EINVAL; damaged data is AVERROR_INVALIDDATA.
+        if error.errno == errno.EINVAL:
+            raise FrameTooLarge(None) from None
+        raise
+
+
+def shrunk_size(width: int, height: int, max_edge: Optional[int]) -> Optional[Tuple[int, int]]:
+    """(width, height) with the longest edge at most `max_edge`; None when the frame is small enough."""
+    if not max_edge or max(width, height) <= max_edge:
+        return None
+    scale = max_edge / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rgb_array(frame: av.VideoFrame, max_edge: Optional[int] = None) -> np.ndarray:
+    """`frame` as an upright RGB array, its longest edge at most `max_edge`.
+
+    A frame that must shrink is scaled and converted in one swscale pass
+    (area averaging, as OpenCV's INTER_AREA), so no full-size RGB copy is
+    made; one that need not gives the same pixels as ever.
+    """
+    size = shrunk_size(frame.width, frame.height, max_edge)
+    if size is None:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    return _upright(rgb, frame.rotation)
+
+
+def decodable_frames(path: str, cancel: Optional[threading.Event] = None) -> int:
+    """How many frames of `path` decode, in order, before the first that does not: all of them in a sound file.
+
+    Every frame is decoded with the cap; one over it raises FrameTooLarge
+    with its number. An uncapped decoder (OpenCV) may read the frames this
+    counts, and no others: what a frame that does not decode would hold is
+    unknown. Raises one of DECODER_ERRORS when the file does not open.
+    """
+    container, stream = open_video(path)
+    decoded = 0
+    try:
+        for packets, packet in enumerate(container.demux(stream)):
+            if packets % _CANCEL_CHECK_PACKETS == 0:
+                raise_if_cancelled(cancel)
+            try:
+                decoded += len(decode_packet(packet))
+            except FrameTooLarge:
+                raise FrameTooLarge(decoded) from None
+            except DECODER_ERRORS:
+                break
+    finally:
+        container.close()
+    return decoded
+
+
 class KeyframeDecoder:
     """Decodes frames by number, seeking only when that decodes fewer frames.
 
@@ -64,14 +175,8 @@ class KeyframeDecoder:
     def __init__(self, path: str, frame_count: int, cancel: Optional[threading.Event] = None):
         if frame_count > MAX_INDEXED_FRAMES:
             raise DecoderMismatch(f"{frame_count} frames are more than the index holds")
-        # Metadata that is not UTF-8 (a title, say) must not stop the frames being read.
-        self._container = av.open(str(path), metadata_errors="ignore")
+        self._container, self._stream = open_video(path)
         try:
-            self._stream = self._container.streams.video[0]  # OpenCV reads the first video stream too
-            if DECODER_THREADS:
-                self._stream.codec_context.thread_count = DECODER_THREADS
-            else:
-                self._stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
             self._timestamps, self._keyframes = self._scan_packets(frame_count, cancel)
         except BaseException:
             self.close()
@@ -113,8 +218,16 @@ class KeyframeDecoder:
         self._frames = None
         self._container.close()
 
-    def frame(self, index: int) -> np.ndarray:
-        """Frame `index` as an RGB array (height x width x 3, uint8)."""
+    def frame(self, index: int, max_edge: Optional[int] = None) -> np.ndarray:
+        """Frame `index` as an upright RGB array (height x width x 3, uint8), its longest edge at most `max_edge`.
+
+        Raises FrameTooLarge (the number of the frame refused, which may lie
+        between the keyframe and `index`) or one of DECODER_ERRORS.
+        """
+        return rgb_array(self.decoded_frame(index), max_edge)
+
+    def decoded_frame(self, index: int) -> av.VideoFrame:
+        """Frame `index` as the decoder gives it; raises as `frame` does."""
         if not 0 <= index < len(self._timestamps):
             raise DecoderMismatch(f"frame {index} is past the packets")
         wanted = self._timestamps[index]
@@ -123,18 +236,39 @@ class KeyframeDecoder:
         # Read forward unless the frame was passed already or a seek starts later than where we are.
         if self._position is None or wanted <= self._position or keyframe > self._position:
             self._container.seek(keyframe, stream=self._stream, backward=True)
-            self._frames = self._container.decode(self._stream)
+            self._frames = self._decode()
             self._position = None
-        for decoded in self._frames:
-            if decoded.pts is None:
-                raise DecoderMismatch("a decoded frame without a timestamp")
-            self._position = decoded.pts
-            self.frames_decoded += 1
-            if decoded.pts >= wanted:
-                if decoded.pts != wanted:
-                    raise DecoderMismatch(f"frame {index} did not come out of the decoder")
-                return _upright(decoded.to_ndarray(format="rgb24"), decoded.rotation)
+        try:
+            for decoded in self._frames:
+                if decoded.pts is None:
+                    raise DecoderMismatch("a decoded frame without a timestamp")
+                self._position = decoded.pts
+                self.frames_decoded += 1
+                if decoded.pts >= wanted:
+                    if decoded.pts != wanted:
+                        raise DecoderMismatch(f"frame {index} did not come out of the decoder")
+                    return decoded
+        except BaseException:
+            self._frames, self._position = None, None  # the next frame starts with a seek
+            raise
         raise DecoderMismatch(f"the stream ended before frame {index}")
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """The decoder's output from the current position; a frame over the cap raises FrameTooLarge with its number."""
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = decode_packet(packet)
+            except FrameTooLarge:
+                raise FrameTooLarge(self._frame_number(packet)) from None
+            yield from frames
+
+    def _frame_number(self, packet: av.Packet) -> int:
+        """The number of the frame `packet` holds; for the decoder's final flush, the one after the last decoded."""
+        if packet.pts is not None:
+            return min(bisect.bisect_left(self._timestamps, packet.pts), len(self._timestamps) - 1)
+        if self._position is not None:
+            return min(bisect.bisect_right(self._timestamps, self._position), len(self._timestamps) - 1)
+        return 0
 
 
 def _int64_array(values: np.ndarray) -> array:

@@ -22,15 +22,11 @@ from PIL import Image
 
 import keyframe_decoder
 from cancellation import raise_if_cancelled
-from keyframe_decoder import KeyframeDecoder
+from keyframe_decoder import MAX_FRAME_PIXELS, FrameTooLarge, KeyframeDecoder, shrunk_size
 
 # An fps outside this range is a lie from the container, not a real rate.
 _PLAUSIBLE_FPS = (1.0, 480.0)
 _FALLBACK_FPS = 25.0
-# Frames larger than 8K (8192 x 4320) are refused before any is decoded: a
-# small file can declare huge frames, and each decoded frame of 16384 x 16384
-# takes more than a gigabyte of memory.
-MAX_FRAME_PIXELS = 8192 * 4320
 # A header may overstate its frame count a little (phone videos often do);
 # more than this is a file cut short, which is refused.
 _COUNT_SLACK_FRAMES = 2
@@ -126,6 +122,19 @@ def _check_frame_size(width: int, height: int) -> None:
     if width * height > MAX_FRAME_PIXELS:
         raise VideoError(f"The video's frames are {width}x{height} pixels, larger than the 8K (8192x4320) "
                          "this service reads; upload a smaller version of the video.")
+
+
+def _too_large(error: FrameTooLarge) -> VideoError:
+    """The sentence for a frame the capped decoder refused: its size is not known, only that it is over."""
+    which = f"Frame {error.index + 1} of the video" if error.index is not None else "A frame of the video"
+    return VideoError(f"{which} is larger than the 8K (8192x4320 pixels) this service reads; "
+                      "upload a smaller version of the video.")
+
+
+def _undecodable(index: int, info: "VideoInfo") -> VideoError:
+    at = format_clock(index / info.fps)
+    return VideoError(f"The video could not be decoded at {at} (frame {index + 1} of {info.frame_count}); "
+                      "the file may be truncated or damaged.")
 
 
 def probe_video(path: str, display_name: Optional[str] = None) -> VideoInfo:
@@ -229,13 +238,11 @@ def _read_frame_at(capture: cv2.VideoCapture, index: int) -> Tuple[bool, Optiona
 
 def _shrink(frame: np.ndarray, max_edge: Optional[int]) -> np.ndarray:
     """`frame` with its longest edge at most `max_edge`."""
-    if max_edge:
-        height, width = frame.shape[:2]
-        scale = max_edge / max(height, width)
-        if scale < 1:
-            # Shrinking here is cheaper than letting the processor do it on a
-            # full-size copy; INTER_AREA keeps thin details visible.
-            frame = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    size = shrunk_size(frame.shape[1], frame.shape[0], max_edge)
+    if size is not None:
+        # Shrinking here is cheaper than letting the processor do it on a
+        # full-size copy; INTER_AREA keeps thin details visible.
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     return frame
 
 
@@ -334,11 +341,7 @@ class _OpenCVFrames:
         return frame
 
     def _fail(self, index: int) -> None:
-        at = format_clock(index / self._info.fps)
-        raise VideoError(
-            f"The video could not be decoded at {at} (frame {index + 1} of {self._info.frame_count}); "
-            "the file may be truncated or damaged."
-        )
+        raise _undecodable(index, self._info)
 
 
 class FrameReader:
@@ -351,6 +354,11 @@ class FrameReader:
     on MPEG-4, MJPEG, VP8, H.264, HEVC and rotated files). PyAV also knows
     where the keyframes are, so `read_segment` can prefer them. `cancel` is
     checked while the decoder scans the packets and before each frame.
+
+    No frame larger than 8K is decoded: PyAV's decoder is capped, and OpenCV,
+    which cannot be, gets the file only once a capped decode of every frame
+    has succeeded (`keyframe_decoder.decodable_frames`). A frame over the cap
+    is a VideoError naming it, never a reason to try OpenCV.
     """
 
     def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None,
@@ -367,7 +375,7 @@ class FrameReader:
             except keyframe_decoder.DECODER_ERRORS:
                 pass
         if self._decoder is None:
-            self._opencv = _OpenCVFrames(path, info)
+            self._opencv = self._checked_opencv()
 
     @property
     def uses_pyav(self) -> bool:
@@ -400,13 +408,27 @@ class FrameReader:
             images.append(Image.fromarray(self._rgb_frame(index)))
         return images
 
+    def _checked_opencv(self) -> _OpenCVFrames:
+        """OpenCV's reader, once a capped decode of every frame showed none is over 8K or undecodable."""
+        try:
+            decodable = keyframe_decoder.decodable_frames(self._path, self._cancel)
+        except FrameTooLarge as error:
+            raise _too_large(error) from None
+        except keyframe_decoder.DECODER_ERRORS:
+            decodable = 0
+        if decodable < self._info.frame_count:
+            raise _undecodable(decodable, self._info)
+        return _OpenCVFrames(self._path, self._info)
+
     def _rgb_frame(self, index: int) -> np.ndarray:
         if self._decoder is not None:
             try:
-                return _shrink(self._decoder.frame(index), self._max_edge)
+                return self._decoder.frame(index, self._max_edge)
+            except FrameTooLarge as error:
+                raise _too_large(error) from None
             except keyframe_decoder.DECODER_ERRORS:
                 self._decoder.close()
                 self._decoder = None
-                self._opencv = _OpenCVFrames(self._path, self._info)
+                self._opencv = self._checked_opencv()
         # Shrinking before the colour conversion converts fewer pixels.
         return cv2.cvtColor(_shrink(self._opencv.frame(index), self._max_edge), cv2.COLOR_BGR2RGB)
