@@ -141,6 +141,30 @@ def rgb_array(frame: av.VideoFrame, max_edge: Optional[int] = None) -> np.ndarra
     return _upright(rgb, frame.rotation)
 
 
+def first_frame(path: str) -> Optional[av.VideoFrame]:
+    """The first frame `path` decodes to, capped; None when none does."""
+    container, stream = open_video(path)
+    try:
+        for frame in _frames_of(container, stream):
+            return frame
+    except DECODER_ERRORS:
+        pass
+    finally:
+        container.close()
+    return None
+
+
+def _frames_of(container, stream) -> Iterator[av.VideoFrame]:
+    decoded = 0
+    for packet in container.demux(stream):
+        try:
+            frames = decode_packet(packet)
+        except FrameTooLarge:
+            raise FrameTooLarge(decoded) from None
+        decoded += len(frames)
+        yield from frames
+
+
 def decodable_frames(path: str, cancel: Optional[threading.Event] = None) -> int:
     """How many frames of `path` decode, in order, before the first that does not: all of them in a sound file.
 
@@ -152,15 +176,12 @@ def decodable_frames(path: str, cancel: Optional[threading.Event] = None) -> int
     container, stream = open_video(path)
     decoded = 0
     try:
-        for packets, packet in enumerate(container.demux(stream)):
-            if packets % _CANCEL_CHECK_PACKETS == 0:
+        for _ in _frames_of(container, stream):
+            if decoded % _CANCEL_CHECK_PACKETS == 0:
                 raise_if_cancelled(cancel)
-            try:
-                decoded += len(decode_packet(packet))
-            except FrameTooLarge:
-                raise FrameTooLarge(decoded) from None
-            except DECODER_ERRORS:
-                break
+            decoded += 1
+    except DECODER_ERRORS:
+        pass
     finally:
         container.close()
     return decoded
@@ -172,10 +193,17 @@ class KeyframeDecoder:
     Raises one of DECODER_ERRORS when it cannot serve the file or a frame.
     """
 
-    def __init__(self, path: str, frame_count: int, cancel: Optional[threading.Event] = None):
-        if frame_count > MAX_INDEXED_FRAMES:
+    def __init__(self, path: str, frame_count: Optional[int], cancel: Optional[threading.Event] = None):
+        """`frame_count` is the probe's count, which the packets must match.
+
+        With None (the probe's own use) every packet is counted, and the frames
+        are numbered by their timestamps when the packets allow it (`indexed`).
+        """
+        if frame_count is not None and frame_count > MAX_INDEXED_FRAMES:
             raise DecoderMismatch(f"{frame_count} frames are more than the index holds")
         self._container, self._stream = open_video(path)
+        self.packet_count = 0  # packets that hold a frame
+        self._last_keyframe: Optional[Tuple[int, int]] = None  # (packet number, timestamp) of the last keyframe
         try:
             self._timestamps, self._keyframes = self._scan_packets(frame_count, cancel)
         except BaseException:
@@ -186,27 +214,95 @@ class KeyframeDecoder:
         self.frames_decoded = 0
         self._keyframe_indices: Optional[array] = None
 
-    def _scan_packets(self, frame_count: int, cancel: Optional[threading.Event]):
-        """Sorted presentation timestamps of all frames, and of the keyframes."""
+    def _scan_packets(self, frame_count: Optional[int], cancel: Optional[threading.Event]):
+        """Sorted presentation timestamps of all frames, and of the keyframes.
+
+        When they cannot number the frames, DecoderMismatch; or, without a
+        `frame_count`, two empty arrays (and `indexed` is False).
+        """
         timestamps, keyframes = array("q"), array("q")
+        unusable = None  # why the timestamps cannot number the frames
         for packet in self._container.demux(self._stream):
             if packet.size == 0 or packet.is_discard:
                 continue  # the demuxer's end-of-stream marker; packets the decoder drops
-            if packet.pts is None:
-                raise DecoderMismatch("a packet without a presentation timestamp")
-            if len(timestamps) == frame_count:
-                raise DecoderMismatch(f"more packets than the {frame_count} frames the probe counted")
-            if len(timestamps) % _CANCEL_CHECK_PACKETS == 0:
+            if self.packet_count % _CANCEL_CHECK_PACKETS == 0:
                 raise_if_cancelled(cancel)
-            timestamps.append(packet.pts)
-            if packet.is_keyframe:
-                keyframes.append(packet.pts)
-        if len(timestamps) != frame_count:
+            self.packet_count += 1
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if packet.is_keyframe and stamp is not None:
+                self._last_keyframe = (self.packet_count - 1, stamp)
+            if unusable is None:
+                if packet.pts is None:
+                    unusable = "a packet without a presentation timestamp"
+                elif len(timestamps) == frame_count:
+                    unusable = f"more packets than the {frame_count} frames the probe counted"
+                elif len(timestamps) == MAX_INDEXED_FRAMES:
+                    unusable = f"more than {MAX_INDEXED_FRAMES} packets"
+                else:
+                    timestamps.append(packet.pts)
+                    if packet.is_keyframe:
+                        keyframes.append(packet.pts)
+                if unusable is not None:
+                    if frame_count is not None:
+                        raise DecoderMismatch(unusable)
+                    timestamps, keyframes = array("q"), array("q")  # the probe counts on, without an index
+        if frame_count is not None and len(timestamps) != frame_count:
             raise DecoderMismatch(f"{len(timestamps)} packets for {frame_count} frames")
         ordered = np.sort(np.frombuffer(timestamps, dtype=np.int64))
         if ordered.size > 1 and not np.all(np.diff(ordered) > 0):
-            raise DecoderMismatch("two packets share a presentation timestamp")
+            if frame_count is not None:
+                raise DecoderMismatch("two packets share a presentation timestamp")
+            unusable, ordered, keyframes = "two packets share a presentation timestamp", ordered[:0], array("q")
+        self.indexed = unusable is None
         return _int64_array(ordered), _int64_array(np.sort(np.frombuffer(keyframes, dtype=np.int64)))
+
+    @property
+    def frame_count(self) -> int:
+        """The frames the timestamps number (the packets, when `indexed`)."""
+        return len(self._timestamps)
+
+    @property
+    def stream(self) -> av.video.stream.VideoStream:
+        return self._stream
+
+    def seconds(self, index: int) -> float:
+        """When frame `index` is shown, from the stream's time base (not from its start)."""
+        return float(self._timestamps[index] * self._stream.time_base)
+
+    def tail_decodes(self) -> bool:
+        """Whether decoding from the last keyframe to the end gives frames, and no error; no timestamps needed.
+
+        A frame over the cap raises FrameTooLarge, numbered in decoding order.
+        """
+        if self._last_keyframe is None:
+            return False
+        number, timestamp = self._last_keyframe
+        self._frames, self._position = None, None
+        decoded = 0
+        try:
+            self._container.seek(timestamp, stream=self._stream, backward=True)
+            for packet in self._container.demux(self._stream):
+                decoded += len(decode_packet(packet))
+        except FrameTooLarge:
+            raise FrameTooLarge(number + decoded) from None
+        except DECODER_ERRORS:
+            return False
+        return decoded > 0
+
+    def decodes(self, index: int) -> bool:
+        """Whether frame `index` decodes.
+
+        Raises FrameTooLarge for a frame over the cap on the way, and
+        DecoderMismatch when the frames do not come out as the timestamps
+        number them (such a file must be counted by decoding it in order).
+        """
+        try:
+            self.decoded_frame(index)
+        except (FrameTooLarge, DecoderMismatch):
+            raise
+        except DECODER_ERRORS:
+            return False
+        return True
 
     def keyframe_indices(self) -> array:
         """Frame numbers of the keyframes, sorted."""
@@ -229,7 +325,7 @@ class KeyframeDecoder:
     def decoded_frame(self, index: int) -> av.VideoFrame:
         """Frame `index` as the decoder gives it; raises as `frame` does."""
         if not 0 <= index < len(self._timestamps):
-            raise DecoderMismatch(f"frame {index} is past the packets")
+            raise DecoderMismatch(f"frame {index} is past the packets" if self._timestamps else "no frame index")
         wanted = self._timestamps[index]
         at = bisect.bisect_right(self._keyframes, wanted) - 1
         keyframe = self._keyframes[at] if at >= 0 else self._timestamps[0]
@@ -262,8 +358,10 @@ class KeyframeDecoder:
                 raise FrameTooLarge(self._frame_number(packet)) from None
             yield from frames
 
-    def _frame_number(self, packet: av.Packet) -> int:
+    def _frame_number(self, packet: av.Packet) -> Optional[int]:
         """The number of the frame `packet` holds; for the decoder's final flush, the one after the last decoded."""
+        if not self._timestamps:
+            return None
         if packet.pts is not None:
             return min(bisect.bisect_left(self._timestamps, packet.pts), len(self._timestamps) - 1)
         if self._position is not None:
