@@ -44,11 +44,17 @@ import numpy as np
 from cancellation import raise_if_cancelled
 
 
-# Frames larger than 8K (8192 x 4320) are never decoded: a small file can hold
-# huge frames (a valid 16000 x 16000 JPEG is 1.5 MB; decoded, 366 MiB as YUV
-# and 732 MiB more as RGB).
+# Frames larger than 8K (8192 x 4320) are refused: a small file can hold huge
+# frames (a valid 16000 x 16000 JPEG is 1.5 MB; decoded, 366 MiB as YUV and
+# 732 MiB more as RGB).
 MAX_FRAME_PIXELS = 8192 * 4320
-_CAPPED = {"max_pixels": str(MAX_FRAME_PIXELS)}
+# The decoders' own cap leaves room for the sizes they align a frame to before
+# checking it (FFmpeg's get_buffer checks the width aligned for SIMD, up to 64;
+# codecs round to their blocks, up to 128): without it a portrait 8K frame,
+# 4320 x 8192, would be refused. A frame between the two limits (4.6 % more
+# pixels at most) is decoded once, then refused by its size.
+_DECODER_MAX_PIXELS = (8192 + 128) * (4320 + 128)
+_CAPPED = {"max_pixels": str(_DECODER_MAX_PIXELS)}
 
 
 class DecoderMismatch(Exception):
@@ -108,14 +114,17 @@ def open_video(path: str):
 
 
 def decode_packet(packet: av.Packet) -> List[av.VideoFrame]:
-    """The frames `packet` completes; FrameTooLarge when the cap refused one (its number unknown here)."""
+    """The frames `packet` completes; FrameTooLarge for one over 8K (its number unknown here)."""
     try:
-        return packet.decode()
+        frames = packet.decode()
     except av.FFmpegError as error:
         # The cap's refusal (av_image_check_size2) is EINVAL; damaged data is AVERROR_INVALIDDATA.
         if error.errno == errno.EINVAL:
             raise FrameTooLarge(None) from None
         raise
+    if any(frame.width * frame.height > MAX_FRAME_PIXELS for frame in frames):
+        raise FrameTooLarge(None)
+    return frames
 
 
 def shrunk_size(width: int, height: int, max_edge: Optional[int]) -> Optional[Tuple[int, int]]:

@@ -22,7 +22,7 @@ import requests
 from conftest import stored_entries, upload, wait_for_status
 from hostile_tools import REPO, ServerProcess, flat_jpeg, mjpeg_avi
 from synthetic_video import background
-from video_frames import VideoError, VideoInfo, probe_video
+from video_frames import FrameReader, VideoError, probe_video
 
 HUGE = 16000
 # A 16000 x 16000 frame is 366 MiB as YUV 4:2:0. Decoding any stays far below that;
@@ -67,6 +67,23 @@ def test_the_probe_refuses_a_frame_larger_than_8k_and_names_it(bombs, kind, fram
     message = str(refused.value)
     assert f"Frame {frame} of the video is larger than the 8K (8192x4320 pixels)" in message, message
     assert "upload a smaller version" in message
+
+
+@pytest.mark.parametrize("width, height, accepted", [
+    (8192, 4320, True), (4320, 8192, True), (8193, 4320, False), (4320, 8193, False),
+])
+def test_frames_up_to_8k_in_either_orientation_are_read_and_bigger_ones_refused(tmp_path, width, height, accepted):
+    """The decoders check sizes rounded up for alignment (a portrait 8K frame's 4320 is 4352 to FFmpeg's
+    get_buffer); their cap leaves room for that, and the exact limit is checked on the frame."""
+    path = mjpeg_avi(str(tmp_path / "big.avi"), [flat_jpeg(width, height)] * 2, size=(width, height))
+    if not accepted:
+        with pytest.raises(VideoError, match=r"larger than the 8K \(8192x4320"):
+            probe_video(path)
+        return
+    info = probe_video(path)
+    assert (info.width, info.height, info.frame_count) == (width, height, 2)
+    with FrameReader(path, info, max_edge=384) as reader:
+        assert [image.size for image in reader.read([0, 1])] == [(384, 202) if width > height else (202, 384)] * 2
 
 
 # -- memory, in fresh subprocesses ----------------------------------------------------------------
