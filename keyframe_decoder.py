@@ -19,10 +19,11 @@ turned upright as OpenCV turns them (the file's display rotation: portrait
 phone videos). `PYAV_FRAMES=0` turns the decoder off.
 
 Every decoder here is capped: FFmpeg's `max_pixels` makes it refuse a frame
-larger than MAX_FRAME_PIXELS when it reads the frame's header, before any
-memory for the picture is taken (ff_set_dimensions and ff_get_buffer check
-it through av_image_check_size2), and PyAV raises that refusal as EINVAL,
-turned into FrameTooLarge here. The cap reaches FFmpeg's stream-info probe
+larger than 8K (plus the decoders' alignment) when it reads the frame's
+header, before any memory for the picture is taken (ff_set_dimensions and
+ff_get_buffer check it through av_image_check_size2), and PyAV raises that
+refusal as EINVAL, turned into FrameTooLarge here, as is a decoded frame over
+MAX_FRAME_PIXELS. The cap reaches FFmpeg's stream-info probe
 inside `av.open` too, which decodes the first frames of some codecs. OpenCV
 cannot be capped the same way (its capture opens the decoder without
 options; OPENCV_FFMPEG_CAPTURE_OPTIONS reach only the demuxer), so
