@@ -17,14 +17,27 @@ numbering PyAV would get wrong, not frames a damaged file decodes wrongly
 (OpenCV, with the same FFmpeg inside, decodes those no better). Frames are
 turned upright as OpenCV turns them (the file's display rotation: portrait
 phone videos). `PYAV_FRAMES=0` turns the decoder off.
+
+Every decoder here is capped: FFmpeg's `max_pixels` makes it refuse a frame
+larger than 8K (plus the decoders' alignment) when it reads the frame's
+header, before any memory for the picture is taken (ff_set_dimensions and
+ff_get_buffer check it through av_image_check_size2), and PyAV raises that
+refusal as EINVAL, turned into FrameTooLarge here, as is a decoded frame over
+MAX_FRAME_PIXELS. The cap reaches FFmpeg's stream-info probe
+inside `av.open` too, which decodes the first frames of some codecs. OpenCV
+cannot be capped the same way (its capture opens the decoder without
+options; OPENCV_FFMPEG_CAPTURE_OPTIONS reach only the demuxer), so
+`decodable_frames` lets a file through to it only after a capped decode of
+all its frames.
 """
 from __future__ import annotations
 
 import bisect
+import errno
 import os
 import threading
 from array import array
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import av
 import numpy as np
@@ -32,8 +45,32 @@ import numpy as np
 from cancellation import raise_if_cancelled
 
 
+# Frames larger than 8K (8192 x 4320) are refused: a small file can hold huge
+# frames (a valid 16000 x 16000 JPEG is 1.5 MB; decoded, 366 MiB as YUV and
+# 732 MiB more as RGB).
+MAX_FRAME_PIXELS = 8192 * 4320
+# The decoders' own cap leaves room for the sizes they align a frame to before
+# checking it (FFmpeg's get_buffer checks the width aligned for SIMD, up to 64;
+# codecs round to their blocks, up to 128): without it a portrait 8K frame,
+# 4320 x 8192, would be refused. A frame between the two limits (4.6 % more
+# pixels at most) is decoded once, then refused by its size.
+_DECODER_MAX_PIXELS = (8192 + 128) * (4320 + 128)
+_CAPPED = {"max_pixels": str(_DECODER_MAX_PIXELS)}
+
+
 class DecoderMismatch(Exception):
     """PyAV's view of the file disagrees with the probe's: read it with OpenCV instead."""
+
+
+class FrameTooLarge(Exception):
+    """The decoder refused a frame larger than MAX_FRAME_PIXELS, before allocating it.
+
+    `index` is the frame's number (from 0) when the packets tell it, else None.
+    """
+
+    def __init__(self, index: Optional[int]):
+        super().__init__(f"frame {index} is larger than {MAX_FRAME_PIXELS} pixels")
+        self.index = index
 
 
 # What PyAV raises on a file it cannot demux or decode, besides DecoderMismatch
@@ -55,23 +92,129 @@ def enabled() -> bool:
     return os.environ.get("PYAV_FRAMES", "1") != "0"
 
 
+def open_video(path: str):
+    """`path` opened for capped decoding: (container, its first video stream).
+
+    Raises one of DECODER_ERRORS when the file cannot be demuxed or holds no
+    video stream (IndexError). OpenCV reads the first video stream too.
+    """
+    # Metadata that is not UTF-8 (a title, say) must not stop the frames being read.
+    container = av.open(str(path), metadata_errors="ignore", options=_CAPPED)
+    try:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        context.options = dict(_CAPPED)  # read when the decoder opens, at the first packet
+        if DECODER_THREADS:
+            context.thread_count = DECODER_THREADS
+        else:
+            stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
+
+
+def decode_packet(packet: av.Packet) -> List[av.VideoFrame]:
+    """The frames `packet` completes; FrameTooLarge for one over 8K (its number unknown here)."""
+    try:
+        frames = packet.decode()
+    except av.FFmpegError as error:
+        # The cap's refusal (av_image_check_size2) is EINVAL; damaged data is AVERROR_INVALIDDATA.
+        if error.errno == errno.EINVAL:
+            raise FrameTooLarge(None) from None
+        raise
+    if any(frame.width * frame.height > MAX_FRAME_PIXELS for frame in frames):
+        raise FrameTooLarge(None)
+    return frames
+
+
+def shrunk_size(width: int, height: int, max_edge: Optional[int]) -> Optional[Tuple[int, int]]:
+    """(width, height) with the longest edge at most `max_edge`; None when the frame is small enough."""
+    if not max_edge or max(width, height) <= max_edge:
+        return None
+    scale = max_edge / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rgb_array(frame: av.VideoFrame, max_edge: Optional[int] = None) -> np.ndarray:
+    """`frame` as an upright RGB array, its longest edge at most `max_edge`.
+
+    A frame that must shrink is scaled and converted in one swscale pass
+    (area averaging, as OpenCV's INTER_AREA), so no full-size RGB copy is
+    made; one that need not gives the same pixels as ever.
+    """
+    size = shrunk_size(frame.width, frame.height, max_edge)
+    if size is None:
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    return _upright(rgb, frame.rotation)
+
+
+def first_frame(path: str) -> Optional[av.VideoFrame]:
+    """The first frame `path` decodes to, capped; None when none does."""
+    container, stream = open_video(path)
+    try:
+        for frame in _frames_of(container, stream):
+            return frame
+    except DECODER_ERRORS:
+        pass
+    finally:
+        container.close()
+    return None
+
+
+def _frames_of(container, stream) -> Iterator[av.VideoFrame]:
+    decoded = 0
+    for packet in container.demux(stream):
+        try:
+            frames = decode_packet(packet)
+        except FrameTooLarge:
+            raise FrameTooLarge(decoded) from None
+        decoded += len(frames)
+        yield from frames
+
+
+def decodable_frames(path: str, cancel: Optional[threading.Event] = None) -> int:
+    """How many frames of `path` decode, in order, before the first that does not: all of them in a sound file.
+
+    Every frame is decoded with the cap; one over it raises FrameTooLarge
+    with its number. An uncapped decoder (OpenCV) may read the frames this
+    counts, and no others: what a frame that does not decode would hold is
+    unknown. Raises one of DECODER_ERRORS when the file does not open.
+    """
+    container, stream = open_video(path)
+    decoded = 0
+    try:
+        for _ in _frames_of(container, stream):
+            if decoded % _CANCEL_CHECK_PACKETS == 0:
+                raise_if_cancelled(cancel)
+            decoded += 1
+    except DECODER_ERRORS:
+        pass
+    finally:
+        container.close()
+    return decoded
+
+
 class KeyframeDecoder:
     """Decodes frames by number, seeking only when that decodes fewer frames.
 
     Raises one of DECODER_ERRORS when it cannot serve the file or a frame.
     """
 
-    def __init__(self, path: str, frame_count: int, cancel: Optional[threading.Event] = None):
-        if frame_count > MAX_INDEXED_FRAMES:
+    def __init__(self, path: str, frame_count: Optional[int], cancel: Optional[threading.Event] = None):
+        """`frame_count` is the probe's count, which the packets must match.
+
+        With None (the probe's own use) every packet is counted, and the frames
+        are numbered by their timestamps when the packets allow it (`indexed`).
+        """
+        if frame_count is not None and frame_count > MAX_INDEXED_FRAMES:
             raise DecoderMismatch(f"{frame_count} frames are more than the index holds")
-        # Metadata that is not UTF-8 (a title, say) must not stop the frames being read.
-        self._container = av.open(str(path), metadata_errors="ignore")
+        self._container, self._stream = open_video(path)
+        self.packet_count = 0  # packets that hold a frame
+        self._last_keyframe: Optional[Tuple[int, int]] = None  # (packet number, timestamp) of the last keyframe
         try:
-            self._stream = self._container.streams.video[0]  # OpenCV reads the first video stream too
-            if DECODER_THREADS:
-                self._stream.codec_context.thread_count = DECODER_THREADS
-            else:
-                self._stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
             self._timestamps, self._keyframes = self._scan_packets(frame_count, cancel)
         except BaseException:
             self.close()
@@ -81,27 +224,95 @@ class KeyframeDecoder:
         self.frames_decoded = 0
         self._keyframe_indices: Optional[array] = None
 
-    def _scan_packets(self, frame_count: int, cancel: Optional[threading.Event]):
-        """Sorted presentation timestamps of all frames, and of the keyframes."""
+    def _scan_packets(self, frame_count: Optional[int], cancel: Optional[threading.Event]):
+        """Sorted presentation timestamps of all frames, and of the keyframes.
+
+        When they cannot number the frames, DecoderMismatch; or, without a
+        `frame_count`, two empty arrays (and `indexed` is False).
+        """
         timestamps, keyframes = array("q"), array("q")
+        unusable = None  # why the timestamps cannot number the frames
         for packet in self._container.demux(self._stream):
             if packet.size == 0 or packet.is_discard:
                 continue  # the demuxer's end-of-stream marker; packets the decoder drops
-            if packet.pts is None:
-                raise DecoderMismatch("a packet without a presentation timestamp")
-            if len(timestamps) == frame_count:
-                raise DecoderMismatch(f"more packets than the {frame_count} frames the probe counted")
-            if len(timestamps) % _CANCEL_CHECK_PACKETS == 0:
+            if self.packet_count % _CANCEL_CHECK_PACKETS == 0:
                 raise_if_cancelled(cancel)
-            timestamps.append(packet.pts)
-            if packet.is_keyframe:
-                keyframes.append(packet.pts)
-        if len(timestamps) != frame_count:
+            self.packet_count += 1
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if packet.is_keyframe and stamp is not None:
+                self._last_keyframe = (self.packet_count - 1, stamp)
+            if unusable is None:
+                if packet.pts is None:
+                    unusable = "a packet without a presentation timestamp"
+                elif len(timestamps) == frame_count:
+                    unusable = f"more packets than the {frame_count} frames the probe counted"
+                elif len(timestamps) == MAX_INDEXED_FRAMES:
+                    unusable = f"more than {MAX_INDEXED_FRAMES} packets"
+                else:
+                    timestamps.append(packet.pts)
+                    if packet.is_keyframe:
+                        keyframes.append(packet.pts)
+                if unusable is not None:
+                    if frame_count is not None:
+                        raise DecoderMismatch(unusable)
+                    timestamps, keyframes = array("q"), array("q")  # the probe counts on, without an index
+        if frame_count is not None and len(timestamps) != frame_count:
             raise DecoderMismatch(f"{len(timestamps)} packets for {frame_count} frames")
         ordered = np.sort(np.frombuffer(timestamps, dtype=np.int64))
         if ordered.size > 1 and not np.all(np.diff(ordered) > 0):
-            raise DecoderMismatch("two packets share a presentation timestamp")
+            if frame_count is not None:
+                raise DecoderMismatch("two packets share a presentation timestamp")
+            unusable, ordered, keyframes = "two packets share a presentation timestamp", ordered[:0], array("q")
+        self.indexed = unusable is None
         return _int64_array(ordered), _int64_array(np.sort(np.frombuffer(keyframes, dtype=np.int64)))
+
+    @property
+    def frame_count(self) -> int:
+        """The frames the timestamps number (the packets, when `indexed`)."""
+        return len(self._timestamps)
+
+    @property
+    def stream(self) -> av.video.stream.VideoStream:
+        return self._stream
+
+    def seconds(self, index: int) -> float:
+        """When frame `index` is shown, from the stream's time base (not from its start)."""
+        return float(self._timestamps[index] * self._stream.time_base)
+
+    def tail_decodes(self) -> bool:
+        """Whether decoding from the last keyframe to the end gives frames, and no error; no timestamps needed.
+
+        A frame over the cap raises FrameTooLarge, numbered in decoding order.
+        """
+        if self._last_keyframe is None:
+            return False
+        number, timestamp = self._last_keyframe
+        self._frames, self._position = None, None
+        decoded = 0
+        try:
+            self._container.seek(timestamp, stream=self._stream, backward=True)
+            for packet in self._container.demux(self._stream):
+                decoded += len(decode_packet(packet))
+        except FrameTooLarge:
+            raise FrameTooLarge(number + decoded) from None
+        except DECODER_ERRORS:
+            return False
+        return decoded > 0
+
+    def decodes(self, index: int) -> bool:
+        """Whether frame `index` decodes.
+
+        Raises FrameTooLarge for a frame over the cap on the way, and
+        DecoderMismatch when the frames do not come out as the timestamps
+        number them (such a file must be counted by decoding it in order).
+        """
+        try:
+            self.decoded_frame(index)
+        except (FrameTooLarge, DecoderMismatch):
+            raise
+        except DECODER_ERRORS:
+            return False
+        return True
 
     def keyframe_indices(self) -> array:
         """Frame numbers of the keyframes, sorted."""
@@ -113,28 +324,59 @@ class KeyframeDecoder:
         self._frames = None
         self._container.close()
 
-    def frame(self, index: int) -> np.ndarray:
-        """Frame `index` as an RGB array (height x width x 3, uint8)."""
+    def frame(self, index: int, max_edge: Optional[int] = None) -> np.ndarray:
+        """Frame `index` as an upright RGB array (height x width x 3, uint8), its longest edge at most `max_edge`.
+
+        Raises FrameTooLarge (the number of the frame refused, which may lie
+        between the keyframe and `index`) or one of DECODER_ERRORS.
+        """
+        return rgb_array(self.decoded_frame(index), max_edge)
+
+    def decoded_frame(self, index: int) -> av.VideoFrame:
+        """Frame `index` as the decoder gives it; raises as `frame` does."""
         if not 0 <= index < len(self._timestamps):
-            raise DecoderMismatch(f"frame {index} is past the packets")
+            raise DecoderMismatch(f"frame {index} is past the packets" if self._timestamps else "no frame index")
         wanted = self._timestamps[index]
         at = bisect.bisect_right(self._keyframes, wanted) - 1
         keyframe = self._keyframes[at] if at >= 0 else self._timestamps[0]
         # Read forward unless the frame was passed already or a seek starts later than where we are.
         if self._position is None or wanted <= self._position or keyframe > self._position:
             self._container.seek(keyframe, stream=self._stream, backward=True)
-            self._frames = self._container.decode(self._stream)
+            self._frames = self._decode()
             self._position = None
-        for decoded in self._frames:
-            if decoded.pts is None:
-                raise DecoderMismatch("a decoded frame without a timestamp")
-            self._position = decoded.pts
-            self.frames_decoded += 1
-            if decoded.pts >= wanted:
-                if decoded.pts != wanted:
-                    raise DecoderMismatch(f"frame {index} did not come out of the decoder")
-                return _upright(decoded.to_ndarray(format="rgb24"), decoded.rotation)
+        try:
+            for decoded in self._frames:
+                if decoded.pts is None:
+                    raise DecoderMismatch("a decoded frame without a timestamp")
+                self._position = decoded.pts
+                self.frames_decoded += 1
+                if decoded.pts >= wanted:
+                    if decoded.pts != wanted:
+                        raise DecoderMismatch(f"frame {index} did not come out of the decoder")
+                    return decoded
+        except BaseException:
+            self._frames, self._position = None, None  # the next frame starts with a seek
+            raise
         raise DecoderMismatch(f"the stream ended before frame {index}")
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """The decoder's output from the current position; a frame over the cap raises FrameTooLarge with its number."""
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = decode_packet(packet)
+            except FrameTooLarge:
+                raise FrameTooLarge(self._frame_number(packet)) from None
+            yield from frames
+
+    def _frame_number(self, packet: av.Packet) -> Optional[int]:
+        """The number of the frame `packet` holds; for the decoder's final flush, the one after the last decoded."""
+        if not self._timestamps:
+            return None
+        if packet.pts is not None:
+            return min(bisect.bisect_left(self._timestamps, packet.pts), len(self._timestamps) - 1)
+        if self._position is not None:
+            return min(bisect.bisect_right(self._timestamps, self._position), len(self._timestamps) - 1)
+        return 0
 
 
 def _int64_array(values: np.ndarray) -> array:

@@ -1,11 +1,12 @@
-"""Reading videos: probing (OpenCV), planning segments, sampling frames.
+"""Reading videos: probing, planning segments, sampling frames.
 
 Frames are sampled in-process by seeking to their timestamps, so no ffmpeg
 subprocess and no temporary segment files are needed: through PyAV
 (`keyframe_decoder`), which decodes the fewest frames, or OpenCV for files
 PyAV does not serve. Phone videos often report a frame count or fps that is
 wrong; `probe_video` checks what the container claims against what can
-actually be decoded.
+actually be decoded. The probe decodes with PyAV only, capped so that no
+frame larger than 8K is ever decoded (OpenCV's decoder cannot be capped).
 """
 from __future__ import annotations
 
@@ -22,15 +23,11 @@ from PIL import Image
 
 import keyframe_decoder
 from cancellation import raise_if_cancelled
-from keyframe_decoder import KeyframeDecoder
+from keyframe_decoder import MAX_FRAME_PIXELS, FrameTooLarge, KeyframeDecoder, shrunk_size
 
 # An fps outside this range is a lie from the container, not a real rate.
 _PLAUSIBLE_FPS = (1.0, 480.0)
 _FALLBACK_FPS = 25.0
-# Frames larger than 8K (8192 x 4320) are refused before any is decoded: a
-# small file can declare huge frames, and each decoded frame of 16384 x 16384
-# takes more than a gigabyte of memory.
-MAX_FRAME_PIXELS = 8192 * 4320
 # A header may overstate its frame count a little (phone videos often do);
 # more than this is a file cut short, which is refused.
 _COUNT_SLACK_FRAMES = 2
@@ -45,6 +42,9 @@ _OPENCV_SEEK_BACKOFF = 16
 
 class VideoError(Exception):
     """The file is not a video we can analyse; the message is for a person."""
+
+
+_NOT_A_VIDEO = "The file is not a video that can be decoded; upload an MP4, MOV, WebM or AVI video."
 
 
 @dataclass(frozen=True)
@@ -71,55 +71,8 @@ def _open(path: str) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         capture.release()
-        raise VideoError("The file is not a video that can be decoded; upload an MP4, MOV, WebM or AVI video.")
+        raise VideoError(_NOT_A_VIDEO)
     return capture
-
-
-def _can_read_frame(capture: cv2.VideoCapture, index: int) -> bool:
-    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-    return capture.grab()
-
-
-def _count_decodable_frames(capture: cv2.VideoCapture, claimed: int) -> int:
-    """The real number of frames, trusting the claim only once it is checked."""
-    if claimed > 0 and _can_read_frame(capture, claimed - 1):
-        # The claim may be low: keep reading past it until the stream ends.
-        count = claimed
-        while capture.grab():
-            count += 1
-        return count
-    if claimed > 0 and _can_read_frame(capture, 0):
-        # The claim is high (truncated file or a lying header): the last
-        # readable frame lies in [0, claimed - 1); find it by bisection.
-        low, high = 0, claimed - 1
-        while high - low > 1:
-            middle = (low + high) // 2
-            if _can_read_frame(capture, middle):
-                low = middle
-            else:
-                high = middle
-        return low + 1
-    # No usable claim: count by reading through.
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    count = 0
-    while capture.grab():
-        count += 1
-    return count
-
-
-def _measured_fps(capture: cv2.VideoCapture) -> Optional[float]:
-    """Frame rate from the timestamps of the first frames, when they exist."""
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-    stamps = []
-    for _ in range(6):
-        if not capture.grab():
-            break
-        stamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
-    steps = [b - a for a, b in zip(stamps, stamps[1:]) if b > a]
-    if not steps:
-        return None
-    fps = 1000.0 / float(np.median(steps))
-    return fps if _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1] else None
 
 
 def _check_frame_size(width: int, height: int) -> None:
@@ -128,43 +81,141 @@ def _check_frame_size(width: int, height: int) -> None:
                          "this service reads; upload a smaller version of the video.")
 
 
+def _too_large(error: FrameTooLarge) -> VideoError:
+    """The sentence for a frame the capped decoder refused: its size is not known, only that it is over."""
+    which = f"Frame {error.index + 1} of the video" if error.index is not None else "A frame of the video"
+    return VideoError(f"{which} is larger than the 8K (8192x4320 pixels) this service reads; "
+                      "upload a smaller version of the video.")
+
+
+def _undecodable(index: int, info: "VideoInfo") -> VideoError:
+    at = format_clock(index / info.fps)
+    return VideoError(f"The video could not be decoded at {at} (frame {index + 1} of {info.frame_count}); "
+                      "the file may be truncated or damaged.")
+
+
 def probe_video(path: str, display_name: Optional[str] = None) -> VideoInfo:
     """Open `path` and return what it really holds, or raise VideoError.
 
-    A still image (which OpenCV opens as a one-frame video) and a video with
+    A still image (which FFmpeg opens as a one-frame video) and a video with
     no decodable frame are refused: there is nothing to watch over time.
+    Frames are counted from the file's packets, without decoding them; the
+    last one and the first are decoded to check they are real (a file cut
+    short is refused when they are far fewer than its header promised). All
+    decoding is PyAV's, capped: a frame larger than 8K met on the way is
+    refused by the decoder before it takes any memory, and named.
     """
-    capture = _open(path)
     try:
-        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
-        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-        claimed_fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        claimed_count = capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0
-        claimed_count = int(claimed_count) if math.isfinite(claimed_count) and claimed_count < 1e9 else 0
-        _check_frame_size(width, height)
-
-        frame_count = _count_decodable_frames(capture, claimed_count)
-        if frame_count == 0:
-            raise VideoError("The video has no frames that can be decoded; the file may be empty or damaged.")
-        if frame_count == 1:
-            raise VideoError("The file holds a single frame (a still image), not a video; upload a video.")
-        if claimed_count - frame_count > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_FRACTION * claimed_count):
-            raise VideoError(
-                f"The video is truncated or damaged: its header promises {claimed_count} frames but only "
-                f"{frame_count} can be decoded. Upload the complete file."
-            )
-        ok, frame = _read_frame_at(capture, 0)
-        if not ok:
-            raise VideoError("The video's first frame cannot be decoded; the file may be damaged.")
-        height, width = frame.shape[:2] if frame is not None else (height, width)
-        _check_frame_size(width, height)
-
-        if _PLAUSIBLE_FPS[0] <= claimed_fps <= _PLAUSIBLE_FPS[1]:
-            fps = claimed_fps
-        else:
-            fps = _measured_fps(capture) or _FALLBACK_FPS
+        decoder = KeyframeDecoder(path, None)
+    except keyframe_decoder.DECODER_ERRORS:
+        raise VideoError(_NOT_A_VIDEO) from None
+    try:
+        return _probe(decoder, path, display_name)
+    except FrameTooLarge as error:
+        raise _too_large(error) from None
     finally:
-        capture.release()
+        decoder.close()
+
+
+def _claims(stream, duration_us: Optional[int]) -> Tuple[int, int, float, int]:
+    """What the container says: width, height, frame rate, frame count (0 when it does not say)."""
+    context = stream.codec_context
+    fps = float(stream.guessed_rate or 0)
+    count = stream.frames or 0
+    if not count and fps > 0:
+        if duration_us:
+            seconds = duration_us / 1e6
+        elif stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = 0.0
+        count = int(seconds * fps + 0.5)
+    count = count if 0 <= count < 1e9 else 0
+    return context.width or 0, context.height or 0, fps, count
+
+
+def _probe(decoder: KeyframeDecoder, path: str, display_name: Optional[str]) -> VideoInfo:
+    width, height, claimed_fps, claimed_count = _claims(decoder.stream, decoder.stream.container.duration)
+    # The size the container declares (FFmpeg's stream-info probe has seen no frame over the cap).
+    _check_frame_size(width, height)
+    try:
+        if not decoder.indexed:
+            raise keyframe_decoder.DecoderMismatch("no timestamps to number the frames by")
+        frame_count = _count_decodable_frames(decoder)
+        _check_count(frame_count, claimed_count)
+        try:
+            first = decoder.decoded_frame(0)
+        except keyframe_decoder.DecoderMismatch:
+            raise
+        except keyframe_decoder.DECODER_ERRORS:
+            raise VideoError("The video's first frame cannot be decoded; the file may be damaged.") from None
+        measured_fps = _fps_of([decoder.seconds(i) for i in range(min(frame_count, 6))])
+    except keyframe_decoder.DecoderMismatch:
+        # The timestamps cannot number the frames, or the frames do not come out as they number them
+        # (MPEG-TS, say): the packets are the frames, once decoding from the last keyframe works.
+        # Otherwise every frame is decoded in turn (slow).
+        if decoder.tail_decodes():
+            frame_count = decoder.packet_count
+        else:
+            frame_count = keyframe_decoder.decodable_frames(path)
+        _check_count(frame_count, claimed_count)
+        first = keyframe_decoder.first_frame(path)
+        if first is None:
+            raise VideoError("The video's first frame cannot be decoded; the file may be damaged.")
+        measured_fps = None
+    return _info(path, display_name, first, frame_count, claimed_fps, measured_fps)
+
+
+def _count_decodable_frames(decoder: KeyframeDecoder) -> int:
+    """How many frames decode: all the packets hold, when the last decodes; else up to the last that does."""
+    packets = decoder.frame_count
+    if packets and decoder.decodes(packets - 1):
+        return packets
+    if packets and decoder.decodes(0):
+        # The last readable frame lies in [0, packets - 1): find it by bisection.
+        low, high = 0, packets - 1
+        while high - low > 1:
+            middle = (low + high) // 2
+            if decoder.decodes(middle):
+                low = middle
+            else:
+                high = middle
+        return low + 1
+    return 0
+
+
+def _check_count(frame_count: int, claimed_count: int) -> None:
+    if frame_count == 0:
+        raise VideoError("The video has no frames that can be decoded; the file may be empty or damaged.")
+    if frame_count == 1:
+        raise VideoError("The file holds a single frame (a still image), not a video; upload a video.")
+    if claimed_count - frame_count > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK_FRACTION * claimed_count):
+        raise VideoError(
+            f"The video is truncated or damaged: its header promises {claimed_count} frames but only "
+            f"{frame_count} can be decoded. Upload the complete file."
+        )
+
+
+def _fps_of(seconds: Sequence[float]) -> Optional[float]:
+    """Frame rate from the timestamps of the first frames, when they exist and are plausible."""
+    steps = [b - a for a, b in zip(seconds, seconds[1:]) if b > a]
+    if not steps:
+        return None
+    fps = 1.0 / float(np.median(steps))
+    return fps if _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1] else None
+
+
+def _info(path: str, display_name: Optional[str], first, frame_count: int, claimed_fps: float,
+          measured_fps: Optional[float]) -> VideoInfo:
+    # The first frame's size, as it is shown (a portrait phone video's display rotation swaps it).
+    width, height = first.width, first.height
+    if (first.rotation // 90) % 2:
+        width, height = height, width
+    _check_frame_size(width, height)
+    if _PLAUSIBLE_FPS[0] <= claimed_fps <= _PLAUSIBLE_FPS[1]:
+        fps = claimed_fps
+    else:
+        fps = measured_fps or _FALLBACK_FPS
     return VideoInfo(
         filename=display_name if display_name is not None else os.path.basename(str(path)),
         duration_seconds=round(frame_count / fps, 3),
@@ -229,13 +280,11 @@ def _read_frame_at(capture: cv2.VideoCapture, index: int) -> Tuple[bool, Optiona
 
 def _shrink(frame: np.ndarray, max_edge: Optional[int]) -> np.ndarray:
     """`frame` with its longest edge at most `max_edge`."""
-    if max_edge:
-        height, width = frame.shape[:2]
-        scale = max_edge / max(height, width)
-        if scale < 1:
-            # Shrinking here is cheaper than letting the processor do it on a
-            # full-size copy; INTER_AREA keeps thin details visible.
-            frame = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    size = shrunk_size(frame.shape[1], frame.shape[0], max_edge)
+    if size is not None:
+        # Shrinking here is cheaper than letting the processor do it on a
+        # full-size copy; INTER_AREA keeps thin details visible.
+        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     return frame
 
 
@@ -334,11 +383,7 @@ class _OpenCVFrames:
         return frame
 
     def _fail(self, index: int) -> None:
-        at = format_clock(index / self._info.fps)
-        raise VideoError(
-            f"The video could not be decoded at {at} (frame {index + 1} of {self._info.frame_count}); "
-            "the file may be truncated or damaged."
-        )
+        raise _undecodable(index, self._info)
 
 
 class FrameReader:
@@ -351,6 +396,11 @@ class FrameReader:
     on MPEG-4, MJPEG, VP8, H.264, HEVC and rotated files). PyAV also knows
     where the keyframes are, so `read_segment` can prefer them. `cancel` is
     checked while the decoder scans the packets and before each frame.
+
+    No frame larger than 8K is decoded: PyAV's decoder is capped, and OpenCV,
+    which cannot be, gets the file only once a capped decode of every frame
+    has succeeded (`keyframe_decoder.decodable_frames`). A frame over the cap
+    is a VideoError naming it, never a reason to try OpenCV.
     """
 
     def __init__(self, path: str, info: VideoInfo, max_edge: Optional[int] = None,
@@ -367,7 +417,7 @@ class FrameReader:
             except keyframe_decoder.DECODER_ERRORS:
                 pass
         if self._decoder is None:
-            self._opencv = _OpenCVFrames(path, info)
+            self._opencv = self._checked_opencv()
 
     @property
     def uses_pyav(self) -> bool:
@@ -400,13 +450,27 @@ class FrameReader:
             images.append(Image.fromarray(self._rgb_frame(index)))
         return images
 
+    def _checked_opencv(self) -> _OpenCVFrames:
+        """OpenCV's reader, once a capped decode of every frame showed none is over 8K or undecodable."""
+        try:
+            decodable = keyframe_decoder.decodable_frames(self._path, self._cancel)
+        except FrameTooLarge as error:
+            raise _too_large(error) from None
+        except keyframe_decoder.DECODER_ERRORS:
+            decodable = 0
+        if decodable < self._info.frame_count:
+            raise _undecodable(decodable, self._info)
+        return _OpenCVFrames(self._path, self._info)
+
     def _rgb_frame(self, index: int) -> np.ndarray:
         if self._decoder is not None:
             try:
-                return _shrink(self._decoder.frame(index), self._max_edge)
+                return self._decoder.frame(index, self._max_edge)
+            except FrameTooLarge as error:
+                raise _too_large(error) from None
             except keyframe_decoder.DECODER_ERRORS:
                 self._decoder.close()
                 self._decoder = None
-                self._opencv = _OpenCVFrames(self._path, self._info)
+                self._opencv = self._checked_opencv()
         # Shrinking before the colour conversion converts fewer pixels.
         return cv2.cvtColor(_shrink(self._opencv.frame(index), self._max_edge), cv2.COLOR_BGR2RGB)

@@ -153,10 +153,12 @@ def test_a_still_image_is_named_as_such(app, client, media):
     assert "still image" in body["error"]
 
 
-def test_frames_larger_than_8k_are_refused_before_any_is_decoded(app, client, media):
-    """A 150 kB file declaring 16000 x 16000 frames: each decoded one would take over a gigabyte."""
+def test_frames_declared_larger_than_8k_are_refused_before_any_is_decoded(app, client, media):
+    """A 150 kB file declaring 16000 x 16000 frames in its headers and in every JPEG (whose data is for
+    160x120): FFmpeg refuses each as invalid before allocating it. The capped stream-info probe
+    leaves no declared size to quote; tests/test_frame_bombs.py has valid 16000 x 16000 frames."""
     body = refused(app, post_files(client, files=[("video", media["huge_frames"], "huge.avi")]), 415, field="video")
-    assert "16000x16000" in body["error"] and "8K" in body["error"]
+    assert body["error"] == "The video has no frames that can be decoded; the file may be empty or damaged."
 
 
 @pytest.mark.parametrize("kind", ["mp4_half", "avi_half"])

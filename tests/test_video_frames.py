@@ -364,3 +364,38 @@ def test_cancelling_stops_the_packet_scan(tmp_path):
     cancel.set()
     with pytest.raises(Cancelled):
         FrameReader(path, probe_video(path), cancel=cancel)
+
+
+@pytest.mark.parametrize("degrees", [0, 90])
+def test_shrunk_frames_are_upright_and_close_to_shrinking_the_whole_frame(tmp_path, degrees):
+    """PyAV scales and converts in one pass (area averaging); OpenCV's INTER_AREA on the full frame is the reference."""
+    import cv2
+    import numpy as np
+
+    path = write_video(str(tmp_path / "v.mp4"), duration=1, fps=25, size=(160, 96), markers=[Marker(0, 1, "red")])
+    if degrees:
+        _rotate_mp4(path, degrees)
+    info = probe_video(path)
+    whole = _every_frame_rgb(path)[7]
+    with FrameReader(path, info, max_edge=48) as reader:
+        image = reader.read([7])[0]
+        assert reader.uses_pyav
+    assert image.size == ((48, 29) if degrees == 0 else (29, 48))
+    expected = cv2.resize(whole, image.size, interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(np.asarray(image).astype(int) - expected).mean() < 2
+
+
+def test_a_video_whose_frames_pyav_cannot_number_by_timestamp_is_probed_and_read(tmp_path):
+    """In MPEG-TS PyAV's seeks do not land where the timestamps say: the probe counts the packets once the
+    last keyframe's frames decode, and the reader hands the file to OpenCV after a capped decode of all of it."""
+    import numpy as np
+
+    path = write_video(str(tmp_path / "h264.ts"), duration=8, fps=25, size=(96, 64), **_X264_OPEN_GOP)
+    info = probe_video(path)
+    assert (info.frame_count, info.fps, info.width, info.height) == (200, 25.0, 96, 64)
+    every = _every_frame_rgb(path)
+    with FrameReader(path, info) as reader:
+        images = reader.read([0, 101, 199])
+        assert not reader.uses_pyav
+    for index, image in zip([0, 101, 199], images):
+        assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
