@@ -29,7 +29,8 @@ HEADER_TIMEOUT_SECONDS (10: a client must send its whole request head
 within this, else nginx closes the connection), BODY_TIMEOUT_SECONDS (60:
 the longest pause between two pieces of a body), LEGACY_PROXY_TIMEOUT_SECONDS
 (86400: how long nginx waits for the answer to a synchronous /analyze
-request, which waits for its whole job), NGINX (the nginx binary).
+request, which waits for its whole job), NGINX (the nginx binary),
+GUNICORN_CONFIG (gunicorn.conf.py; the benchmarks' experiments name others).
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ class Settings:
         self.header_timeout = _env_int(environ, "HEADER_TIMEOUT_SECONDS", 10, 1)
         self.body_timeout = _env_int(environ, "BODY_TIMEOUT_SECONDS", 60, 1)
         self.legacy_timeout = _env_int(environ, "LEGACY_PROXY_TIMEOUT_SECONDS", 86400, 1)
+        self.gunicorn_config = os.path.join(ROOT, environ.get("GUNICORN_CONFIG") or "gunicorn.conf.py")
         self.nginx = environ.get("NGINX") or shutil.which("nginx") or (
             "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
@@ -138,9 +140,13 @@ error_log stderr warn;
 # SIGQUIT (graceful stop): connections still open after this are closed.
 worker_shutdown_timeout {NGINX_SHUTDOWN_SECONDS}s;
 
+# Room for the connections below whatever the shell's soft limit (ignored past the hard limit).
+worker_rlimit_nofile 8192;
+
 events {{
-    # Each proxied request takes two (client and gunicorn): ~500 requests at once.
-    worker_connections 1024;
+    # Each proxied request takes two (client and gunicorn). A connection waiting for its head costs nginx
+    # ~10 KB (300 stalled ones: +4 MiB, bench/experiment_slow_clients.py); past this, new ones are refused.
+    worker_connections 4096;
 }}
 
 http {{
@@ -233,9 +239,13 @@ def _child_setup() -> None:
             pass
 
 
-def _gunicorn_command(socket_path: str) -> List[str]:
+# gunicorn logs the client's address nginx saw; in front of GUNICORN_CMD_ARGS, so a caller's own settings win.
+_ACCESS_LOG_FORMAT = """--access-logformat '%({x-real-ip}i)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'"""
+
+
+def _gunicorn_command(settings: Settings, socket_path: str) -> List[str]:
     return [
-        sys.executable, "-m", "gunicorn", "--config", os.path.join(ROOT, "gunicorn.conf.py"),
+        sys.executable, "-m", "gunicorn", "--config", settings.gunicorn_config,
         "--bind", f"unix:{socket_path}",
         # nginx bounds the request head (a line up to 16 KiB, 4 such buffers). gunicorn's own limits are lower
         # (gunicorn 27 caps limit_request_line at 8190 whatever gunicorn.conf.py asks) and would answer some
@@ -243,7 +253,6 @@ def _gunicorn_command(socket_path: str) -> List[str]:
         "--limit-request-line", "0", "--limit-request-field_size", "32768", "--limit-request-fields", "32768",
         # Idle connections from nginx stay open longer than nginx keeps them (20 s).
         "--keep-alive", "30",
-        "--access-logformat", '%({x-real-ip}i)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
         "app:create_app()",
     ]
 
@@ -294,8 +303,9 @@ class Launcher:
             signal.signal(signum, self._on_signal)
         try:
             socket_path = self.prepare()
-            env = dict(os.environ, DATA_DIR=self.settings.data_dir)
-            self.gunicorn = subprocess.Popen(_gunicorn_command(socket_path), cwd=ROOT, env=env,
+            env = dict(os.environ, DATA_DIR=self.settings.data_dir,
+                       GUNICORN_CMD_ARGS=f"{_ACCESS_LOG_FORMAT} {os.environ.get('GUNICORN_CMD_ARGS', '')}".strip())
+            self.gunicorn = subprocess.Popen(_gunicorn_command(self.settings, socket_path), cwd=ROOT, env=env,
                                              preexec_fn=_child_setup)
             # nginx opens the public port once gunicorn listens: no 502s while it starts.
             while not os.path.exists(socket_path):
