@@ -27,7 +27,7 @@ Set-ups:
   waitress      waitress (16 threads, channel-timeout 10 s, connection limit 1000) serving create_app;
                 needs `.venv/bin/python -m pip install --target bench/work/waitress waitress` first
 
-Results: printed, and written to bench/results/slow-clients-<date>.json.
+Results: printed, and written to bench/results/slow-clients/<date>.json.
 Loopback only; every loop is bounded in time.
 """
 from __future__ import annotations
@@ -57,7 +57,8 @@ from bench.pollers import percentile  # noqa: E402
 from bench.videos import WORK, bench_video  # noqa: E402
 
 PY = sys.executable
-RESULTS = os.path.join(ROOT, "bench", "results")
+# A folder of its own: bench/report.py and the smoke tests read every bench/results/*.json as a bench run.
+RESULTS = os.path.join(ROOT, "bench", "results", "slow-clients")
 WAITRESS_PATH = os.path.join(WORK, "waitress")
 HEADER_TIMEOUT = 10  # seconds, for nginx and waitress alike
 STALLED_HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n"
@@ -508,7 +509,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--trickle", type=int, default=16)
     parser.add_argument("--drip", type=int, default=0,
                         help="connections whose header never ends: one more byte every second")
-    parser.add_argument("--out", help="default bench/results/slow-clients-<date>.json")
+    parser.add_argument("--out", help="default bench/results/slow-clients/<date>.json")
     args = parser.parse_args(argv)
 
     from tools.make_tiny_model import cached_checkpoint
@@ -531,7 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"failures {summary['failures']}/{summary['requests']}  stalled closed after {summary['stalled_closed_s']}  "
             f"app threads max {summary['app_threads_max']}  app RSS max {summary['app_rss_max_mib']} MiB  "
             f"nginx RSS max {summary['nginx_rss_max_mib']} MiB")
-    out = args.out or os.path.join(RESULTS, f"slow-clients-{dt.date.today().isoformat()}.json")
+    out = args.out or os.path.join(RESULTS, f"{dt.date.today().isoformat()}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     document = {
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
