@@ -63,6 +63,8 @@ _PROBLEMS = {
           "The request's headers are larger than this server accepts (16 KiB each); send fewer or shorter ones."),
     494: ("Request Header Fields Too Large",
           "The request's headers are larger than this server accepts (16 KiB each); send fewer or shorter ones."),
+    500: ("Internal Server Error", "The server could not take this request (its disk may be full); "
+                                   "try again later."),
     502: ("Bad Gateway", "The service behind this address is not answering (starting or restarting); "
                         "try again in a few seconds."),
     504: ("Gateway Timeout", "The service took too long to answer this request; try again later."),

@@ -257,6 +257,19 @@ def test_requests_nginx_refuses_get_problem_json(server, head, status):
     assert_problem_json(raw_http(server.base, head), status)
 
 
+def test_a_body_nginx_cannot_buffer_is_a_problem_json_500(server):
+    """nginx's buffer for bodies (DATA_DIR/.request-bodies) made immutable stands for a full disk there."""
+    bodies = os.path.join(server.data_dir, ".request-bodies")
+    if subprocess.run(["chattr", "+i", bodies], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        body = multipart([(b"video", b"clip.mp4", os.urandom(100_000))])
+        response = raw_http(server.base, request_head("/api/v1/video/upload", len(body)), [body])
+    finally:
+        subprocess.run(["chattr", "-i", bodies], check=True)
+    assert "disk may be full" in assert_problem_json(response, 500)["detail"]
+
+
 def test_long_request_lines_and_headers_within_nginxs_limits_reach_the_app(server):
     """Up to 16 KiB a line: gunicorn behind nginx must not refuse what nginx let through with its own HTML page."""
     response = raw_http(server.base, b"GET /api/v1/video/status/" + b"a" * 12_000 + b" HTTP/1.1\r\nHost: x\r\n"
