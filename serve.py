@@ -314,7 +314,8 @@ class Launcher:
                 if self.stopping or self.gunicorn.poll() is not None:
                     return self._finish("gunicorn")
                 time.sleep(0.05)
-            self.nginx = subprocess.Popen([self.settings.nginx, "-p", self.runtime, "-c",
+            # -e: nginx's log before it reads the configuration (a package may compile in a file under /var/log).
+            self.nginx = subprocess.Popen([self.settings.nginx, "-e", "stderr", "-p", self.runtime, "-c",
                                            os.path.join(self.runtime, "nginx.conf")],
                                           cwd=self.runtime, preexec_fn=_child_setup)
             print(f"serve.py: nginx on http://{self.settings.host}:{self.settings.port} -> gunicorn on "
