@@ -529,7 +529,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     say(f"all rounds ({args.rounds}), load average {load_at_start[0]:.1f} -> {os.getloadavg()[0]:.1f}:")
     for name, summary in pooled.items():
         say(f"  {name:12s} p50 {summary['p50_ms']} ms  p99 {summary['p99_ms']} ms  max {summary['max_ms']} ms  "
-            f"failures {summary['failures']}/{summary['requests']}  stalled closed after {summary['stalled_closed_s']}  "
+            f"failures {summary['failures']}/{summary['requests']}  "
+            f"stalled closed after {summary['stalled_closed_s']}  "
             f"app threads max {summary['app_threads_max']}  app RSS max {summary['app_rss_max_mib']} MiB  "
             f"nginx RSS max {summary['nginx_rss_max_mib']} MiB")
     out = args.out or os.path.join(RESULTS, f"{dt.date.today().isoformat()}.json")
