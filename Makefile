@@ -24,8 +24,10 @@ $(STAMP): requirements.txt
 system-deps:
 	@sh tools/install_system_packages.sh
 
+# nginx in front of gunicorn (serve.py): nginx reads whole requests, so slow or stalled clients
+# never hold one of gunicorn's threads (guides/operations.md).
 run: setup
-	exec env HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn --config gunicorn.conf.py 'app:create_app()'
+	exec env HOST=$(HOST) PORT=$(PORT) $(PY) serve.py
 
 dev: setup
 	$(PY) app.py

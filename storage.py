@@ -38,6 +38,8 @@ SPOOL_ENVIRON_KEY = "video_service.upload_spool"
 _SESSION_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAME_LIMIT = 200
 _MB = 1024 * 1024
+# Where nginx buffers request bodies when serve.py runs it in front (serve.REQUEST_BODY_DIR); not ours to touch.
+_PROXY_BODY_DIR = ".request-bodies"
 
 
 class StorageError(OSError):
@@ -83,7 +85,7 @@ class Storage:
         for name in os.listdir(self.root):
             if _SESSION_NAME.match(name):
                 self.remove(os.path.join(self.root, name))
-            else:
+            elif name != _PROXY_BODY_DIR:
                 log.warning("DATA_DIR holds %r, which this service did not create; leaving it alone", name)
         self._set_limit()
 

@@ -1,7 +1,7 @@
 """P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
 
     python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--server-times]
-        [--variants product,shm,nice,nicejob,shm+nice,switch1ms,nosplit,idle,slice]
+        [--variants product,bare,shm,nice,nicejob,shm+nice,switch1ms,nosplit,idle,slice]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
 videos) and measures P3 exactly as bench/run.py does; rounds interleave the
@@ -37,6 +37,8 @@ VARIANTS = {
     "nosplit": ("gunicorn.conf.py", {"PARALLEL_VISION": "0"}),
     "idle": ("bench/gunicorn_experiment.conf.py", {"EXP_IDLE": "1"}),
     "slice": ("bench/gunicorn_experiment.conf.py", {"EXP_SLICE_US": "100"}),
+    # gunicorn alone on the port, as `make run` served before serve.py put nginx in front
+    "bare": ("gunicorn.conf.py", {}, False),
 }
 
 
@@ -76,10 +78,11 @@ def main(argv=None) -> int:
     runs = {name: [] for name in names}
     for round_index in range(args.rounds):
         for name in names:
-            config, env = VARIANTS[name]
+            config, env, *front = VARIANTS[name]
             if args.server_times:
                 env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s \"%(a)s\"' --log-level info")
-            with Server(f"exp-{name}", tiny, config=config, JOB_WORKERS=1, **env) as server:
+            with Server(f"exp-{name}", tiny, config=config, front=front[0] if front else True, JOB_WORKERS=1,
+                        **env) as server:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
                 if args.server_times:

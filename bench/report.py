@@ -53,7 +53,8 @@ def latest(kind: str) -> Optional[dict]:
     files = [f for f in files if f.endswith("-quick.json") == (kind == "quick")]
     if not files:
         return None
-    path = max(files, key=os.path.getmtime)
+    # By name (the run's date), then time: a fresh checkout gives every file the same mtime.
+    path = max(files, key=lambda f: (os.path.basename(f), os.path.getmtime(f)))
     with open(path) as handle:
         results = json.load(handle)
     results["_file"] = os.path.relpath(path, os.path.dirname(BENCH))

@@ -169,14 +169,22 @@ def median_rss_mib(pid: int, seconds: float, every: float = 0.05) -> float:
 
 
 class Server:
-    """The real service: gunicorn with the project's gunicorn.conf.py, in a subprocess."""
+    """The real service as `make run` starts it, in a subprocess: serve.py, nginx in front of gunicorn.
 
-    def __init__(self, name: str, model: str, config: str = "gunicorn.conf.py", **env):
-        self.name, self.model, self.config = name, model, config
+    Clients reach it through nginx's port (`base`, `port`); `worker_pid` is
+    gunicorn's one worker, the process that holds the model. `config` names
+    the gunicorn configuration (GUNICORN_CONFIG; the experiments' variants).
+    `front=False` starts gunicorn alone on the port, as `make run` did before
+    serve.py (experiment_p3.py's `bare` variant compares the two).
+    """
+
+    def __init__(self, name: str, model: str, config: str = "gunicorn.conf.py", front: bool = True, **env):
+        self.name, self.model, self.config, self.front = name, model, config, front
         self.extra_env = {k: str(v) for k, v in env.items()}
         self.process: Optional[subprocess.Popen] = None
         self.port = 0
         self.worker_pid = 0
+        self.nginx_pids: List[int] = []
         self.data_dir = ""
         self.log_path = os.path.join(WORK, f"server-{name}.log")
 
@@ -190,11 +198,13 @@ class Server:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         env = {k: v for k, v in os.environ.items() if k not in ("USE_OPENBLAS", "LD_PRELOAD")}
         env.update(MODEL=self.model, DATA_DIR=self.data_dir, PORT=str(self.port), HOST="127.0.0.1",
-                   LOG_LEVEL="warning", **self.extra_env)
+                   LOG_LEVEL="warning", GUNICORN_CONFIG=self.config, **self.extra_env)
         log = open(self.log_path, "w")
         started = time.perf_counter()
+        command = ([PY, os.path.join(ROOT, "serve.py")] if self.front else
+                   [PY, "-m", "gunicorn", "--config", self.config, "app:create_app()"])
         self.process = subprocess.Popen(
-            [PY, "-m", "gunicorn", "--config", self.config, "app:create_app()"],
+            command,
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
@@ -218,11 +228,27 @@ class Server:
         return self
 
     def _worker(self) -> int:
-        pid = self.process.pid
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            workers = [int(p) for p in children.read().split()]
-        if len(workers) != 1:
-            raise RuntimeError(f"expected one gunicorn worker, found {workers}")
+        """gunicorn's worker: the one child of the launcher's child that is not nginx (gunicorn's arbiter)."""
+        def children(pid: int) -> List[int]:
+            with open(f"/proc/{pid}/task/{pid}/children") as handle:
+                return [int(p) for p in handle.read().split()]
+
+        def is_nginx(pid: int) -> bool:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                return handle.read().startswith(b"nginx")
+
+        if not self.front:
+            workers = children(self.process.pid)
+            if len(workers) != 1:
+                raise RuntimeError(f"expected one gunicorn worker, found {workers}")
+            return workers[0]
+        started = children(self.process.pid)
+        nginx = [pid for pid in started if is_nginx(pid)]
+        arbiters = [pid for pid in started if pid not in nginx]
+        self.nginx_pids = nginx + [child for pid in nginx for child in children(pid)]
+        workers = [child for pid in arbiters for child in children(pid)]
+        if len(nginx) != 1 or len(workers) != 1:
+            raise RuntimeError(f"expected nginx and one gunicorn worker, found nginx {nginx}, workers {workers}")
         return workers[0]
 
     def stop(self) -> None:
@@ -727,7 +753,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
     long_video = bench_video(plan["long_video"])
     short_video = bench_video(10)
 
-    say("tiny server (gunicorn, JOB_WORKERS=1, MAX_QUEUED_JOBS=32)")
+    say("tiny server (serve.py: nginx + gunicorn, JOB_WORKERS=1, MAX_QUEUED_JOBS=32)")
     with Server("tiny", tiny, JOB_WORKERS=1, MAX_QUEUED_JOBS=32) as server:
         run_job(server.base, short_video)  # warm: the first generate compiles kernels
         if want("p1") or want("p2"):
@@ -800,7 +826,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
         full = checkpoint("full")
         full_video = bench_video(plan["p1_full_video"])
         if want("p1") or want("p2"):
-            say("full server (gunicorn)")
+            say("full server (serve.py: nginx + gunicorn)")
             with Server("full", full) as server:
                 run_job(server.base, bench_video(10), max_tokens=1, frames_per_segment=1)  # warm
                 say(f"P1 full: pure, job, pure, job, pure on {os.path.basename(full_video)}")

@@ -9,8 +9,9 @@ command -v apt-get >/dev/null 2>&1 || exit 0
 
 if [ "$#" -eq 0 ]; then
     # OpenBLAS: ~30x faster CPU matrix multiply for mlx. Chromium and its
-    # driver: the web page's browser tests.
-    set -- libopenblas0-pthread chromium chromium-driver
+    # driver: the web page's browser tests. nginx: `make run` (serve.py) puts
+    # it in front of gunicorn, so slow clients never hold a request thread.
+    set -- libopenblas0-pthread chromium chromium-driver nginx
 fi
 missing=""
 for package in "$@"; do
@@ -29,3 +30,14 @@ fi
 echo "installing Debian packages:$missing"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+# serve.py runs nginx itself, as the user who runs the service. Debian's
+# package also enables and starts a system-wide nginx on port 80; when this
+# script is what installed it, that service is stopped and disabled again.
+case " $missing " in
+    *" nginx "*)
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+            $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+            echo "note: disabled the system-wide nginx service the package started (serve.py runs its own)."
+        fi
+        ;;
+esac
