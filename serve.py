@@ -63,6 +63,8 @@ _PROBLEMS = {
           "The request's headers are larger than this server accepts (16 KiB each); send fewer or shorter ones."),
     494: ("Request Header Fields Too Large",
           "The request's headers are larger than this server accepts (16 KiB each); send fewer or shorter ones."),
+    503: ("Service Unavailable", "The server is already receiving {max_uploads} uploads, as many as it takes at "
+                                 "once; send this one again in a minute."),
     500: ("Internal Server Error", "The server could not take this request (its disk may be full); "
                                    "try again later."),
     502: ("Bad Gateway", "The service behind this address is not answering (starting or restarting); "
@@ -79,6 +81,8 @@ class Settings:
         self.port = _env_int(environ, "PORT", 5000, 1)
         self.data_dir = os.path.abspath(environ.get("DATA_DIR") or "data")
         self.max_upload_mb = _env_int(environ, "MAX_UPLOAD_MB", 2048, 1)
+        # Uploads nginx receives at once, per route (async, legacy): the app's queue cap (config.py, 16).
+        self.max_uploads = _env_int(environ, "MAX_QUEUED_JOBS", 16, 1)
         self.header_timeout = _env_int(environ, "HEADER_TIMEOUT_SECONDS", 10, 1)
         self.body_timeout = _env_int(environ, "BODY_TIMEOUT_SECONDS", 60, 1)
         self.legacy_timeout = _env_int(environ, "LEGACY_PROXY_TIMEOUT_SECONDS", 86400, 1)
@@ -111,14 +115,16 @@ def _problem_locations(settings: Settings, legacy: bool) -> str:
     blocks = []
     for status, (title, detail) in _PROBLEMS.items():
         sent = _SENT_AS.get(status, status)
-        detail = detail.format(max_mb=settings.max_upload_mb)
+        detail = detail.format(max_mb=settings.max_upload_mb, max_uploads=settings.max_uploads)
         body = {"type": "about:blank", "title": title, "status": sent, "detail": detail, "error": detail}
         if legacy:
             body["success"] = False  # as the app answers /analyze/ (errors.py)
         text = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
+        retry = "            add_header Retry-After 60 always;\n" if status == 503 else ""
         blocks.append(f"        location = {prefix}{status} {{\n"
                       f"            internal;\n"
                       f"            default_type application/problem+json;\n"
+                      f"{retry}"
                       f"            return {sent} '{text}';\n"
                       f"        }}")
     return "\n".join(blocks)
@@ -183,6 +189,14 @@ http {{
     client_max_body_size {settings.max_upload_mb + 1}m;
     client_body_buffer_size 16k;
 
+    # Bodies being buffered (and legacy requests waiting) at once, per route: nginx's buffers in DATA_DIR
+    # stay within 2 x MAX_QUEUED_JOBS x (MAX_UPLOAD_MB + 1) MB, as the queue cap bounded gunicorn's before.
+    # More are a 503 before their body is read. The app's own 503s pass through untouched.
+    limit_conn_zone $server_name zone=uploads:1m;
+    limit_conn_zone $server_name zone=legacy:1m;
+    limit_conn_status 503;
+    limit_conn_log_level warn;
+
     upstream service {{
         server unix:{socket_path} max_fails=0;
         keepalive 16;
@@ -215,10 +229,16 @@ http {{
             proxy_pass http://service;
         }}
 
+        location = /api/v1/video/upload {{
+            proxy_pass http://service;
+            limit_conn uploads {settings.max_uploads};
+        }}
+
         # Legacy synchronous routes wait for their whole job: hours for a long video on a full-size model.
         location /analyze/ {{
             proxy_pass http://service;
             proxy_read_timeout {settings.legacy_timeout}s;
+            limit_conn legacy {settings.max_uploads};
 {_error_pages(legacy=True)}
         }}
 

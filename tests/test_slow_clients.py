@@ -248,6 +248,40 @@ def test_a_body_over_the_limit_is_refused_by_nginx_as_problem_json(server, path,
     assert "1 MB" in body["detail"]
 
 
+@pytest.mark.parametrize("path,legacy", [("/api/v1/video/upload", False), ("/analyze/highlights", True)])
+def test_uploads_past_the_queue_cap_are_refused_before_nginx_buffers_their_body(tiny_model_dir, tmp_path, path,
+                                                                                 legacy):
+    """nginx buffers whole bodies in DATA_DIR: at most MAX_QUEUED_JOBS per route at once, or a flood of big
+    uploads would fill the disk before the app could refuse them. The next one gets a 503 without its body."""
+    launched = Launched(tiny_model_dir, tmp_path, MAX_QUEUED_JOBS="2")
+    try:
+        launched.wait_ready()
+        held = connections(launched, trickle=0)
+        address = host_port(launched.base)
+        for _ in range(2):
+            sock = socket.create_connection(address)
+            sock.sendall(request_head(path, 500_000) + b"--hostile-boundary\r\n")
+            held["trickle"].append(sock)
+        time.sleep(0.5)  # nginx has taken both
+        response = raw_http(launched.base, request_head(path, 500_000), timeout=ANSWER_WITHIN)
+        body = assert_problem_json(response, 503, legacy)
+        assert "2 uploads" in body["detail"] and int(response.headers["Retry-After"]) > 0
+        assert answered(launched.base + "/health") == 200
+        close_all(held)
+        time.sleep(0.5)
+        with open(videos_short(tmp_path), "rb") as handle:
+            again = requests.post(launched.base + path, files={"video": handle}, timeout=30)
+        assert again.status_code in (200, 202), again.text
+    finally:
+        launched.stop()
+
+
+def videos_short(root) -> str:
+    from synthetic_video import write_video
+
+    return write_video(str(root / "after.mp4"), duration=2, fps=10)
+
+
 @pytest.mark.parametrize("head,status", [
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
@@ -302,7 +336,9 @@ def test_sigterm_stops_nginx_and_gunicorn_cleanly(tiny_model_dir, tmp_path, vide
     try:
         launched.wait_ready()
         processes = launched.descendants()
-        assert len(processes) == 4, processes  # nginx master and worker, gunicorn arbiter and worker
+        # nginx master and worker, gunicorn arbiter and worker, the worker's analysis process and
+        # multiprocessing's resource tracker.
+        assert len(processes) == 6, processes
         with open(videos["long"], "rb") as handle:
             response = requests.post(launched.base + "/api/v1/video/upload", files={"video": handle},
                                      data={"segment_duration": "1"}, timeout=30)
