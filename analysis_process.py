@@ -13,7 +13,7 @@ fork of a process that has threads), mirrors the model's state (`loaded`,
 the child answers, with progress coming back as the child reports it, and
 `cancel(job_id)` reaches the running job within one token or one frame. If
 the child dies (killed, out of memory), its running jobs fail with a
-sentence and a new child is started.
+sentence and a new child is started; queued jobs wait for it to load.
 
 The child (`_child_main`) holds one `VideoHighlightGenerator` and runs each
 job on a thread of its own; how many run at once is the parent's business
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_KINDS = ("highlights", "workout")
 Progress = Callable[[int, int, str], None]
+# How often a job waiting for the model looks at its cancel event and at shutdown.
+_WAIT_STEP_SECONDS = 0.25
+# The longest pause before starting a child again after children died while loading.
+_MAX_RESTART_DELAY = 60
 # How long a stopping child may take to cancel its jobs and release the model before it is killed.
 _STOP_SECONDS = 3.0
 _DIED = ("The analysis process stopped unexpectedly (it may have run out of memory); "
@@ -81,6 +85,8 @@ class AnalysisProcess:
         self._calls: Dict[int, _Waiter] = {}
         self._call_ids = itertools.count(1)
         self._closed = False
+        self._stopped = threading.Event()  # set by close(): cuts a restart's back-off short
+        self._failed_starts = 0  # children in a row that died before loading the model
         self._process = None
         self._connection = None
         self.restarts = 0
@@ -128,12 +134,11 @@ class AnalysisProcess:
         """
         if kind not in ANALYSIS_KINDS:
             raise ValueError(f"unknown analysis kind {kind!r}")
+        self._wait_for_model(cancel)
         waiter = _Waiter(progress)
         with self._lock:
             if self._closed:
                 raise ModelUnavailable("The analysis process is shutting down.")
-            if not self.loaded:
-                raise ModelUnavailable(self.load_error or f"Model '{self.name}' is still loading.")
             self._jobs[job_id] = waiter
         try:
             self._send(("run", job_id, kind, video_path, options))
@@ -150,6 +155,16 @@ class AnalysisProcess:
         if error_kind == "cancelled":
             raise Cancelled(message)
         raise AnalysisFailed(error_kind, message)
+
+    def _wait_for_model(self, cancel: Optional[threading.Event]) -> None:
+        """Wait while a child (re)loads the model: a queued job outlives a crash of the child before it."""
+        while not self._loaded.wait(_WAIT_STEP_SECONDS):
+            if self._closed:
+                raise ModelUnavailable("The analysis process is shutting down.")
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Cancelled while the model was loading.")
+        if self.load_error:
+            raise ModelUnavailable(self.load_error)
 
     def cancel(self, job_id: str) -> None:
         """Stop the job in the child within one token or one frame; nothing happens for an unknown id."""
@@ -182,6 +197,7 @@ class AnalysisProcess:
                 return
             self._closed = True
             process = self._process
+        self._stopped.set()
         self._send(("stop",), quiet=True)
         if process is not None:
             process.join(timeout)
@@ -228,16 +244,17 @@ class AnalysisProcess:
         with self._lock:
             if self._closed:
                 return
-        had_loaded = self.loaded
-        self._loaded.clear()  # from now on uploads are told the model is loading
+        if not self._loaded.is_set():
+            self._failed_starts += 1  # it died before it had loaded the model
+        self._loaded.clear()  # from now on uploads are told the model is loading; queued jobs wait
         self._fail_everything("model", _DIED)
-        if not had_loaded:  # it died loading the model: starting again would only die again
-            log.error("The analysis process exited while loading the model (exit code %s)", process.exitcode)
-            self.load_error = self.load_error or (f"Model '{self.name}' could not be loaded: the analysis process "
-                                                  f"exited (code {process.exitcode}).")
-            self._loaded.set()
+        # A child that keeps dying while it loads is started again less and less often (2, 4, ... 60 s):
+        # a model the child reports it cannot load is a load_error instead, and the child stays up.
+        delay = min(_MAX_RESTART_DELAY, 2 ** self._failed_starts) if self._failed_starts else 0
+        log.error("The analysis process exited unexpectedly (exit code %s); starting a new one%s",
+                  process.exitcode, f" in {delay} s" if delay else "")
+        if delay and self._stopped.wait(delay):
             return
-        log.error("The analysis process exited unexpectedly (exit code %s); starting a new one", process.exitcode)
         with self._lock:
             if self._closed:
                 return
@@ -250,6 +267,7 @@ class AnalysisProcess:
             info = message[1]
             self.device = info["device"]
             self.load_error = info["load_error"]
+            self._failed_starts = 0
             self._loaded.set()
             return
         table, key = (self._calls, message[1]) if what == "reply" else (self._jobs, message[1])

@@ -230,19 +230,44 @@ def test_a_jobs_decoding_and_model_work_run_outside_the_web_process(tiny_model_d
         server.stop()
 
 
-def test_an_analysis_process_that_dies_fails_its_job_clearly_and_is_replaced(make_app, slow_video, videos):
-    app = make_app(own_analysis=True)
+def test_an_analysis_process_that_dies_fails_its_running_job_clearly_and_queued_jobs_wait_for_the_next(
+        make_app, slow_video, videos):
+    app = make_app(own_analysis=True, JOB_WORKERS=1)
     client = app.test_client()
     analysis = app.extensions[EXTENSION_KEY].analysis
-    session_id = upload(client, slow_video, segment_duration="1").get_json()["sessionId"]
-    wait_for_status(client, session_id, statuses=("processing",))
+    running = upload(client, slow_video, segment_duration="1").get_json()["sessionId"]
+    queued = [upload(client, videos["short"]).get_json()["sessionId"] for _ in range(2)]
+    wait_for_status(client, running, statuses=("processing",))
+    assert client.get("/health").get_json()["queue"] == {"pending": 2, "processing": 1}
     os.kill(analysis.pid, signal.SIGKILL)
-    final = wait_for_status(client, session_id)[-1]
+    final = wait_for_status(client, running)[-1]
     assert final["status"] == "failed" and "stopped unexpectedly" in final["error"]
     assert "Traceback" not in final["error"]
-    analysis.wait_until_loaded(120)
+    # The jobs queued behind it were not lost: they ran once a new child had loaded the model.
+    for session_id in queued:
+        assert wait_for_status(client, session_id, timeout=120)[-1]["status"] == "completed"
     assert analysis.restarts == 1
     again = upload(client, videos["short"]).get_json()["sessionId"]
     assert wait_for_status(client, again)[-1]["status"] == "completed"
     assert client.get("/health").get_json()["status"] == "healthy"
-    assert sorted(stored_entries(app)) == sorted([session_id, again])
+    assert sorted(stored_entries(app)) == sorted([running, *queued, again])
+
+
+def test_a_child_killed_while_it_loads_the_model_is_started_again(make_app, videos):
+    app = make_app(own_analysis=True)
+    client = app.test_client()
+    analysis = app.extensions[EXTENSION_KEY].analysis
+    first = analysis.pid
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while analysis.pid == first or not analysis.alive():
+        assert time.monotonic() < deadline, "no new child was started"
+        time.sleep(0.005)
+    assert not analysis.loaded
+    os.kill(analysis.pid, signal.SIGKILL)  # the second child, while it loads the model
+    analysis.wait_until_loaded(120)  # a third one, after a short back-off
+    assert analysis.restarts == 2
+    health = client.get("/health").get_json()
+    assert health["status"] == "healthy" and health["model"]["loaded"] is True
+    session_id = upload(client, videos["short"]).get_json()["sessionId"]
+    assert wait_for_status(client, session_id)[-1]["status"] == "completed"
