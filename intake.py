@@ -15,6 +15,7 @@ from typing import Optional
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from analysis_process import ModelUnavailable
 from errors import ApiError
 from jobs import QueueFull, ShuttingDown
 from parameters import check_prompts_fit, parse_analysis_request
@@ -139,7 +140,11 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
             raise ApiError(413, f"The video is larger than the limit of {svc.config.MAX_UPLOAD_MB} MB; "
                                 "upload a shorter or more compressed video.")
         analysis_type, params = parse_analysis_request(form, analysis_type)
-        check_prompts_fit(svc.analysis.prompt_problem, analysis_type, params)
+        try:
+            check_prompts_fit(svc.analysis.prompt_problem, analysis_type, params)
+        except ModelUnavailable:  # the analysis process is restarting, or did not answer in time
+            raise ApiError(503, "The model is not answering right now (it may be restarting); try again in a "
+                                "minute.", "Model unavailable", headers={"Retry-After": "30"}) from None
         name = display_filename(upload.filename)
         try:
             info = probe_video(path, name)

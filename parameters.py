@@ -64,6 +64,11 @@ def _coerce(spec: Parameter, value: Any) -> Any:
     if spec.kind == "string":
         if not isinstance(value, str):
             raise _bad(name, f"'{name}' must be text.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") that JSON let through
+            raise _bad(name, f"'{name}' must be valid Unicode text; it holds an unpaired surrogate "
+                             "(\\ud800-\\udfff) escape.") from None
         if len(value.encode("utf-8", "surrogatepass")) > spec.max_bytes:
             raise _bad(name, f"'{name}' is too long: at most {spec.max_bytes // 1024} KiB of text is allowed.")
         if "\x00" in value:

@@ -271,3 +271,27 @@ def test_a_child_killed_while_it_loads_the_model_is_started_again(make_app, vide
     assert health["status"] == "healthy" and health["model"]["loaded"] is True
     session_id = upload(client, videos["short"]).get_json()["sessionId"]
     assert wait_for_status(client, session_id)[-1]["status"] == "completed"
+
+
+def test_a_lone_surrogate_in_a_prompt_is_a_400_naming_the_field(app, client, videos):
+    response = upload(client, videos["short"], params='{"user_prompt": "Rate \\ud800 this"}')
+    assert response.status_code == 400, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["field"] == "user_prompt" and "surrogate" in body["error"]
+    assert stored_entries(app) == []
+
+
+def test_an_analysis_process_that_does_not_answer_makes_uploads_a_clear_503(make_app, videos):
+    app = make_app(own_analysis=True)
+    client = app.test_client()
+    analysis = app.extensions[EXTENSION_KEY].analysis
+    os.kill(analysis.pid, signal.SIGSTOP)  # wedged: alive, but answers nothing (the prompt check waits 10 s)
+    try:
+        response = upload(client, videos["short"])
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert int(response.headers["Retry-After"]) > 0 and "not answering" in response.get_json()["error"]
+        assert stored_entries(app) == []
+    finally:
+        os.kill(analysis.pid, signal.SIGCONT)
+    session_id = upload(client, videos["short"]).get_json()["sessionId"]
+    assert wait_for_status(client, session_id)[-1]["status"] == "completed"
