@@ -51,13 +51,16 @@ MIB = 1024 * 1024
 REQUEST_BODY_DIR = ".request-bodies"
 # How long the two may take to stop after SIGTERM before they are killed.
 STOP_SECONDS = 20.0
+# The largest body nginx takes on routes other than the two upload routes (none of them reads one).
+OTHER_BODY_KIB = 64
 NGINX_SHUTDOWN_SECONDS = 5  # nginx's worker_shutdown_timeout: requests still open then are closed
 
 # nginx's own refusals, as the app answers everything else: problem+json with a sentence.
 _PROBLEMS = {
     400: ("Bad Request", "The request could not be understood; check the request line and headers and try again."),
     408: ("Request Timeout", "The request took too long to arrive; try again on a steadier connection."),
-    413: ("Content Too Large", "The request is larger than this server accepts (uploads up to {max_mb} MB)."),
+    413: ("Content Too Large", "The request is larger than this server accepts (uploads up to {max_mb} MB; "
+                               "other requests take no body)."),
     414: ("URI Too Long", "The address is longer than this server accepts (16 KiB); check the URL."),
     431: ("Request Header Fields Too Large",
           "The request's headers are larger than this server accepts (16 KiB each); send fewer or shorter ones."),
@@ -65,6 +68,9 @@ _PROBLEMS = {
           "The request's headers are larger than this server accepts (16 KiB each); send fewer or shorter ones."),
     503: ("Service Unavailable", "The server is already receiving {max_uploads} uploads, as many as it takes at "
                                  "once; send this one again in a minute."),
+    404: ("Not Found", "There is nothing at this address; check the URL."),
+    501: ("Not Implemented", "The request's transfer encoding is not supported; send the body with a "
+                             "Content-Length or chunked."),
     500: ("Internal Server Error", "The server could not take this request (its disk may be full); "
                                    "try again later."),
     502: ("Bad Gateway", "The service behind this address is not answering (starting or restarting); "
@@ -185,7 +191,8 @@ http {{
     # gunicorn.conf.py allows request lines up to 16 KiB (a malformed long id gets the app's 404).
     client_header_buffer_size 1k;
     large_client_header_buffers 4 16k;
-    # MAX_UPLOAD_MB + 1 MB, as the app's MAX_CONTENT_LENGTH: the app checks the file exactly.
+    # MAX_UPLOAD_MB + 1 MB, as the app's MAX_CONTENT_LENGTH: the app checks the file exactly. Only the two
+    # upload routes take such bodies (`location /` below takes none to speak of).
     client_max_body_size {settings.max_upload_mb + 1}m;
     client_body_buffer_size 16k;
 
@@ -227,6 +234,9 @@ http {{
 
         location / {{
             proxy_pass http://service;
+            # No route here reads a body: nginx buffers at most this much for any of them (4096 connections x
+            # 64 KiB = 256 MiB at worst), where MAX_UPLOAD_MB each would let them fill the disk.
+            client_max_body_size {OTHER_BODY_KIB}k;
         }}
 
         location = /api/v1/video/upload {{

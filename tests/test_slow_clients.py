@@ -282,10 +282,20 @@ def videos_short(root) -> str:
     return write_video(str(root / "after.mp4"), duration=2, fps=10)
 
 
+@pytest.mark.parametrize("path", ["/health", "/api/v1/video/status/x", "/nowhere"])
+def test_routes_that_read_no_body_take_none_so_nginx_cannot_be_made_to_buffer_one(server, path):
+    """Only the upload routes may fill nginx's buffers in DATA_DIR (at most MAX_QUEUED_JOBS each at once)."""
+    response = raw_http(server.base, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 1048576\r\nConnection: close\r\n\r\n")
+    assert_problem_json(response, 413)
+
+
 @pytest.mark.parametrize("head,status", [
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    (b"POST /api/v1/video/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+    (b"GET /.nginx-problem/500 HTTP/1.1\r\nHost: x\r\n\r\n", 404),
 ])
 def test_requests_nginx_refuses_get_problem_json(server, head, status):
     assert_problem_json(raw_http(server.base, head), status)
