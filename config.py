@@ -46,6 +46,9 @@ class Config:
     MAX_FORM_MEMORY_SIZE: int = 256 * 1024
     # Seconds a legacy /analyze request waits before giving up on its job.
     LEGACY_TIMEOUT_SECONDS: Optional[float] = None
+    # Set by serve.py: nginx in front has buffered every body whole, so a refused request's unread body is
+    # read to its end before the answer (gunicorn would close the connection mid-body: nginx then says 502).
+    BUFFERED_BY_PROXY: bool = False
     # Request threads of the server (gunicorn.conf.py reads the same variable).
     HTTP_THREADS: int = 16
     # Legacy /analyze requests served at once: each holds a request thread until its job ends, so
@@ -80,6 +83,7 @@ class Config:
             HOST=os.environ.get("HOST") or defaults.HOST,
             PORT=_env_int("PORT", defaults.PORT, 1),
             HTTP_THREADS=_env_int("HTTP_THREADS", defaults.HTTP_THREADS, 2),
+            BUFFERED_BY_PROXY=os.environ.get("BUFFERED_BY_PROXY", "") == "1",
             MAX_LEGACY_REQUESTS=_env_int("MAX_LEGACY_REQUESTS", 0, 0) or None,  # None: half of HTTP_THREADS
         )
         settings.update(overrides)

@@ -51,10 +51,35 @@ def problem(status: int, detail: str, title: Optional[str] = None, headers: Opti
     }
     if request and request.path.startswith("/analyze/"):
         body["success"] = False  # legacy clients test this flag
+    if request:
+        _discard_unread_body()
     response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def _discard_unread_body() -> None:
+    """Behind serve.py's nginx, read what is left of a refused request's body before answering.
+
+    gunicorn drains at most 64 KiB of a body the app did not read and then
+    closes the connection; nginx, still sending the body it buffered, would
+    turn the app's answer (a 503 with Retry-After, say) into a 502. nginx has
+    the whole body already, so reading it is a local copy. Never done without
+    nginx in front: a client could make the thread wait for a body it never
+    sends. Bodies over MAX_CONTENT_LENGTH (refused as 413) are left alone.
+    """
+    from flask import current_app
+
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    length = request.content_length
+    if not current_app.config["SERVICE"].BUFFERED_BY_PROXY or not length or (limit and length > limit):
+        return
+    try:
+        while request.stream.read(1 << 20):
+            pass
+    except (OSError, HTTPException):
+        pass  # the body ended early (ClientDisconnected) or the proxy went away: nothing more to read
 
 
 def _http_exception(error: HTTPException) -> Response:

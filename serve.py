@@ -335,7 +335,8 @@ class Launcher:
             signal.signal(signum, self._on_signal)
         try:
             socket_path = self.prepare()
-            env = dict(os.environ, DATA_DIR=self.settings.data_dir,
+            # BUFFERED_BY_PROXY: the app reads a refused request's body to its end (config.py says why).
+            env = dict(os.environ, DATA_DIR=self.settings.data_dir, BUFFERED_BY_PROXY="1",
                        GUNICORN_CMD_ARGS=f"{_ACCESS_LOG_FORMAT} {os.environ.get('GUNICORN_CMD_ARGS', '')}".strip())
             self.gunicorn = subprocess.Popen(_gunicorn_command(self.settings, socket_path), cwd=ROOT, env=env,
                                              preexec_fn=_child_setup)

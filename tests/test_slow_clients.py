@@ -387,3 +387,25 @@ def test_if_nginx_dies_the_launcher_stops_gunicorn_and_fails(tiny_model_dir, tmp
         assert not [pid for pid in processes if running(pid)]
     finally:
         launched.stop()
+
+
+def test_an_upload_the_app_refuses_before_reading_its_body_gets_the_apps_answer_not_a_502(tiny_model_dir, tmp_path):
+    """gunicorn closes a connection whose body the app left unread (it drains only a little); nginx, still
+    sending that body, then answered 502. Behind nginx the app reads such a body to its end."""
+    from synthetic_video import write_video
+
+    launched = Launched(tiny_model_dir, tmp_path, MAX_QUEUED_JOBS="1", MAX_UPLOAD_MB="64")
+    long_video = write_video(str(tmp_path / "long.mp4"), duration=240, fps=2, size=(96, 72))
+    try:
+        launched.wait_ready()
+        with open(long_video, "rb") as handle:
+            busy = requests.post(launched.base + "/api/v1/video/upload", files={"video": handle},
+                                 data={"segment_duration": "1"}, timeout=30)
+        assert busy.status_code == 202
+        body = multipart([(b"video", b"big.mp4", os.urandom(24 * 1024 * 1024))])
+        for _ in range(3):
+            response = raw_http(launched.base, request_head("/api/v1/video/upload", len(body)), [body])
+            problem = assert_problem_json(response, 503)
+            assert "already queued" in problem["detail"] and int(response.headers["Retry-After"]) > 0
+    finally:
+        launched.stop()
