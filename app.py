@@ -155,7 +155,7 @@ def _legacy(analysis_type: str):
     Its files are deleted once it has answered (a legacy client has no id to
     clean up with), and a client that hangs up cancels its job. Each waiting
     request holds a request thread, so at most MAX_LEGACY_REQUESTS are served
-    at once (half the threads); the rest get 503 before their body is read.
+    at once (half the threads); the rest get 503 at once, nothing stored.
     """
     svc = services()
     if not svc.legacy_requests.acquire(blocking=False):
