@@ -741,7 +741,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
         "p3_full_seconds": 10,
         "p4_bytes": (256 if quick else 1024) * MIB,
         "p6_durations": (15, 30, 60, 120) if quick else (60, 120, 240, 480),
-        "long_video": 480,  # P3's jobs must outlast their windows (tiny: ~20 segments/s)
+        "long_video": 480 if quick else 960,  # P3's jobs must outlast their windows (tiny: ~20 segments/s)
     }
     results["settings"] = {"segment_duration": SEGMENT_SECONDS, "frames_per_segment": FRAMES,
                            "max_tokens": MAX_TOKENS, "video": "synthetic 640x360, 25 fps, mpeg4 (mp4v), GOP 12",
