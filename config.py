@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
-from model_runner import DEFAULT_MODEL
+# The model `make run` serves when MODEL is not set (model_runner and the CLI use it too).
+DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
 
 
-def _env_int(name: str, default: Optional[int], minimum: int = 0) -> Optional[int]:
-    raw = os.environ.get(name)
+def env_int(name: str, default: Optional[int], minimum: int = 0,
+            environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """A whole number from the environment (or `environ`); a person-readable exit when it is not one."""
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
@@ -74,17 +77,17 @@ class Config:
         settings = dict(
             MODEL=os.environ.get("MODEL") or defaults.MODEL,
             DATA_DIR=os.environ.get("DATA_DIR") or defaults.DATA_DIR,
-            MAX_UPLOAD_MB=_env_int("MAX_UPLOAD_MB", defaults.MAX_UPLOAD_MB, 1),
-            MAX_QUEUED_JOBS=_env_int("MAX_QUEUED_JOBS", defaults.MAX_QUEUED_JOBS, 1),
-            JOB_WORKERS=_env_int("JOB_WORKERS", defaults.JOB_WORKERS, 1),
-            SESSION_TTL_SECONDS=_env_int("SESSION_TTL_SECONDS", defaults.SESSION_TTL_SECONDS, 1),
-            MAX_STORAGE_MB=_env_int("MAX_STORAGE_MB", defaults.MAX_STORAGE_MB, 0),
+            MAX_UPLOAD_MB=env_int("MAX_UPLOAD_MB", defaults.MAX_UPLOAD_MB, 1),
+            MAX_QUEUED_JOBS=env_int("MAX_QUEUED_JOBS", defaults.MAX_QUEUED_JOBS, 1),
+            JOB_WORKERS=env_int("JOB_WORKERS", defaults.JOB_WORKERS, 1),
+            SESSION_TTL_SECONDS=env_int("SESSION_TTL_SECONDS", defaults.SESSION_TTL_SECONDS, 1),
+            MAX_STORAGE_MB=env_int("MAX_STORAGE_MB", defaults.MAX_STORAGE_MB, 0),
             CORS_ORIGINS=_env_list("CORS_ORIGINS", "*"),
             HOST=os.environ.get("HOST") or defaults.HOST,
-            PORT=_env_int("PORT", defaults.PORT, 1),
-            HTTP_THREADS=_env_int("HTTP_THREADS", defaults.HTTP_THREADS, 2),
+            PORT=env_int("PORT", defaults.PORT, 1),
+            HTTP_THREADS=env_int("HTTP_THREADS", defaults.HTTP_THREADS, 2),
             BUFFERED_BY_PROXY=os.environ.get("BUFFERED_BY_PROXY", "") == "1",
-            MAX_LEGACY_REQUESTS=_env_int("MAX_LEGACY_REQUESTS", 0, 0) or None,  # None: half of HTTP_THREADS
+            MAX_LEGACY_REQUESTS=env_int("MAX_LEGACY_REQUESTS", 0, 0) or None,  # None: half of HTTP_THREADS
         )
         settings.update(overrides)
         return cls(**settings)

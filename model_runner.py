@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
+from config import DEFAULT_MODEL  # noqa: E402,F401  (the CLI and callers take it from here too)
 # Models whose vision tower is the SigLIP-style encoder that fast_activations
 # and parallel_vision were written and checked against.
 _SIGLIP_VISION_MODEL_TYPES = {"smolvlm", "idefics3"}

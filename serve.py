@@ -45,6 +45,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+from config import Config, env_int  # stdlib only, like this launcher
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 MIB = 1024 * 1024
 # DATA_DIR's entry for the bodies nginx buffers (storage.py leaves it alone).
@@ -84,30 +86,17 @@ _SENT_AS = {494: 431}
 class Settings:
     def __init__(self, environ: Dict[str, str]):
         self.host = environ.get("HOST") or "127.0.0.1"
-        self.port = _env_int(environ, "PORT", 5000, 1)
+        self.port = env_int("PORT", Config.PORT, 1, environ)
         self.data_dir = os.path.abspath(environ.get("DATA_DIR") or "data")
-        self.max_upload_mb = _env_int(environ, "MAX_UPLOAD_MB", 2048, 1)
-        # Uploads nginx receives at once, per route (async, legacy): the app's queue cap (config.py, 16).
-        self.max_uploads = _env_int(environ, "MAX_QUEUED_JOBS", 16, 1)
-        self.header_timeout = _env_int(environ, "HEADER_TIMEOUT_SECONDS", 10, 1)
-        self.body_timeout = _env_int(environ, "BODY_TIMEOUT_SECONDS", 60, 1)
-        self.legacy_timeout = _env_int(environ, "LEGACY_PROXY_TIMEOUT_SECONDS", 86400, 1)
+        self.max_upload_mb = env_int("MAX_UPLOAD_MB", Config.MAX_UPLOAD_MB, 1, environ)
+        # Uploads nginx receives at once, per route (async, legacy): the app's queue cap.
+        self.max_uploads = env_int("MAX_QUEUED_JOBS", Config.MAX_QUEUED_JOBS, 1, environ)
+        self.header_timeout = env_int("HEADER_TIMEOUT_SECONDS", 10, 1, environ)
+        self.body_timeout = env_int("BODY_TIMEOUT_SECONDS", 60, 1, environ)
+        self.legacy_timeout = env_int("LEGACY_PROXY_TIMEOUT_SECONDS", 86400, 1, environ)
         self.gunicorn_config = os.path.join(ROOT, environ.get("GUNICORN_CONFIG") or "gunicorn.conf.py")
         self.nginx = environ.get("NGINX") or shutil.which("nginx") or (
             "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-
-
-def _env_int(environ: Dict[str, str], name: str, default: int, minimum: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 # -- nginx's configuration -----------------------------------------------------------------
