@@ -28,6 +28,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ Progress = Callable[[int, int, str], None]
 _WAIT_STEP_SECONDS = 0.25
 # The longest pause before starting a child again after children died while loading.
 _MAX_RESTART_DELAY = 60
+# Messages waiting for a child that does not read them before callers are told it is not taking work.
+_OUTBOX_LIMIT = 256
 # How long a stopping child may take to cancel its jobs and release the model before it is killed.
 _STOP_SECONDS = 3.0
 _DIED = ("The analysis process stopped unexpectedly (it may have run out of memory); "
@@ -79,7 +82,6 @@ class AnalysisProcess:
         self.device = "cpu"
         self.load_error: Optional[str] = None
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._loaded = threading.Event()
         self._jobs: Dict[str, _Waiter] = {}
         self._calls: Dict[int, _Waiter] = {}
@@ -88,7 +90,7 @@ class AnalysisProcess:
         self._stopped = threading.Event()  # set by close(): cuts a restart's back-off short
         self._failed_starts = 0  # children in a row that died before loading the model
         self._process = None
-        self._connection = None
+        self._outbox: Optional["queue.Queue[Optional[tuple]]"] = None
         self.restarts = 0
         self._start()
 
@@ -217,18 +219,28 @@ class AnalysisProcess:
         self.load_error = None
         process.start()
         child_end.close()
-        self._process, self._connection = process, parent_end
-        threading.Thread(target=self._read, args=(process, parent_end), name="analysis-reader", daemon=True).start()
+        outbox: "queue.Queue[Optional[tuple]]" = queue.Queue(maxsize=_OUTBOX_LIMIT)
+        self._process, self._outbox = process, outbox
+        threading.Thread(target=self._read, args=(process, parent_end, outbox), name="analysis-reader",
+                         daemon=True).start()
+        threading.Thread(target=_write, args=(outbox, parent_end), name="analysis-writer", daemon=True).start()
 
     def _send(self, message: tuple, quiet: bool = False) -> None:
-        try:
-            with self._send_lock:
-                self._connection.send(message)
-        except (OSError, ValueError, EOFError):
-            if not quiet:
-                raise ModelUnavailable(_DIED) from None
+        """Queue a message for the child; never waits on it.
 
-    def _read(self, process, connection) -> None:
+        The writer thread does the writing: a child that stops reading (wedged,
+        stopped) fills the pipe, and a caller blocked there would hold a request
+        thread and its queue slot for good. Past _OUTBOX_LIMIT unsent messages
+        the child is taken as not taking work.
+        """
+        try:
+            self._outbox.put_nowait(message)
+        except queue.Full:
+            if not quiet:
+                raise ModelUnavailable("The analysis process is not taking work right now; try again in a "
+                                       "minute.") from None
+
+    def _read(self, process, connection, outbox: "queue.Queue[Optional[tuple]]") -> None:
         """Hand the child's messages to their waiters; on the child's death fail its jobs and start another."""
         while True:
             try:
@@ -240,6 +252,10 @@ class AnalysisProcess:
             except Exception:  # noqa: BLE001  (a bad progress callback must not stop the reader)
                 log.exception("Handling %r from the analysis process failed", message[:2])
         connection.close()
+        try:
+            outbox.put_nowait(None)  # this child's writer stops (a full outbox: its send fails instead)
+        except queue.Full:
+            pass
         process.join(_STOP_SECONDS)
         with self._lock:
             if self._closed:
@@ -295,6 +311,18 @@ class AnalysisProcess:
             if not waiter.done.is_set():
                 waiter.outcome = ("error", kind, sentence)
                 waiter.done.set()
+
+
+def _write(outbox: "queue.Queue[Optional[tuple]]", connection) -> None:
+    """The parent's writer thread for one child: sends what `_send` queued until the pipe breaks."""
+    while True:
+        message = outbox.get()
+        if message is None:
+            return
+        try:
+            connection.send(message)
+        except (OSError, ValueError):
+            return  # the child is gone: the reader sees it and starts another (with another writer)
 
 
 # -- the child ------------------------------------------------------------------------------------------

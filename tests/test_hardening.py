@@ -295,3 +295,24 @@ def test_an_analysis_process_that_does_not_answer_makes_uploads_a_clear_503(make
         os.kill(analysis.pid, signal.SIGCONT)
     session_id = upload(client, videos["short"]).get_json()["sessionId"]
     assert wait_for_status(client, session_id)[-1]["status"] == "completed"
+
+
+def test_a_child_that_stops_reading_never_blocks_its_callers(make_app, videos):
+    """A stopped child fills the pipe: a caller writing into it would wait for good, holding its request thread
+    and queue slot. Callers only queue their messages and time out waiting for the answer."""
+    from analysis_process import ModelUnavailable
+
+    app = make_app(own_analysis=True)
+    analysis = app.extensions[EXTENSION_KEY].analysis
+    os.kill(analysis.pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):  # 3 x 1 MB: far more than the pipe's buffer
+            started = time.monotonic()
+            with pytest.raises(ModelUnavailable):
+                analysis.call("prompt_problem", "x" * 1_000_000, None, 8, 64, timeout=0.5)
+            assert time.monotonic() - started < 5, "the caller waited on the pipe"
+    finally:
+        os.kill(analysis.pid, signal.SIGCONT)
+    client = app.test_client()
+    session_id = upload(client, videos["short"]).get_json()["sessionId"]
+    assert wait_for_status(client, session_id)[-1]["status"] == "completed"
