@@ -166,9 +166,11 @@ class JobQueue:
 
     def _analyse(self, job: _Job) -> None:
         sid = job.session_id
+        # A job that starts while the analysis process (re)loads the model waits for it, and says so.
+        message = "Reading the video" if self.analysis.loaded else "Waiting for the model to load"
         try:
             session = self.sessions.update(sid, status=ProcessingStatus.PROCESSING, current_step="reading",
-                                           message="Reading the video", progress=1)
+                                           message=message, progress=1)
         except SessionNotFound:
             return
         if session.status != ProcessingStatus.PROCESSING:

@@ -244,6 +244,8 @@ def test_an_analysis_process_that_dies_fails_its_running_job_clearly_and_queued_
     assert final["status"] == "failed" and "stopped unexpectedly" in final["error"]
     assert "Traceback" not in final["error"]
     # The jobs queued behind it were not lost: they ran once a new child had loaded the model.
+    seen = wait_for_status(client, queued[0], statuses=("processing", "completed"))
+    assert seen[-1]["status"] == "completed" or seen[-1]["message"] == "Waiting for the model to load"
     for session_id in queued:
         assert wait_for_status(client, session_id, timeout=120)[-1]["status"] == "completed"
     assert analysis.restarts == 1
