@@ -64,7 +64,7 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     if analysis is None:
         analysis = AnalysisProcess(config.MODEL)  # loads in its child; /health tells when ready
     sessions = SessionManager(config.SESSION_TTL_SECONDS)
-    jobs = JobQueue(analysis, sessions, storage, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
+    jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
     sweeper = SessionSweeper(sessions, storage, min(config.SWEEP_INTERVAL_SECONDS, config.SESSION_TTL_SECONDS)).start()
     legacy_requests = threading.BoundedSemaphore(config.MAX_LEGACY_REQUESTS)
     app.extensions[EXTENSION_KEY] = Services(config, analysis, sessions, jobs, storage, sweeper, legacy_requests,

@@ -21,7 +21,6 @@ from typing import Dict, Optional
 from analysis_process import AnalysisFailed, AnalysisProcess, ModelUnavailable
 from cancellation import Cancelled
 from session_manager import ProcessingStatus, SessionManager, SessionNotFound
-from storage import Storage
 from video_frames import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,9 @@ class _Job:
 
 
 class JobQueue:
-    def __init__(self, analysis: AnalysisProcess, sessions: SessionManager, storage: Storage,
-                 workers: int = 2, max_queued: int = 16):
+    def __init__(self, analysis: AnalysisProcess, sessions: SessionManager, workers: int = 2, max_queued: int = 16):
         self.analysis = analysis
         self.sessions = sessions
-        self.storage = storage
         self.max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._jobs: Dict[str, _Job] = {}  # unfinished jobs, pending or running
