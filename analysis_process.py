@@ -52,6 +52,11 @@ _DIED = ("The analysis process stopped unexpectedly (it may have run out of memo
          "the model is being loaded again. Try again in a minute.")
 
 
+# What a person is told of a job that failed for a reason of ours (logged in the child with its traceback).
+INTERNAL_ERROR = ("The analysis stopped because of an internal error; it has been logged. "
+                  "Try again, or with another video.")
+
+
 class AnalysisFailed(Exception):
     """A job ended with an error; `kind` is "video", "model" or "internal" and the message is for a person."""
 
@@ -388,7 +393,7 @@ class _ChildService:
             outcome = ("error", job_id, "model", str(error))
         except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
             log.exception("Job %s failed", job_id)
-            outcome = ("error", job_id, "internal", "internal error")
+            outcome = ("error", job_id, "internal", INTERNAL_ERROR)
         finally:
             with self.lock:
                 self.cancels.pop(job_id, None)

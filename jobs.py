@@ -18,16 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from analysis_process import AnalysisFailed, AnalysisProcess, ModelUnavailable
+from analysis_process import INTERNAL_ERROR, AnalysisFailed, AnalysisProcess, ModelUnavailable
 from cancellation import Cancelled
 from session_manager import ProcessingStatus, SessionManager, SessionNotFound
 from video_frames import VideoInfo
 
 log = logging.getLogger(__name__)
-
-INTERNAL_ERROR = ("The analysis stopped because of an internal error; it has been logged. "
-                  "Try again, or with another video.")
-
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
@@ -190,10 +186,7 @@ class JobQueue:
         except Cancelled:
             self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
-            if error.kind == "internal":
-                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, "internal")
-            else:
-                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
+            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
         except ModelUnavailable as error:
             self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), "model")
         except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
