@@ -12,10 +12,11 @@ DEMO_DIR ?= .cache/demo
 
 setup: $(STAMP) system-deps
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	@touch $(STAMP)
 
 # Debian packages the project needs: OpenBLAS makes mlx's CPU matrix
@@ -27,7 +28,7 @@ system-deps:
 # nginx in front of gunicorn (serve.py): nginx reads whole requests, so slow or stalled clients
 # never hold one of gunicorn's threads (guides/operations.md).
 run: setup
-	exec env HOST=$(HOST) PORT=$(PORT) $(PY) serve.py
+	exec env HOST=$(HOST) PORT=$(PORT) $(PY) -m video_analysis.serve
 
 dev: setup
 	$(PY) app.py
@@ -44,8 +45,8 @@ test-load: setup
 # printed are 00:10-00:20 and 00:30-00:40 at 9/10.
 demo: setup
 	@mkdir -p $(DEMO_DIR)
-	$(PY) synthetic_video.py $(DEMO_DIR)/demo.mp4 --duration 40 --marker 12:18 --marker 31:36
-	MODEL_DIR=$$($(PY) tools/make_tiny_model.py .cache/models --preset marker --cached) && \
+	$(PY) -m tools.synthetic_video $(DEMO_DIR)/demo.mp4 --duration 40 --marker 12:18 --marker 31:36
+	MODEL_DIR=$$($(PY) -m tools.make_tiny_model .cache/models --preset marker --cached) && \
 	$(PY) video_highlight_generator.py $(DEMO_DIR)/demo.mp4 --model "$$MODEL_DIR" --json $(DEMO_DIR)/highlights.json
 
 clean:
@@ -58,7 +59,7 @@ bench-setup:
 	@sh tools/install_system_packages.sh ffmpeg
 
 bench: setup bench-setup
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 
 bench-quick: setup bench-setup
-	$(PY) bench/run.py --quick
+	$(PY) -m bench.run --quick

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from synthetic_video import write_video
+from tools.synthetic_video import write_video
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +60,7 @@ def tiny_analysis(tiny_model_dir):
     Starting a child costs ~3 s (imports, model, first compile); apps that
     need one of their own (another model, a child to kill) ask make_app for it.
     """
-    from analysis_process import AnalysisProcess
+    from video_analysis.jobs.analysis_process import AnalysisProcess
 
     process = AnalysisProcess(tiny_model_dir)
     process.wait_until_loaded(120)
@@ -75,9 +75,9 @@ def make_app(tiny_model_dir, tiny_analysis, tmp_path):
     The app uses the run's shared analysis process unless it names another
     MODEL or is built with `own_analysis=True`.
     """
-    from app import create_app
-    from model_runner import ModelLoadError
-    from services import EXTENSION_KEY
+    from video_analysis.web.app import create_app
+    from video_analysis.model.runner import ModelLoadError
+    from video_analysis.web.services import EXTENSION_KEY
 
     built = []
 
@@ -133,7 +133,7 @@ def live_server(app):
 
 def stored_entries(app) -> list:
     """What DATA_DIR holds (one directory per live session)."""
-    from services import EXTENSION_KEY
+    from video_analysis.web.services import EXTENSION_KEY
 
     return app.extensions[EXTENSION_KEY].storage.entries()
 

@@ -34,7 +34,7 @@ def post_fork(server, worker):
 
 
 def _services(worker):
-    from services import EXTENSION_KEY
+    from video_analysis.web.services import EXTENSION_KEY
 
     app = getattr(worker, "wsgi", None)
     return getattr(app, "extensions", {}).get(EXTENSION_KEY) if app is not None else None

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List
 import pytest
 import requests
 
-from synthetic_video import write_video
+from tools.synthetic_video import write_video
 
 TERMINAL = ("completed", "failed", "cancelled")
 

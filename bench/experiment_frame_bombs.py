@@ -1,6 +1,6 @@
 """Issue 14 item 3: the gunicorn worker's memory while 16 frame-bomb uploads arrive at once.
 
-    python bench/experiment_frame_bombs.py [--root DIR] [--label NAME] [--bomb last|ten|middle] [--uploads 16]
+    python -m bench.experiment_frame_bombs [--root DIR] [--label NAME] [--bomb last|ten|middle] [--uploads 16]
 
 The bomb is the reported one: an MJPEG AVI (1.5 MB) whose headers and first
 19 frames are 160x120 and whose frame 20 is a valid 16000x16000 JPEG
@@ -33,14 +33,11 @@ import numpy as np
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "tests")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
-from bench.run import checkpoint, free_port, reset_peak_rss, rss_kib, say  # noqa: E402
-from bench.videos import WORK  # noqa: E402
-from hostile_tools import flat_jpeg, mjpeg_avi  # noqa: E402
-from synthetic_video import background  # noqa: E402
+from bench.run import checkpoint, free_port, reset_peak_rss, rss_kib, say
+from bench.videos import WORK
+from hostile_tools import flat_jpeg, mjpeg_avi
+from tools.synthetic_video import background
 
 RESULTS = os.path.join(ROOT, "bench", "results", "experiments")
 

@@ -1,6 +1,6 @@
 """P1 before/after: why a job in the server costs more than pure generate, variant by variant.
 
-    python bench/experiment_p1.py [--preset full] [--frames 2] [--max-tokens 8] [--rounds 3]
+    python -m bench.experiment_p1 [--preset full] [--frames 2] [--max-tokens 8] [--rounds 3]
         [--polls 0.02,1.0] [--variants product]
 
 One server per variant (bench/gunicorn_experiment.conf.py switches) and one
@@ -20,12 +20,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import bench.run as bench  # noqa: E402
-from bench.experiment_p3 import VARIANTS  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+import bench.run as bench
+from bench.experiment_p3 import VARIANTS
+from bench.videos import WORK, bench_video
 
 
 def main(argv=None) -> int:

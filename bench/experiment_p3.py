@@ -1,6 +1,6 @@
 """P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
 
-    python bench/experiment_p3.py [--rounds 3] [--seconds 6] [--server-times]
+    python -m bench.experiment_p3 [--rounds 3] [--seconds 6] [--server-times]
         [--variants product,bare,shm,nice,nicejob,shm+nice,switch1ms,nosplit,idle,slice]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
@@ -20,12 +20,10 @@ import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile  # noqa: E402
-from bench.run import Server, checkpoint, p3_status_latency, run_job, say  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile
+from bench.run import Server, checkpoint, p3_status_latency, run_job, say
+from bench.videos import WORK, bench_video
 
 VARIANTS = {
     "product": ("gunicorn.conf.py", {}),

@@ -1,6 +1,6 @@
 """P3 while a decode-heavy job runs, for two checkouts side by side (issue 14, item 9).
 
-    python bench/experiment_p3_heavy.py --old DIR [--rounds 3] [--seconds 6] [--size 1280x720] [--fps 30]
+    python -m bench.experiment_p3_heavy --old DIR [--rounds 3] [--seconds 6] [--size 1280x720] [--fps 30]
 
 Each round starts the tiny-model service of this checkout and of `--old`
 (a worktree of an earlier commit) in turn, both as plain gunicorn with
@@ -27,11 +27,9 @@ from types import SimpleNamespace
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from bench.run import HEAVY_JOB, checkpoint, free_port, p3_status_latency, say  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+from bench.run import HEAVY_JOB, checkpoint, free_port, p3_status_latency, say
+from bench.videos import WORK, bench_video
 
 
 def _commit(root: str) -> str:

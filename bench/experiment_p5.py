@@ -1,6 +1,6 @@
 """P5 before/after: worker RSS with 16 jobs vs 1, glibc's default malloc arenas vs at most 2.
 
-    python bench/experiment_p5.py [--rounds 4] [--variants default,arena2,mallopt2]
+    python -m bench.experiment_p5 [--rounds 4] [--variants default,arena2,mallopt2]
 
 arena2 starts the server with MALLOC_ARENA_MAX=2; mallopt2 sets the same limit
 from inside the worker (bench/gunicorn_experiment.conf.py, EXP_MALLOPT=2).
@@ -21,11 +21,9 @@ import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from bench.run import Server, checkpoint, p5_queued, run_job, say  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+from bench.run import Server, checkpoint, p5_queued, run_job, say
+from bench.videos import WORK, bench_video
 
 VARIANTS = {
     "default": ("gunicorn.conf.py", {}),

@@ -1,6 +1,6 @@
 """Cancel during a long prompt's prefill, and the 2 x 8 KiB CJK prompts of issue 14, before and after.
 
-    python bench/experiment_prefill_cancel.py [--rounds 5] [--repeats 30]
+    python -m bench.experiment_prefill_cancel [--rounds 5] [--repeats 30]
 
 Tiny model (`tools.make_tiny_model`, preset tiny, 8,192 positions), real mlx_vlm.
 "Before" is `ModelRunner(prefill_chunk_tokens=None)`: mlx-vlm's own prefill
@@ -38,8 +38,6 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 from tools.make_tiny_model import cached_checkpoint  # noqa: E402  (does not import mlx)
 
@@ -74,8 +72,8 @@ def reset_peak() -> None:
 
 # -- 1 and 3: in this process ----------------------------------------------------------------
 def cancel_to_next(runners: dict, rounds: int) -> dict:
-    from cancellation import Cancelled
-    from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
+    from video_analysis.cancellation import Cancelled
+    from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 
     any_runner = next(iter(runners.values()))
     images = frames(8, any_runner.image_size or 64)
@@ -123,7 +121,7 @@ def cancel_to_next(runners: dict, rounds: int) -> dict:
 
 
 def normal_segment(runners: dict, repeats: int) -> dict:
-    from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
+    from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 
     any_runner = next(iter(runners.values()))
     images = frames(8, any_runner.image_size or 64, seed=1)
@@ -143,7 +141,7 @@ def normal_segment(runners: dict, repeats: int) -> dict:
 
 # -- 2: each side in a fresh process ---------------------------------------------------------
 def overflow_before(model_dir: str) -> dict:
-    from model_runner import ModelRunner
+    from video_analysis.model.runner import ModelRunner
 
     runner = ModelRunner(model_dir, prefill_chunk_tokens=None)
     runner.wait_until_loaded(120)
@@ -165,9 +163,9 @@ def overflow_before(model_dir: str) -> dict:
 def overflow_after(model_dir: str) -> dict:
     import tempfile
 
-    from app import create_app
-    from services import EXTENSION_KEY
-    from synthetic_video import write_video
+    from video_analysis.web.app import create_app
+    from video_analysis.web.services import EXTENSION_KEY
+    from tools.synthetic_video import write_video
 
     with tempfile.TemporaryDirectory() as scratch:
         video = write_video(os.path.join(scratch, "clip.mp4"), duration=6, fps=10)
@@ -210,7 +208,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="checkpoint directory (default: the cached tiny one)")
     parser.add_argument("--overflow", choices=("before", "after"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from openblas import preload_openblas
+    from video_analysis.model.openblas import preload_openblas
 
     preload_openblas()
     model_dir = args.model or str(cached_checkpoint(MODELS, "tiny", 0))
@@ -219,7 +217,7 @@ def main(argv=None) -> int:
         print(json.dumps(result))
         return 0
 
-    from model_runner import PREFILL_CHUNK_TOKENS, ModelRunner
+    from video_analysis.model.runner import PREFILL_CHUNK_TOKENS, ModelRunner
 
     runners = {"before": ModelRunner(model_dir, prefill_chunk_tokens=None), "after": ModelRunner(model_dir)}
     for runner in runners.values():
@@ -233,7 +231,7 @@ def main(argv=None) -> int:
     overflow = {side: in_fresh_process(side, model_dir) for side in ("before", "after")}
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python bench/experiment_prefill_cancel.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m bench.experiment_prefill_cancel " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": os.path.basename(model_dir), "prefill_chunk_tokens_after": PREFILL_CHUNK_TOKENS,
         "load_average": os.getloadavg(), "cores": os.cpu_count(),
         "cancel_to_next_job": cancel, "normal_segment": normal, "two_8_kib_cjk_prompts": overflow,

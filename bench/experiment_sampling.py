@@ -1,6 +1,6 @@
 """P1 tiny before/after: engine time vs how frames are read, in one process, interleaved.
 
-    python bench/experiment_sampling.py VIDEO [--variants opencv-plain,opencv,pyav-threads,pyav-exact,pyav]
+    python -m bench.experiment_sampling VIDEO [--variants opencv-plain,opencv,pyav-threads,pyav-exact,pyav]
         [--rounds 3]
 
 Variants (the product is `pyav`):
@@ -24,15 +24,13 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from bench.run import checkpoint  # noqa: E402
-from model_runner import ModelRunner  # noqa: E402
-from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER  # noqa: E402
-from video_highlight_generator import VideoHighlightGenerator  # noqa: E402
-import keyframe_decoder  # noqa: E402
-import video_frames  # noqa: E402
+from bench.run import checkpoint
+from video_analysis.model.runner import ModelRunner
+from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
+from video_analysis.engine.analyzer import VideoHighlightGenerator
+from video_analysis.video import keyframe_decoder
+from video_analysis.video import frames as video_frames
 
 SETTINGS = dict(segment_duration=10, frames_per_segment=8, max_tokens=32)
 

@@ -1,7 +1,7 @@
 """Slow and stalled clients against a serving set-up: do /health and status polls still get answers?
 
-    python bench/experiment_slow_clients.py                       # gunicorn, nginx (serve.py), gunicorn-256
-    python bench/experiment_slow_clients.py --setups nginx,waitress --seconds 15
+    python -m bench.experiment_slow_clients                       # gunicorn, nginx (serve.py), gunicorn-256
+    python -m bench.experiment_slow_clients --setups nginx,waitress --seconds 15
 
 Each set-up serves the tiny checkpoint with one job running (a 600 s video
 in 1 s segments). Then, all from this process:
@@ -48,13 +48,11 @@ import time
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import requests  # noqa: E402
+import requests
 
-from bench.pollers import percentile  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+from bench.pollers import percentile
+from bench.videos import WORK, bench_video
 
 PY = sys.executable
 # A folder of its own: bench/report.py and the smoke tests read every bench/results/*.json as a bench run.
@@ -137,7 +135,7 @@ class Setup:
         if self.name.startswith("gunicorn-"):
             return gunicorn, dict(env, HTTP_THREADS=self.name.split("-", 1)[1])
         if self.name == "nginx":
-            return [PY, "serve.py"], dict(env, HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT))
+            return [PY, "-m", "video_analysis.serve"], dict(env, HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT))
         if self.name == "waitress":
             if not os.path.isdir(WAITRESS_PATH):
                 raise SystemExit(f"waitress is not in {WAITRESS_PATH}: "

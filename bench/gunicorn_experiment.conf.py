@@ -71,7 +71,7 @@ def post_worker_init(worker):  # noqa: F811  (the product config defines none)
     amount = int(os.environ.get("EXP_NICE", "0") or 0)
     job_amount = amount or int(os.environ.get("EXP_NICE_JOB", "0") or 0)
     if job_amount:
-        import jobs
+        from video_analysis.jobs import queue as jobs
 
         jobs.JobQueue._run = _lower_priority(jobs.JobQueue._run, job_amount)  # job threads start later
     if amount:
@@ -109,8 +109,8 @@ _experiment_post_worker_init = post_worker_init
 def post_worker_init(worker):  # noqa: F811
     _experiment_post_worker_init(worker)
     if os.environ.get("EXP_IDLE") == "1":
-        import jobs
-        import model_runner
+        from video_analysis.jobs import queue as jobs
+        from video_analysis.model import runner as model_runner
 
         def idle_then(function):
             def wrapper(*args, **kwargs):

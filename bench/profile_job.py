@@ -1,7 +1,7 @@
 """Where a job's time goes in the real server: py-spy samples the gunicorn worker during jobs.
 
     .venv/bin/pip install py-spy       # not in requirements.txt: only this script needs it
-    python bench/profile_job.py [--preset tiny] [--seconds 60] [--jobs 3] [--top 25]
+    python -m bench.profile_job [--preset tiny] [--seconds 60] [--jobs 3] [--top 25]
 
 Starts the service (as bench/run.py does), runs the same highlights job a few
 times under `py-spy record --threads --idle` and prints, per thread, the share
@@ -19,11 +19,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from bench.run import Server, checkpoint, run_job, say  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+from bench.run import Server, checkpoint, run_job, say
+from bench.videos import WORK, bench_video
 
 _BORING = ("threading.py", "concurrent/futures", "queue.py", "selectors.py", "socketserver.py")
 

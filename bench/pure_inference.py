@@ -11,12 +11,12 @@ call per segment, with the service's default prompts. A warm-up generation
 Two ways to use it:
 
     # one pass, JSON on stdout
-    python bench/pure_inference.py --model DIR --video FILE [--max-tokens 32] ...
+    python -m bench.pure_inference --model DIR --video FILE [--max-tokens 32] ...
 
     # a long-lived worker (the benchmark's way): the model is loaded once, then
     # every line on stdin is a JSON request {"video": ..., "segment_duration": ...}
     # and every answer is one JSON line on stdout.
-    python bench/pure_inference.py --model DIR --serve
+    python -m bench.pure_inference --model DIR --serve
 
 Set USE_OPENBLAS=0 to run on mlx's bundled BLAS (model_runner honours it).
 """
@@ -29,16 +29,14 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from openblas import preload_openblas  # noqa: E402
+from video_analysis.model.openblas import preload_openblas
 
 OPENBLAS = preload_openblas()  # before mlx; None when USE_OPENBLAS=0
 
-from model_runner import ModelRunner  # noqa: E402
-from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER  # noqa: E402
-from video_frames import FrameReader, plan_segments, probe_video  # noqa: E402
+from video_analysis.model.runner import ModelRunner
+from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
+from video_analysis.video.frames import FrameReader, plan_segments, probe_video
 
 
 def sample_all(runner: ModelRunner, video: str, segment_duration: float, frames_per_segment: int,

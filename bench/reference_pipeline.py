@@ -26,7 +26,7 @@ OpenBLAS too, through ``LD_PRELOAD`` (measured to give the same GFLOP/s as the
 service's ``ctypes`` preload), so that comparing it with the service measures
 the pipeline, not the BLAS; ``--blas bundled`` runs it as the plain CLI does.
 
-    python bench/reference_pipeline.py VIDEO --model DIR [--segment-duration 10]
+    python -m bench.reference_pipeline VIDEO --model DIR [--segment-duration 10]
         [--frames 8] [--max-tokens 32] [--blas openblas|bundled] [--sleep 1]
 """
 from __future__ import annotations
@@ -43,11 +43,9 @@ import time
 from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from answer_parsing import parse_significance  # noqa: E402  (no mlx import)
-from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER  # noqa: E402
+from video_analysis.engine.answers import parse_significance  # noqa: E402  (no mlx import)
+from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 
 OPENBLAS_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",

@@ -1,7 +1,7 @@
 """The results table of bench/README.md, rebuilt from the newest files in bench/results.
 
-    python bench/report.py          # print the table
-    python bench/report.py --write  # and put it in bench/README.md (between the results markers)
+    python -m bench.report          # print the table
+    python -m bench.report --write  # and put it in bench/README.md (between the results markers)
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Benchmarks of the service: every figure is a ratio of two things measured in this run.
 
-    python bench/run.py            # `make bench`: tiny and full presets (~20-30 min here)
-    python bench/run.py --quick    # `make bench-quick`: tiny only, shorter videos (< 3 min)
+    python -m bench.run            # `make bench`: tiny and full presets (~20-30 min here)
+    python -m bench.run --quick    # `make bench-quick`: tiny only, shorter videos (< 3 min)
 
 The CPU this runs on is shared, so no figure is an absolute time compared
 with a constant: each is a ratio of two measurements taken side by side, on
@@ -41,14 +41,12 @@ import uuid
 from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-import requests  # noqa: E402
+import requests
 
-from bench.pollers import combine_windows, percentile, poll_one_thread, poll_threads  # noqa: E402
-from bench.reference_pipeline import openblas_library, run_reference  # noqa: E402
-from bench.videos import WORK, bench_video  # noqa: E402
+from bench.pollers import combine_windows, percentile, poll_one_thread, poll_threads
+from bench.reference_pipeline import openblas_library, run_reference
+from bench.videos import WORK, bench_video
 
 BENCH = os.path.join(ROOT, "bench")
 RESULTS = os.path.join(BENCH, "results")
@@ -201,7 +199,7 @@ class Server:
                    LOG_LEVEL="warning", GUNICORN_CONFIG=self.config, **self.extra_env)
         log = open(self.log_path, "w")
         started = time.perf_counter()
-        command = ([PY, os.path.join(ROOT, "serve.py")] if self.front else
+        command = ([PY, "-m", "video_analysis.serve"] if self.front else
                    [PY, "-m", "gunicorn", "--config", self.config, "app:create_app()"])
         self.process = subprocess.Popen(
             command,
@@ -276,7 +274,7 @@ class PureWorker:
         environment = {k: v for k, v in os.environ.items() if k not in ("USE_OPENBLAS", "LD_PRELOAD")}
         environment.update(env or {})
         self.process = subprocess.Popen(
-            [PY, os.path.join(BENCH, "pure_inference.py"), "--model", model, "--serve"],
+            [PY, "-m", "bench.pure_inference", "--model", model, "--serve"],
             cwd=ROOT, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.ready = self._answer()
@@ -590,9 +588,8 @@ def sampling_vs_decode_all(video: str, repeats: int = 3) -> dict:
     """video_frames sampling (8 frames per 10 s segment) vs decoding every frame, same video, in a subprocess."""
     code = f"""
 import json, sys, time
-sys.path.insert(0, {ROOT!r})
 import cv2
-from video_frames import FrameReader, plan_segments, probe_video
+from video_analysis.video.frames import FrameReader, plan_segments, probe_video
 video = {video!r}
 def sample():
     info = probe_video(video)
@@ -628,8 +625,7 @@ print(json.dumps(times))
 
 _MATMUL = """
 import json, os, sys, time
-sys.path.insert(0, {root!r})
-from openblas import preload_openblas
+from video_analysis.model.openblas import preload_openblas
 _openblas_path = preload_openblas()  # None when USE_OPENBLAS=0
 import mlx.core as mx
 a = mx.random.normal((1024, 960)); b = mx.random.normal((960, 2560)); mx.eval(a, b)
@@ -666,7 +662,7 @@ def segment_ab(model: str, video: str, variable: str, frames: Optional[int], max
     for flag in ("1", "0"):
         env = dict(os.environ, MLX_DISABLE_COMPILE="1", **{variable: flag})
         env.pop("LD_PRELOAD", None)
-        command = [PY, os.path.join(BENCH, "pure_inference.py"), "--model", model, "--video", video,
+        command = [PY, "-m", "bench.pure_inference", "--model", model, "--video", video,
                    "--max-segments", "1", "--max-tokens", str(max_tokens), "--no-warmup"]
         if frames:
             command += ["--max-frames", str(frames)]

@@ -18,10 +18,8 @@ import cv2
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
-from synthetic_video import Marker, background, draw_square  # noqa: E402
+from tools.synthetic_video import Marker, background, draw_square
 
 WORK = os.path.join(ROOT, "bench", "work")
 DEFAULT_SIZE = (640, 360)

@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from answer_parsing import normalize_exercise, parse_significance
+from video_analysis.engine.answers import normalize_exercise, parse_significance
 
 
 @pytest.mark.parametrize("answer,score", [

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import stored_entries, upload, wait_for_status
-from services import EXTENSION_KEY
+from video_analysis.web.services import EXTENSION_KEY
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -67,9 +67,9 @@ def test_a_completed_highlights_job_has_the_contract_result(client, videos):
 
 
 def test_an_upload_is_probed_once_and_the_job_uses_that_probe(client, videos, monkeypatch):
-    import intake
-    import video_frames
-    import video_highlight_generator
+    from video_analysis.web import intake
+    from video_analysis.video import frames as video_frames
+    from video_analysis.engine import analyzer as video_highlight_generator
 
     probed = []
 

@@ -13,8 +13,8 @@ import pytest
 from bench import report
 from bench import run as bench
 from bench.reference_pipeline import cli_environment, parse_answer, segment_starts
-from synthetic_video import write_video
-from video_frames import plan_segments
+from tools.synthetic_video import write_video
+from video_analysis.video.frames import plan_segments
 
 
 def test_linear_fit_recovers_a_line_and_percentiles_interpolate():
@@ -93,7 +93,7 @@ def test_pure_inference_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
 
     video = write_video(str(tmp_path / "clip.mp4"), duration=3.0, fps=10, size=(96, 64))
     done = subprocess.run(
-        [sys.executable, "bench/pure_inference.py", "--model", tiny_model_dir, "--video", video,
+        [sys.executable, "-m", "bench.pure_inference", "--model", tiny_model_dir, "--video", video,
          "--segment-duration", "2", "--frames-per-segment", "2", "--max-tokens", "4"],
         capture_output=True, text=True, timeout=120,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from cancellation import Cancelled
-from model_runner import ModelLoadError, ModelRunner
-from synthetic_video import write_video
-from video_frames import probe_video
-from video_highlight_generator import VideoHighlightGenerator, merge_exercise_steps
+from video_analysis.cancellation import Cancelled
+from video_analysis.model.runner import ModelLoadError, ModelRunner
+from tools.synthetic_video import write_video
+from video_analysis.video.frames import probe_video
+from video_analysis.engine.analyzer import VideoHighlightGenerator, merge_exercise_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,7 +132,7 @@ def test_a_process_that_generated_from_worker_threads_exits_0(tiny_model_dir, tm
     script = (
         "import sys, threading\n"
         "from PIL import Image\n"
-        "from model_runner import ModelRunner\n"
+        "from video_analysis.model.runner import ModelRunner\n"
         "runner = ModelRunner(sys.argv[1])\n"
         "out = []\n"
         "def work():\n"

@@ -1,13 +1,9 @@
 """The base-2 softmax attention and GELU compute what mlx-vlm's own layers compute."""
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from openblas import preload_openblas  # noqa: E402
+from video_analysis.model.openblas import preload_openblas  # noqa: E402
 
 preload_openblas()  # before mlx
 
@@ -15,7 +11,7 @@ import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
 
-import fast_activations  # noqa: E402
+from video_analysis.model import fast_activations  # noqa: E402
 
 
 @pytest.fixture

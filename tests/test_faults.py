@@ -15,8 +15,8 @@ import requests
 
 from conftest import stored_entries, upload, wait_for_status
 from hostile_tools import ServerProcess, blank_avi_frames, get_json, host_port, multipart, request_head
-from services import EXTENSION_KEY
-from synthetic_video import write_video
+from video_analysis.web.services import EXTENSION_KEY
+from tools.synthetic_video import write_video
 from test_api import assert_problem
 
 GENERIC_INTERNAL = ("The analysis stopped because of an internal error; it has been logged. "

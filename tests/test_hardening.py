@@ -19,8 +19,8 @@ import requests
 
 from conftest import stored_entries, upload, wait_for_status
 from hostile_tools import ServerProcess, get_json
-from services import EXTENSION_KEY
-from synthetic_video import write_video
+from video_analysis.web.services import EXTENSION_KEY
+from tools.synthetic_video import write_video
 
 LEGACY = "/analyze/highlights"
 
@@ -302,7 +302,7 @@ def test_an_analysis_process_that_does_not_answer_makes_uploads_a_clear_503(make
 def test_a_child_that_stops_reading_never_blocks_its_callers(make_app, videos):
     """A stopped child fills the pipe: a caller writing into it would wait for good, holding its request thread
     and queue slot. Callers only queue their messages and time out waiting for the answer."""
-    from analysis_process import ModelUnavailable
+    from video_analysis.jobs.analysis_process import ModelUnavailable
 
     app = make_app(own_analysis=True)
     analysis = app.extensions[EXTENSION_KEY].analysis

@@ -20,8 +20,8 @@ import pytest
 from conftest import stored_entries, upload, wait_for_status
 from hostile_tools import (REPO, cut_file, declare_avi_frame_size, faststart_mp4, multipart, raw_http,
                            request_head)
-from services import EXTENSION_KEY
-from synthetic_video import write_video
+from video_analysis.web.services import EXTENSION_KEY
+from tools.synthetic_video import write_video
 from test_api import assert_problem
 
 UPLOAD = "/api/v1/video/upload"

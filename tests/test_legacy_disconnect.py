@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from synthetic_video import write_video
+from tools.synthetic_video import write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import upload, wait_for_status
-from synthetic_video import Marker, write_video
+from tools.synthetic_video import Marker, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_HIGHLIGHTS = [(10.0, 20.0, "00:10-00:20", 9), (30.0, 40.0, "00:30-00:40", 9)]

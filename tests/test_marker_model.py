@@ -11,13 +11,10 @@ Run with `pytest -s` to see the build time and the accuracies.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools import make_tiny_model as mtm  # noqa: E402  (does not import mlx)
 
@@ -25,8 +22,8 @@ mtm.preload_openblas()
 
 from tools import marker_training as mt  # noqa: E402
 
-import prompts  # noqa: E402
-from answer_parsing import normalize_exercise, parse_significance  # noqa: E402
+from video_analysis.engine import prompts  # noqa: E402
+from video_analysis.engine.answers import normalize_exercise, parse_significance  # noqa: E402
 
 SETS = 200
 PROMPTS = {
@@ -37,7 +34,7 @@ PROMPTS = {
 
 @pytest.fixture(scope="module")
 def runner(marker_model_dir):
-    from model_runner import ModelRunner
+    from video_analysis.model.runner import ModelRunner
 
     runner = ModelRunner(marker_model_dir)
     runner.wait_until_loaded(120)
@@ -105,7 +102,7 @@ def test_answers_are_exact(runner):
 
 @pytest.fixture(scope="module")
 def engine(marker_model_dir):
-    from video_highlight_generator import VideoHighlightGenerator
+    from video_analysis.engine.analyzer import VideoHighlightGenerator
 
     generator = VideoHighlightGenerator(marker_model_dir)
     yield generator
@@ -114,7 +111,7 @@ def engine(marker_model_dir):
 
 @pytest.mark.parametrize("size", [(160, 120), (320, 180)])
 def test_engine_finds_the_marked_segments(engine, tmp_path, size):
-    from synthetic_video import Marker, write_video
+    from tools.synthetic_video import Marker, write_video
 
     video = write_video(str(tmp_path / "marked.mp4"), duration=40, fps=10, size=size,
                         markers=[Marker(12, 18), Marker(31, 36)], seed=7)
@@ -130,7 +127,7 @@ def test_engine_finds_the_marked_segments(engine, tmp_path, size):
 
 
 def test_engine_names_the_exercises(engine, tmp_path):
-    from synthetic_video import Marker, write_video
+    from tools.synthetic_video import Marker, write_video
 
     video = write_video(str(tmp_path / "workout.mp4"), duration=75, fps=10, size=(160, 120),
                         markers=[Marker(0, 30, "red"), Marker(30, 60, "blue")], seed=11)

@@ -3,7 +3,7 @@ import re
 
 from openapi_spec_validator import validate
 
-from parameters import PARAMETERS
+from video_analysis.web.parameters import PARAMETERS
 
 
 def _app_routes(app):

@@ -1,13 +1,10 @@
 """Splitting the vision tower's frames across CPU streams changes speed, not answers."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from openblas import preload_openblas  # noqa: E402
+from video_analysis.model.openblas import preload_openblas  # noqa: E402
 
 preload_openblas()  # before mlx
 
@@ -15,8 +12,8 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import parallel_vision  # noqa: E402
-from model_runner import ModelRunner  # noqa: E402
+from video_analysis.model import parallel_vision  # noqa: E402
+from video_analysis.model.runner import ModelRunner  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cancellation import Cancelled
+from video_analysis.cancellation import Cancelled
 from conftest import upload, wait_for_status
-import model_runner
-from model_runner import ModelRunner
-from prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, WORKOUT_SYSTEM, WORKOUT_USER
-from services import EXTENSION_KEY
+from video_analysis.model import runner as model_runner
+from video_analysis.model.runner import ModelRunner
+from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, WORKOUT_SYSTEM, WORKOUT_USER
+from video_analysis.web.services import EXTENSION_KEY
 from test_hostile_input import refused
 
 UPLOAD = "/api/v1/video/upload"

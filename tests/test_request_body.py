@@ -6,9 +6,9 @@ import pytest
 import requests
 
 from conftest import serve, wait_for_status
-from request_body import PIECE_BYTES, LargeBodyReads
-from synthetic_video import write_video
-from video_frames import probe_video
+from video_analysis.web.request_body import PIECE_BYTES, LargeBodyReads
+from tools.synthetic_video import write_video
+from video_analysis.video.frames import probe_video
 
 
 class _SocketLikeBody:

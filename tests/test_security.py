@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from conftest import upload, wait_for_status
-from services import EXTENSION_KEY
-from storage import Storage
+from video_analysis.web.services import EXTENSION_KEY
+from video_analysis.jobs.storage import Storage
 from test_api import assert_problem
 
 

@@ -158,7 +158,7 @@ def answered(url: str) -> int:
 
 
 def test_make_run_starts_the_launcher():
-    assert make_run_command()[-1] == "serve.py"
+    assert make_run_command()[-2:] == ["-m", "video_analysis.serve"]
 
 
 def test_every_request_is_answered_while_stalled_silent_and_trickling_clients_hold_connections(server, session_id):
@@ -277,7 +277,7 @@ def test_uploads_past_the_queue_cap_are_refused_before_nginx_buffers_their_body(
 
 
 def videos_short(root) -> str:
-    from synthetic_video import write_video
+    from tools.synthetic_video import write_video
 
     return write_video(str(root / "after.mp4"), duration=2, fps=10)
 
@@ -324,7 +324,7 @@ def test_long_request_lines_and_headers_within_nginxs_limits_reach_the_app(serve
 
 def test_the_nginx_configuration_is_valid_for_other_settings(tmp_path):
     """nginx -t on configurations for an IPv6 host and other limits (the tests above run one)."""
-    import serve
+    from video_analysis import serve
 
     for environ, expected in (({"HOST": "::1", "PORT": "8080", "MAX_UPLOAD_MB": "4096"},
                                ["listen [::1]:8080 ", "client_max_body_size 4097m;"]),
@@ -392,7 +392,7 @@ def test_if_nginx_dies_the_launcher_stops_gunicorn_and_fails(tiny_model_dir, tmp
 def test_an_upload_the_app_refuses_before_reading_its_body_gets_the_apps_answer_not_a_502(tiny_model_dir, tmp_path):
     """gunicorn closes a connection whose body the app left unread (it drains only a little); nginx, still
     sending that body, then answered 502. Behind nginx the app reads such a body to its end."""
-    from synthetic_video import write_video
+    from tools.synthetic_video import write_video
 
     launched = Launched(tiny_model_dir, tmp_path, MAX_QUEUED_JOBS="1", MAX_UPLOAD_MB="64")
     long_video = write_video(str(tmp_path / "long.mp4"), duration=240, fps=2, size=(96, 72))

@@ -12,8 +12,8 @@ import requests
 
 from conftest import serve, stored_entries, upload
 from hostile_tools import RawResponse, ServerProcess, multipart, raw_http, request_head
-from services import EXTENSION_KEY
-from synthetic_video import write_video
+from video_analysis.web.services import EXTENSION_KEY
+from tools.synthetic_video import write_video
 from test_api import assert_problem
 
 MB = 1024 * 1024
@@ -189,7 +189,7 @@ def test_the_bound_counts_uploads_kept_by_sessions_not_the_requests_form_fields(
 
 # -- configuration -----------------------------------------------------------------------------------
 def test_max_storage_mb_is_read_from_the_environment_and_checked(monkeypatch):
-    from config import Config
+    from video_analysis.config import Config
 
     monkeypatch.delenv("MAX_STORAGE_MB", raising=False)
     assert Config.from_env().MAX_STORAGE_MB is None  # half the free space at start
@@ -203,7 +203,7 @@ def test_max_storage_mb_is_read_from_the_environment_and_checked(monkeypatch):
 
 
 def test_the_default_bound_is_half_the_free_space_at_start_and_zero_means_none(tmp_path):
-    from storage import Storage
+    from video_analysis.jobs.storage import Storage
 
     default = Storage(str(tmp_path / "default"))
     default.prepare()

@@ -2,12 +2,9 @@
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tools import make_tiny_model as mtm  # noqa: E402  (does not import mlx)
 

@@ -4,9 +4,9 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from keyframe_decoder import KeyframeDecoder
-from synthetic_video import Marker, write_video
-from video_frames import (
+from video_analysis.video.keyframe_decoder import KeyframeDecoder
+from tools.synthetic_video import Marker, write_video
+from video_analysis.video.frames import (
     FrameReader, Segment, VideoError, format_range, plan_segments, probe_video, sample_frame_indices,
 )
 
@@ -37,7 +37,7 @@ def test_sampled_frames_are_evenly_spread_inside_their_segment(tmp_path):
 
 
 def _info(frame_count, fps=25.0):
-    from video_frames import VideoInfo
+    from video_analysis.video.frames import VideoInfo
 
     return VideoInfo("v.mp4", frame_count / fps, fps, frame_count, 64, 48)
 
@@ -357,7 +357,7 @@ def test_metadata_that_is_not_utf8_does_not_stop_pyav(tmp_path):
 def test_cancelling_stops_the_packet_scan(tmp_path):
     import threading
 
-    from cancellation import Cancelled
+    from video_analysis.cancellation import Cancelled
 
     path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=25, size=(96, 64))
     cancel = threading.Event()

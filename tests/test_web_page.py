@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from conftest import serve
-from services import EXTENSION_KEY
-from synthetic_video import Marker, write_video
+from video_analysis.web.services import EXTENSION_KEY
+from tools.synthetic_video import Marker, write_video
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -79,7 +79,7 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def marker_server(marker_model_dir, tmp_path_factory):
     """The app on the marker model behind a real HTTP server (module-wide: one model load)."""
-    from app import create_app
+    from video_analysis.web.app import create_app
 
     app = create_app({"MODEL": marker_model_dir, "DATA_DIR": str(tmp_path_factory.mktemp("web-data"))})
     app.extensions[EXTENSION_KEY].analysis.wait_until_loaded(120)

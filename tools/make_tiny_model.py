@@ -1,6 +1,6 @@
 """Write a SmolVLM checkpoint (random, or trained on the spot) that the real mlx-vlm loads.
 
-    python tools/make_tiny_model.py OUT_DIR [--preset tiny|marker|full] [--seed N]
+    python -m tools.make_tiny_model OUT_DIR [--preset tiny|marker|full] [--seed N]
 
 The directory holds everything ``mlx_vlm.load(path)`` needs (config.json,
 model.safetensors, tokenizer files, chat template, preprocessor/processor
@@ -66,12 +66,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# The repository root, so `tools.*` and the product's modules import also when this file runs as a script.
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from openblas import preload_openblas  # noqa: E402  (callers use it before mlx is first imported)
+from video_analysis.model.openblas import preload_openblas  # noqa: E402  (callers use it before mlx is first imported)
 
 BUILDER_VERSION = 1
 

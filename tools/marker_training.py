@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +56,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-import prompts  # noqa: E402  (the product's default prompts)
+from video_analysis.engine import prompts  # noqa: E402  (the product's default prompts)
 
 # Frame colour labels.
 NONE, WHITE, RED, BLUE = 0, 1, 2, 3
@@ -187,7 +183,7 @@ class Scene:
         w, h = self.w, self.h
         kind = q["kind"]
         if kind == "product":
-            from synthetic_video import background
+            from tools.synthetic_video import background
 
             frame = background(q["frame0"] + int(t * q["step"]), w, h, rng).astype(np.float32)
             return frame

@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
-from cancellation import Cancelled
+from video_analysis.cancellation import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class AnalysisProcess:
     """The parent's handle on the child that holds the model; every method may be called from any thread."""
 
     def __init__(self, model: str):
-        from model_runner import model_display_name
+        from video_analysis.model.runner import model_display_name
 
         self.model_ref = model
         self.name = model_display_name(model)
@@ -115,7 +115,7 @@ class AnalysisProcess:
 
     def wait_until_loaded(self, timeout: Optional[float] = None) -> None:
         """Block until the model is ready; raise ModelLoadError if it failed or is still loading."""
-        from model_runner import ModelLoadError
+        from video_analysis.model.runner import ModelLoadError
 
         if not self._loaded.wait(timeout):
             raise ModelLoadError(f"Model '{self.name}' is still loading.")
@@ -335,7 +335,7 @@ class _ChildService:
     """What runs in the child: the engine, a thread per job, and the answers sent back."""
 
     def __init__(self, connection, model_ref: str):
-        from video_highlight_generator import VideoHighlightGenerator
+        from video_analysis.engine.analyzer import VideoHighlightGenerator
 
         self.connection = connection
         self.engine = VideoHighlightGenerator(model_ref)
@@ -375,8 +375,8 @@ class _ChildService:
                          name=f"job-{job_id[:8]}", daemon=True).start()
 
     def _job(self, job_id: str, kind: str, video_path: str, options: dict, cancel: threading.Event) -> None:
-        from model_runner import ModelLoadError, RunnerClosed
-        from video_frames import VideoError
+        from video_analysis.model.runner import ModelLoadError, RunnerClosed
+        from video_analysis.video.frames import VideoError
 
         def progress(done: int, total: int, message: str) -> None:
             self.send(("progress", job_id, done, total, message))

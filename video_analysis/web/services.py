@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from analysis_process import AnalysisProcess
-from config import Config
-from jobs import JobQueue
-from session_expiry import SessionSweeper
-from session_manager import SessionManager
-from storage import Storage
+from video_analysis.jobs.analysis_process import AnalysisProcess
+from video_analysis.config import Config
+from video_analysis.jobs.queue import JobQueue
+from video_analysis.jobs.expiry import SessionSweeper
+from video_analysis.jobs.sessions import SessionManager
+from video_analysis.jobs.storage import Storage
 
 EXTENSION_KEY = "video_service"
 

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from analysis_process import INTERNAL_ERROR, AnalysisFailed, AnalysisProcess, ModelUnavailable
-from cancellation import Cancelled
-from session_manager import ProcessingStatus, SessionManager, SessionNotFound
-from video_frames import VideoInfo
+from video_analysis.jobs.analysis_process import INTERNAL_ERROR, AnalysisFailed, AnalysisProcess, ModelUnavailable
+from video_analysis.cancellation import Cancelled
+from video_analysis.jobs.sessions import ProcessingStatus, SessionManager, SessionNotFound
+from video_analysis.video.frames import VideoInfo
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from typing import Iterator, List, Optional, Tuple
 import av
 import numpy as np
 
-from cancellation import raise_if_cancelled
+from video_analysis.cancellation import raise_if_cancelled
 
 
 # Frames larger than 8K (8192 x 4320) are refused: a small file can hold huge

@@ -1,6 +1,6 @@
 """`make run`: nginx in front of gunicorn, so slow or stalled clients never hold a request thread.
 
-    HOST=127.0.0.1 PORT=5000 .venv/bin/python serve.py
+    HOST=127.0.0.1 PORT=5000 .venv/bin/python -m video_analysis.serve
 
 gunicorn's threads (16) read each request themselves: 16 connections that
 stop half-way through their headers froze the whole service for as long as
@@ -45,9 +45,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-from config import Config, env_int  # stdlib only, like this launcher
+from video_analysis.config import Config, env_int  # stdlib only, like this launcher
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: gunicorn.conf.py, app.py
 MIB = 1024 * 1024
 # DATA_DIR's entry for the bodies nginx buffers (storage.py leaves it alone).
 REQUEST_BODY_DIR = ".request-bodies"

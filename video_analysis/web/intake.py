@@ -15,14 +15,14 @@ from typing import Optional
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from analysis_process import ModelUnavailable
-from errors import ApiError
-from jobs import QueueFull, ShuttingDown
-from parameters import check_prompts_fit, parse_analysis_request
-from services import services
-from session_manager import SessionState
-from storage import SPOOL_ENVIRON_KEY, StorageError, StorageFull, UploadSpool, display_filename, storage_error
-from video_frames import VideoError, probe_video
+from video_analysis.jobs.analysis_process import ModelUnavailable
+from video_analysis.web.errors import ApiError
+from video_analysis.jobs.queue import QueueFull, ShuttingDown
+from video_analysis.web.parameters import check_prompts_fit, parse_analysis_request
+from video_analysis.web.services import services
+from video_analysis.jobs.sessions import SessionState
+from video_analysis.jobs.storage import SPOOL_ENVIRON_KEY, StorageError, StorageFull, UploadSpool, display_filename, storage_error
+from video_analysis.video.frames import VideoError, probe_video
 
 FILE_FIELDS = ("video", "file")
 _MB = 1024 * 1024

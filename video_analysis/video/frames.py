@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-import keyframe_decoder
-from cancellation import raise_if_cancelled
-from keyframe_decoder import MAX_FRAME_PIXELS, FrameTooLarge, KeyframeDecoder, shrunk_size
+from video_analysis.video import keyframe_decoder
+from video_analysis.cancellation import raise_if_cancelled
+from video_analysis.video.keyframe_decoder import MAX_FRAME_PIXELS, FrameTooLarge, KeyframeDecoder, shrunk_size
 
 # An fps outside this range is a lie from the container, not a real rate.
 _PLAUSIBLE_FPS = (1.0, 480.0)

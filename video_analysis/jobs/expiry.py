@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from session_manager import SessionManager
-from storage import Storage
+from video_analysis.jobs.sessions import SessionManager
+from video_analysis.jobs.storage import Storage
 
 log = logging.getLogger(__name__)
 

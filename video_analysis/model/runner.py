@@ -33,19 +33,19 @@ from typing import List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
-from config import DEFAULT_MODEL  # noqa: E402,F401  (the CLI and callers take it from here too)
+from video_analysis.config import DEFAULT_MODEL  # noqa: E402,F401  (the CLI and callers take it from here too)
 # Models whose vision tower is the SigLIP-style encoder that fast_activations
 # and parallel_vision were written and checked against.
 _SIGLIP_VISION_MODEL_TYPES = {"smolvlm", "idefics3"}
-from openblas import preload_openblas  # noqa: E402
+from video_analysis.model.openblas import preload_openblas  # noqa: E402
 
 preload_openblas()
 
 import mlx.core as mx  # noqa: E402  (after OpenBLAS, on purpose)
 
-import fast_activations  # noqa: E402
-import parallel_vision  # noqa: E402
-from cancellation import Cancelled  # noqa: E402
+from video_analysis.model import fast_activations  # noqa: E402
+from video_analysis.model import parallel_vision  # noqa: E402
+from video_analysis.cancellation import Cancelled  # noqa: E402
 
 
 # Tokens of the prompt prefilled per forward pass; cancel is checked before each. Prompts up to this

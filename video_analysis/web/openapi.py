@@ -4,8 +4,8 @@ Built from `parameters.PARAMETERS` so the documented limits are the enforced one
 """
 from __future__ import annotations
 
-from config import Config
-from parameters import ANALYSIS_TYPES, PARAMETERS
+from video_analysis.config import Config
+from video_analysis.web.parameters import ANALYSIS_TYPES, PARAMETERS
 
 
 def _parameter_schemas() -> dict:

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
-from errors import ApiError
-from prompts import DEFAULT_PROMPTS
-from video_highlight_generator import DEFAULT_MAX_TOKENS
+from video_analysis.web.errors import ApiError
+from video_analysis.engine.prompts import DEFAULT_PROMPTS
+from video_analysis.engine.analyzer import DEFAULT_MAX_TOKENS
 
 ANALYSIS_TYPES = ("highlights", "workout")
 MAX_PROMPT_BYTES = 8 * 1024

@@ -9,10 +9,10 @@ import re
 
 from flask import Blueprint, jsonify, url_for
 
-from errors import ApiError
-from intake import accept_upload
-from services import services
-from session_manager import ProcessingStatus, SessionNotFound, SessionState, iso_utc
+from video_analysis.web.errors import ApiError
+from video_analysis.web.intake import accept_upload
+from video_analysis.web.services import services
+from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, iso_utc
 
 video_api = Blueprint("video_api", __name__, url_prefix="/api/v1/video")
 
