@@ -5,6 +5,7 @@ Built from `parameters.PARAMETERS` so the documented limits are the enforced one
 from __future__ import annotations
 
 from video_analysis.config import Config
+from video_analysis.engine.parameters import HighlightsParameters, WorkoutParameters
 from video_analysis.web.parameters import ANALYSIS_TYPES, PARAMETERS
 
 
@@ -110,6 +111,9 @@ def openapi_document(config: Config) -> dict:
                                                                           "content": {"text/html": {}}}}}},
         },
         "components": {"schemas": {
+            # Each analysis's parameters with their defaults and limits; the web page reads them from here.
+            "HighlightsParameters": HighlightsParameters.model_json_schema(),
+            "WorkoutParameters": WorkoutParameters.model_json_schema(),
             "Problem": {"type": "object", "required": ["type", "title", "status", "detail", "error"], "properties": {
                 "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
                 "detail": {"type": "string"}, "error": {"type": "string"}, "field": {"type": "string"},
