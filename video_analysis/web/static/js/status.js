@@ -1,0 +1,126 @@
+/* Following a job once it is queued: polling its status, cancelling it, fetching its results. */
+import { NETWORK_SENTENCE, cancelJob, jobResults, jobStatus, problemSentence } from "./api.js";
+import { plural } from "./dom.js";
+import { seconds } from "./format.js";
+import { currentState, enableCancel, fail, setState, showError } from "./page.js";
+import { analysisType } from "./parameters.js";
+import { analysisPercent, setAnalysis, setAnalysisNote, setStatus } from "./progress.js";
+import { showResults } from "./results.js";
+import { abandonRun, currentSession, isCurrent, runFile } from "./run.js";
+
+// The server asks for a poll a second (Retry-After); kept within these bounds whatever it says.
+const POLL_MIN_MS = 500;
+const POLL_MAX_MS = 3000;
+const MAX_POLL_FAILURES = 5;  // network failures in a row before the page gives up
+const RETRY_AFTER_FAILURE_MS = 2000;
+
+let pollTimer = null;
+let pollFailures = 0;
+
+function retryAfterMs(value) {
+  const s = parseFloat(value);
+  const ms = isFinite(s) ? s * 1000 : 1000;
+  return Math.min(POLL_MAX_MS, Math.max(POLL_MIN_MS, ms));
+}
+
+export function stopPolling() {
+  if (pollTimer) clearTimeout(pollTimer);
+  pollTimer = null;
+}
+
+export function followJob(run) {
+  pollFailures = 0;
+  poll(run);
+}
+
+async function poll(run) {
+  pollTimer = null;
+  const sessionId = currentSession();
+  if (!isCurrent(run) || !sessionId) return;
+  let answer;
+  try {
+    answer = await jobStatus(sessionId);
+  } catch (e) {
+    if (!isCurrent(run)) return;
+    pollFailures += 1;
+    if (pollFailures >= MAX_POLL_FAILURES) {
+      fail("Lost contact with the server while waiting for the analysis. Reload the page to start again "
+        + "once the server is back.", "Lost contact with the server.");
+      return;
+    }
+    setStatus("Lost contact with the server; trying again…");
+    pollTimer = setTimeout(() => poll(run), RETRY_AFTER_FAILURE_MS);
+    return;
+  }
+  if (!isCurrent(run)) return;
+  pollFailures = 0;
+  const status = answer.body;
+  if (!answer.ok || !status) {
+    fail(problemSentence(answer.status, status), "Lost track of the analysis.");
+    return;
+  }
+  setAnalysis(status);
+  if (status.message) setStatus(status.message);
+  if (status.status === "completed") {
+    loadResults(run);
+  } else if (status.status === "failed") {
+    fail(status.error || "The analysis failed.", "The analysis failed.");
+  } else if (status.status === "cancelled") {
+    showCancelled();
+  } else {
+    pollTimer = setTimeout(() => poll(run), retryAfterMs(answer.retryAfter));
+  }
+}
+
+function showCancelled() {
+  stopPolling();
+  abandonRun();  // ignore answers still on their way
+  setState("cancelled");
+  const at = Math.floor(analysisPercent());
+  setAnalysisNote("cancelled at " + at + "%");
+  setStatus("Analysis cancelled at " + at + "%; nothing more will be analyzed.");
+}
+
+/* Cancel pressed while the job is queued or running. */
+export async function cancelAnalysis() {
+  const sessionId = currentSession();
+  if (currentState() !== "processing" || !sessionId) return;
+  enableCancel(false);
+  setStatus("Cancelling…");
+  try {
+    const answer = await cancelJob(sessionId);
+    if (answer.ok && answer.body && answer.body.status === "cancelled") {
+      showCancelled();
+    } else {
+      // 409: it finished (or failed) first; the next status poll shows which.
+      enableCancel(true);
+      showError(problemSentence(answer.status, answer.body));
+    }
+  } catch (e) {
+    enableCancel(true);
+    showError("The server could not be reached to cancel the analysis. Try again.");
+  }
+}
+
+async function loadResults(run) {
+  setStatus("Fetching the results…");
+  let answer;
+  try {
+    answer = await jobResults(currentSession());
+  } catch (e) {
+    if (isCurrent(run)) fail(NETWORK_SENTENCE, "The results could not be fetched.");
+    return;
+  }
+  if (!isCurrent(run)) return;
+  const body = answer.body;
+  const data = body && (body.data || body.results);
+  if (!answer.ok || !data) {
+    fail(problemSentence(answer.status, body), "The results could not be fetched.");
+    return;
+  }
+  setState("completed");
+  setAnalysisNote("100% · done");
+  setStatus("Done: " + plural(data.total_segments_analyzed || 0, "segment") + " analyzed in "
+    + seconds(data.processing_time_seconds) + ".");
+  showResults(body.analysisType || analysisType(), data, runFile());
+}
