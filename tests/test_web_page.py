@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+import video_analysis.web
 from conftest import serve
+from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
 from tools.synthetic_video import Marker, write_video
 
@@ -26,6 +28,7 @@ CHROMIUM_FLAGS = (
     "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
 )
 OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+STATIC = Path(video_analysis.web.__file__).parent / "static"
 WAIT = 30  # seconds any one thing on the page may take
 
 
@@ -51,6 +54,7 @@ def browser():
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors()
     service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(profile, "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(WAIT)
@@ -96,6 +100,10 @@ def by_testid(driver, testid):
     return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
 
 
+def by_id(driver, element_id):
+    return driver.find_element("id", element_id)
+
+
 def all_by_testid(driver, testid):
     from selenium.webdriver.common.by import By
 
@@ -108,9 +116,26 @@ def wait_until(driver, condition, message, timeout=WAIT):
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
 
 
+def console_errors(driver):
+    """What the page logged as errors since the last call (reading the log empties it).
+
+    The browser's own request for /favicon.ico, which the service does not
+    serve, is not the page's error.
+    """
+    return [entry["message"] for entry in driver.get_log("browser")
+            if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]]
+
+
 def open_page(driver, base_url):
+    console_errors(driver)  # forget what earlier pages logged
     driver.get(base_url + "/")
     wait_until(driver, lambda d: d.execute_script("return document.readyState") == "complete", "page never loaded")
+    # The settings' defaults and limits arrive from the OpenAPI document after the page loads.
+    try:
+        wait_until(driver, lambda d: by_id(d, "analysis-form").get_attribute("data-parameters") != "loading",
+                   "the page never finished reading the settings from the server", timeout=10)
+    except Exception:
+        pytest.fail(f"the page's modules never read the settings; its console: {console_errors(driver)}", pytrace=False)
     assert not driver.execute_script("return document.getElementById('results').offsetParent !== null")
 
 
@@ -234,6 +259,7 @@ def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, 
     assert_seeks_to(browser, marks[0], steps[0]["start_timestamp"])
     button = rows[-1].find_element("css selector", "button")
     assert_seeks_to(browser, button, steps[-1]["start_timestamp"], activate="keyboard")
+    assert console_errors(browser) == []
     screenshot(browser, "web-results.png")
 
     browser.set_window_size(375, 800)
@@ -283,11 +309,13 @@ def test_highlights_are_listed_best_first_marked_and_seekable(browser, marker_se
     details.find_element("css selector", "summary").click()
     rows = details.find_elements("css selector", "tbody tr")
     assert len(rows) == 6 and "9/10" in rows[1].text and "2/10" in rows[0].text
+    assert "00:01-00:02" in rows[1].text  # written by the page, as the server writes its times
 
     # Starting over deletes the session on the server.
     browser.find_element("id", "new-analysis").click()
     wait_until(browser, lambda d: api(live_server, f"status/{sid}")[0] == 404, "the old session was not cleaned up")
     assert not by_testid(browser, "results").is_displayed()
+    assert console_errors(browser) == []
 
 
 def test_no_highlights_found_is_said_plainly(browser, marker_server, clips):
@@ -361,3 +389,141 @@ def test_a_dropped_file_is_chosen(browser, live_server):
     by_testid(browser, "start").click()  # the server refuses it, and the page says why
     wait_until(browser, lambda d: by_testid(d, "error").is_displayed(), "no error for a dropped non-video")
     assert "video" in by_testid(browser, "error").text
+
+
+# -- the settings' defaults and limits come from the server ---------------------------------
+# Fields under "Advanced" stay empty, which the server reads as its default.
+ADVANCED = {"max_tokens", "system_prompt", "user_prompt"}
+
+
+def select_type(driver, analysis_type):
+    from selenium.webdriver.support.ui import Select
+
+    Select(by_testid(driver, "analysis-type")).select_by_value(analysis_type)
+
+
+def form_field(driver, name):
+    """What the page shows for one setting: its value and limits, whether it is visible, its hint."""
+    return driver.execute_script("""
+        var input = document.querySelector('#analysis-form [name="' + arguments[0] + '"]');
+        var hint = document.getElementById(input.getAttribute('aria-describedby'));
+        return {value: input.value, min: input.getAttribute('min'), max: input.getAttribute('max'),
+                step: input.getAttribute('step'), shown: input.offsetParent !== null,
+                hint: hint ? hint.textContent : null};
+    """, name)
+
+
+def expected_field(name, schema):
+    """What the page must show for a field the OpenAPI document describes with `schema`."""
+    if "anyOf" in schema:  # optional text: nothing to fill in, no numbers
+        return {"value": "", "min": None, "max": None, "step": None, "shown": True, "hint": None}
+    low, high = f"{schema['minimum']:g}", f"{schema['maximum']:g}"
+    return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "min": low, "max": high,
+            "step": "1" if schema["type"] == "integer" else "any", "shown": True,
+            "hint": f"{low}–{high}. " + form_hint_sentence(name)}
+
+
+def form_hint_sentence(name):
+    """The page's own words after the limits (index.html)."""
+    return {"min_significance": "A segment needs at least this score.", "max_highlights": "The best come first.",
+            "segment_duration": "Seconds per analyzed piece.", "frames_per_segment": "Frames the model looks at.",
+            "max_tokens": "Empty uses the server's default."}[name]
+
+
+def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser, make_app):
+    app = make_app()
+    document = app.test_client().get("/api/v1/openapi.json").get_json()
+    highlights = document["components"]["schemas"]["HighlightsParameters"]["properties"]
+    workout = document["components"]["schemas"]["WorkoutParameters"]["properties"]
+    # Numbers unlike the real ones: a page that kept its own would show those instead.
+    highlights["segment_duration"].update(default=7, maximum=300)
+    workout["segment_duration"].update(default=12, maximum=300)
+    highlights["min_significance"].update(default=4, minimum=2)
+    highlights["max_highlights"].update(default=5)
+    for fields in (highlights, workout):
+        fields["frames_per_segment"].update(default=3, maximum=32)
+        fields["max_tokens"].update(maximum=512)
+    app.view_functions["openapi"] = lambda: document
+
+    with serve(app) as base_url:
+        open_page(browser, base_url)
+        assert by_id(browser, "analysis-form").get_attribute("data-parameters") == "ready"
+        assert not by_testid(browser, "parameters-error").is_displayed()
+        browser.find_element("css selector", ".advanced summary").click()
+        every_field = list(dict.fromkeys([*highlights, *workout]))
+        # There and back: fields nobody touched take each type's defaults.
+        for analysis_type, fields in (("highlights", highlights), ("workout", workout), ("highlights", highlights)):
+            select_type(browser, analysis_type)
+            for name in every_field:
+                if name in fields:
+                    assert form_field(browser, name) == expected_field(name, fields[name]), (analysis_type, name)
+                else:
+                    assert not form_field(browser, name)["shown"], (analysis_type, name)
+
+        # What the user typed survives a change of type; "Reset settings" brings back the type's default.
+        set_field(browser, "segment_duration", 2)
+        select_type(browser, "workout")
+        assert form_field(browser, "segment_duration")["value"] == "2"
+        browser.find_element("id", "reset-settings").click()
+        assert form_field(browser, "segment_duration")["value"] == "12"
+        select_type(browser, "highlights")
+        assert form_field(browser, "segment_duration")["value"] == "7"
+        assert console_errors(browser) == []
+
+
+def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(browser, make_app, videos):
+    app = make_app()
+    app.view_functions["openapi"] = lambda: ({"error": "Not today."}, 503)
+    with serve(app) as base_url:
+        open_page(browser, base_url)
+        assert by_id(browser, "analysis-form").get_attribute("data-parameters") == "unavailable"
+        note = by_testid(browser, "parameters-error")
+        assert note.is_displayed() and "defaults and limits" in note.text and "HTTP 503" in note.text
+        for name in ("min_significance", "max_highlights", "segment_duration", "frames_per_segment", "max_tokens"):
+            field = form_field(browser, name)
+            assert (field["value"], field["min"], field["max"]) == ("", None, None), (name, field)  # no guessing
+
+        # Empty fields are not sent, so the analysis runs on the server's defaults.
+        choose(browser, videos["short"], "highlights")
+        by_testid(browser, "start").click()
+        sid = session_id(browser)
+        wait_until(browser, lambda d: by_id(d, "main").get_attribute("data-state") == "completed",
+                   "the analysis never completed")
+        _, results = api(base_url, f"results/{sid}")
+        defaults = HighlightsParameters()
+        settings = results["data"]["settings"]
+        assert (settings["segment_duration"], settings["min_significance"], settings["frames_per_segment"]) == (
+            defaults.segment_duration, defaults.min_significance, defaults.frames_per_segment)
+
+
+# -- the modules ------------------------------------------------------------------------------
+def test_the_modules_are_served_as_javascript_and_load_without_errors(browser, live_server):
+    modules = {"/static/app.js", *(f"/static/js/{path.name}" for path in (STATIC / "js").glob("*.js"))}
+    for path in sorted(modules):
+        answer = requests.get(live_server + path, timeout=10)
+        # A browser refuses to run a module script served with any other type.
+        assert answer.status_code == 200, path
+        assert answer.headers["Content-Type"].split(";")[0] in ("text/javascript", "application/javascript"), path
+
+    open_page(browser, live_server)
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(function (e) { return new URL(e.name).pathname; })")
+    assert {path for path in loaded if path.endswith(".js")} == modules  # every module in js/ is in use
+    assert by_id(browser, "analysis-form").get_attribute("data-parameters") == "ready"
+    assert by_id(browser, "type-hint").text == "Scores every segment 1–10 and keeps the best ones."
+    assert console_errors(browser) == []
+
+
+def test_the_page_writes_the_times_the_server_does_not_send_as_the_server_would(browser, live_server):
+    """Segment rows and the video's length are formatted by the page, so it must agree with video/frames.py."""
+    from video_analysis.video.frames import format_clock, format_range
+
+    pairs = [[0, 0], [1.9, 2.5], [59.99, 61], [599, 3599.9], [3599, 3600], [3661.5, 7322], [0, 36000.4]]
+    open_page(browser, live_server)
+    written = browser.execute_async_script("""
+        var pairs = arguments[0], done = arguments[arguments.length - 1];
+        import(arguments[1]).then(function (format) {
+          done(pairs.map(function (p) { return [format.clockRange(p[0], p[1]), format.clock(p[1])]; }));
+        }, function (error) { done(String(error)); });
+    """, pairs, live_server + "/static/js/format.js")
+    assert written == [[format_range(start, end), format_clock(end)] for start, end in pairs]
