@@ -113,7 +113,8 @@ def test_json_numbers_and_number_text_are_both_accepted():
 
 
 @pytest.mark.parametrize("params,field,sentence", [
-    ('{"min_significance": 7.5}', "min_significance", "'min_significance' must be a whole number, not a fraction (7.5)."),
+    ('{"min_significance": 7.5}', "min_significance",
+     "'min_significance' must be a whole number, not a fraction (7.5)."),
     ('{"min_significance": true}', "min_significance", "'min_significance' must be a number, not true."),
     ('{"min_significance": null}', "min_significance", "'min_significance' must be a number, not null."),
     ('{"max_highlights": [3]}', "max_highlights", "'max_highlights' must be a number."),

@@ -66,7 +66,7 @@ class Config(BaseSettings):
     # Form limits handed to werkzeug: a few fields and one file are all an upload needs.
     MAX_FORM_PARTS: WholeNumber = Field(64, ge=1)
     MAX_FORM_MEMORY_SIZE: WholeNumber = Field(256 * 1024, ge=1)
-    # Set by serve.py: nginx in front has buffered every body whole, so a refused request's unread body is
+    # Set by the launcher (serve/): nginx in front has buffered every body whole, so a refused request's unread body is
     # read to its end before the answer (gunicorn would close the connection mid-body: nginx then says 502).
     BUFFERED_BY_PROXY: Switch = False
     # Request threads of the server (gunicorn.conf.py reads it from here too).

@@ -60,7 +60,7 @@ def problem(status: int, detail: str, title: Optional[str] = None, headers: Opti
 
 
 def _discard_unread_body() -> None:
-    """Behind serve.py's nginx, read what is left of a refused request's body before answering.
+    """Behind the launcher's nginx (serve/), read what is left of a refused request's body before answering.
 
     gunicorn drains at most 64 KiB of a body the app did not read and then
     closes the connection; nginx, still sending the body it buffered, would
