@@ -25,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 system-deps:
 	@sh tools/install_system_packages.sh
 
-# nginx in front of gunicorn (serve.py): nginx reads whole requests, so slow or stalled clients
+# nginx in front of gunicorn (video_analysis/serve/): nginx reads whole requests, so slow or stalled clients
 # never hold one of gunicorn's threads (guides/operations.md).
 run: setup
 	exec env HOST=$(HOST) PORT=$(PORT) $(PY) -m video_analysis.serve

@@ -1,10 +1,11 @@
 """gunicorn settings for `make run`: one process (it holds the one model), threads for requests."""
-import os
+from video_analysis.config import Config
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+_config = Config.from_env()  # an invalid variable stops gunicorn here, with the sentence that names it
+bind = f"{_config.HOST}:{_config.PORT}"
 workers = 1  # one process = one model in memory; never raise this
 worker_class = "gthread"
-threads = int(os.environ.get("HTTP_THREADS", "16"))  # legacy requests hold a thread while they wait
+threads = _config.HTTP_THREADS  # legacy requests hold a thread while they wait
 timeout = 120
 graceful_timeout = 5  # SIGTERM: running jobs are cancelled, the process exits within seconds
 # Long enough for any URL a client may send (a malformed 10 KB id gets the app's 404 problem, not gunicorn's 414).
@@ -12,7 +13,7 @@ limit_request_line = 16384
 # No control socket: it lives at one fixed path per user, and two servers on a machine would fight over it.
 control_socket_disable = True
 accesslog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = _config.LOG_LEVEL
 
 
 def post_fork(server, worker):

@@ -1,9 +1,13 @@
-"""The OpenAPI document is valid 3.1 and covers exactly the app's routes."""
+"""The OpenAPI document is valid 3.1, covers exactly the app's routes, and documents what the app enforces."""
+import io
 import re
+import time
 
+import pytest
 from openapi_spec_validator import validate
 
-from video_analysis.web.parameters import PARAMETERS
+UPLOAD = "/api/v1/video/upload"
+KINDS = {"highlights": "HighlightsParameters", "workout": "WorkoutParameters"}
 
 
 def _app_routes(app):
@@ -17,21 +21,82 @@ def _app_routes(app):
     return routes
 
 
+def _document(client) -> dict:
+    return client.get("/api/v1/openapi.json").get_json()
+
+
+def _post(client, video: bytes, **fields):
+    data = {"video": (io.BytesIO(video), "clip.mp4"), **fields}
+    return client.post(UPLOAD, data=data, content_type="multipart/form-data")
+
+
+def _numeric_limits(document):
+    """(kind, name, schema) of every documented numeric parameter, from the schemas the web page reads."""
+    for kind, schema_name in KINDS.items():
+        for name, schema in document["components"]["schemas"][schema_name]["properties"].items():
+            if schema.get("type") in ("integer", "number"):
+                yield kind, name, schema
+
+
+@pytest.fixture(scope="module")
+def short_video(videos) -> bytes:
+    with open(videos["short"], "rb") as handle:
+        return handle.read()
+
+
 def test_the_document_is_valid_openapi_3_1(client):
-    document = client.get("/api/v1/openapi.json").get_json()
+    document = _document(client)
     assert document["openapi"].startswith("3.1")
     validate(document)
 
 
 def test_the_document_covers_exactly_the_apps_routes(app, client):
-    document = client.get("/api/v1/openapi.json").get_json()
+    document = _document(client)
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     assert documented == _app_routes(app)
 
 
-def test_documented_limits_are_the_enforced_ones(client):
-    document = client.get("/api/v1/openapi.json").get_json()
-    schema = document["paths"]["/api/v1/video/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    for name, spec in PARAMETERS.items():
-        if spec.kind != "string":
-            assert (schema["properties"][name]["minimum"], schema["properties"][name]["maximum"]) == (spec.minimum, spec.maximum)
+def test_a_value_just_outside_each_documented_limit_is_a_400_naming_the_field(client, short_video):
+    checked = 0
+    for kind, name, schema in _numeric_limits(_document(client)):
+        step = 1 if schema["type"] == "integer" else 0.5
+        for outside in (schema["minimum"] - step, schema["maximum"] + step):
+            response = _post(client, short_video, analysis_type=kind, **{name: str(outside)})
+            body = response.get_json()
+            assert response.status_code == 400 and body["field"] == name, (kind, name, outside, body)
+            assert f"between {schema['minimum']:g} and {schema['maximum']:g}" in body["detail"], body
+            checked += 1
+    assert checked == 2 * (5 + 3)  # highlights has five numeric parameters, workout three
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("bound", ["minimum", "maximum"])
+def test_each_documented_limit_itself_is_accepted(client, short_video, kind, bound):
+    for name, schema in [(name, schema) for k, name, schema in _numeric_limits(_document(client)) if k == kind]:
+        response = _post(client, short_video, analysis_type=kind, **{name: str(schema[bound])})
+        assert response.status_code == 202, (name, schema[bound], response.get_json())
+        client.delete(f"/api/v1/video/cleanup/{response.get_json()['sessionId']}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_documented_defaults_are_what_a_job_receives(client, short_video, kind):
+    schema = _document(client)["components"]["schemas"][KINDS[kind]]
+    session_id = _post(client, short_video, analysis_type=kind).get_json()["sessionId"]
+    deadline = time.monotonic() + 60
+    while client.get(f"/api/v1/video/status/{session_id}").get_json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the job did not complete"
+        time.sleep(0.05)
+    settings = client.get(f"/api/v1/video/results/{session_id}").get_json()["data"]["settings"]
+    # The prompts' default (null) stands for the analysis's own prompts, which the settings spell out.
+    numbers = {name: prop["default"] for name, prop in schema["properties"].items() if "_prompt" not in name}
+    assert len(numbers) == (5 if kind == "highlights" else 3)
+    assert {name: settings[name] for name in numbers} == numbers
+
+
+def test_the_analysis_types_are_documented_where_the_upload_reads_them(client):
+    document = _document(client)
+    body = document["paths"][UPLOAD]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["properties"]["analysis_type"]["enum"] == list(KINDS)
+    documented = set(body["properties"]) - {"video", "params", "analysis_type"}
+    for kind, schema_name in KINDS.items():
+        assert set(document["components"]["schemas"][schema_name]["properties"]) <= documented

@@ -324,18 +324,19 @@ def test_long_request_lines_and_headers_within_nginxs_limits_reach_the_app(serve
 
 def test_the_nginx_configuration_is_valid_for_other_settings(tmp_path):
     """nginx -t on configurations for an IPv6 host and other limits (the tests above run one)."""
-    from video_analysis import serve
+    from video_analysis.config import Config
+    from video_analysis.serve.nginx_config import find_nginx, nginx_config
 
     for environ, expected in (({"HOST": "::1", "PORT": "8080", "MAX_UPLOAD_MB": "4096"},
                                ["listen [::1]:8080 ", "client_max_body_size 4097m;"]),
                               ({"HOST": "0.0.0.0", "PORT": "80", "HEADER_TIMEOUT_SECONDS": "30"},
                                ["listen 0.0.0.0:80 ", "client_header_timeout 30s;"])):
-        settings = serve.Settings(dict(environ, DATA_DIR=str(tmp_path / "data")))
-        text = serve.nginx_config(settings, str(tmp_path), str(tmp_path / "bodies"), str(tmp_path / "g.sock"))
+        settings = Config.from_env(**environ, DATA_DIR=str(tmp_path / "data"))
+        text = nginx_config(settings, str(tmp_path), str(tmp_path / "bodies"), str(tmp_path / "g.sock"))
         assert all(line in text for line in expected)
         config = tmp_path / "nginx.conf"
         config.write_text(text)
-        checked = subprocess.run([settings.nginx, "-t", "-q", "-p", str(tmp_path), "-c", str(config)],
+        checked = subprocess.run([find_nginx(settings), "-t", "-q", "-p", str(tmp_path), "-c", str(config)],
                                  capture_output=True, text=True)
         assert checked.returncode == 0, checked.stderr
 

@@ -1,93 +1,145 @@
-"""Configuration: one class, read from the environment (see guides/operations.md)."""
+"""Configuration: every environment variable the product reads, in one class (see guides/operations.md).
+
+`Config.from_env()` reads them with pydantic-settings; an invalid value
+stops the start with a sentence naming the variable. Other modules take
+their values from a Config (or are handed them): none reads os.environ.
+Cheap to import: no mlx, no flask.
+"""
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, fields
-from typing import List, Mapping, Optional
+from typing import Annotated, Any, List, Literal, Optional
+
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The model `make run` serves when MODEL is not set (model_runner and the CLI use it too).
 DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
 
 
-def env_int(name: str, default: Optional[int], minimum: int = 0,
-            environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
-    """A whole number from the environment (or `environ`); a person-readable exit when it is not one."""
-    raw = (os.environ if environ is None else environ).get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be at least {minimum}, got {value}")
+def _whole_number(value: Any, info: ValidationInfo) -> Any:
+    # int() as before: " 12 " is 12, "1.5" and "lots" are refused with the variable's name.
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{info.field_name} must be a whole number, got {value!r}") from None
     return value
 
 
-def _env_list(name: str, default: str) -> List[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+def _switch(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, str):
+        if value.strip() in ("0", "1"):
+            return value.strip() == "1"
+        raise ValueError(f"{info.field_name} must be 1 (on) or 0 (off), got {value!r}")
+    return value
 
 
-@dataclass(frozen=True)
-class Config:
+def _comma_list(value: Any) -> Any:
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Switch = Annotated[bool, BeforeValidator(_switch)]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Config(BaseSettings):
+    # Names exactly as written (MODEL, not model); unknown overrides are refused; a Config never changes.
+    model_config = SettingsConfigDict(case_sensitive=True, extra="forbid", frozen=True)
+
+    # -- the service ---------------------------------------------------------------------------
     MODEL: str = DEFAULT_MODEL
     DATA_DIR: str = "data"
-    MAX_UPLOAD_MB: int = 2048
-    MAX_QUEUED_JOBS: int = 16
-    JOB_WORKERS: int = 2
-    SESSION_TTL_SECONDS: int = 86400
+    MAX_UPLOAD_MB: WholeNumber = Field(2048, ge=1)
+    MAX_QUEUED_JOBS: WholeNumber = Field(16, ge=1)
+    JOB_WORKERS: WholeNumber = Field(2, ge=1)
+    SESSION_TTL_SECONDS: WholeNumber = Field(86400, ge=1)
     # The most DATA_DIR may hold for sessions and uploads being received, in MB (storage.py). None: half the
     # free space of DATA_DIR's disk when the service starts; 0: no bound but the disk's own.
-    MAX_STORAGE_MB: Optional[int] = None
-    CORS_ORIGINS: List[str] = field(default_factory=lambda: ["*"])
+    MAX_STORAGE_MB: Optional[WholeNumber] = Field(None, ge=0)
+    # Comma-separated in the environment; set but empty means no origin at all.
+    CORS_ORIGINS: Annotated[List[str], NoDecode, BeforeValidator(_comma_list)] = ["*"]
     HOST: str = "127.0.0.1"
-    PORT: int = 5000
+    PORT: WholeNumber = Field(5000, ge=1)
     # How often the sweeper looks for expired sessions.
-    SWEEP_INTERVAL_SECONDS: float = 60.0
+    SWEEP_INTERVAL_SECONDS: float = Field(60.0, gt=0)
     # Form limits handed to werkzeug: a few fields and one file are all an upload needs.
-    MAX_FORM_PARTS: int = 64
-    MAX_FORM_MEMORY_SIZE: int = 256 * 1024
-    # Seconds a legacy /analyze request waits before giving up on its job.
-    LEGACY_TIMEOUT_SECONDS: Optional[float] = None
-    # Set by serve.py: nginx in front has buffered every body whole, so a refused request's unread body is
+    MAX_FORM_PARTS: WholeNumber = Field(64, ge=1)
+    MAX_FORM_MEMORY_SIZE: WholeNumber = Field(256 * 1024, ge=1)
+    # Set by the launcher (serve/): nginx in front has buffered every body whole, so a refused request's unread body is
     # read to its end before the answer (gunicorn would close the connection mid-body: nginx then says 502).
-    BUFFERED_BY_PROXY: bool = False
-    # Request threads of the server (gunicorn.conf.py reads the same variable).
-    HTTP_THREADS: int = 16
+    BUFFERED_BY_PROXY: Switch = False
+    # Request threads of the server (gunicorn.conf.py reads it from here too).
+    HTTP_THREADS: WholeNumber = Field(16, ge=2)
     # Legacy /analyze requests served at once: each holds a request thread until its job ends, so
-    # they may take at most half the threads; beyond that they get 503 + Retry-After.
-    MAX_LEGACY_REQUESTS: Optional[int] = None
+    # they may take at most half the threads by default; beyond that they get 503 + Retry-After.
+    MAX_LEGACY_REQUESTS: WholeNumber = Field(default_factory=lambda data: max(1, data.get("HTTP_THREADS", 2) // 2))
+    # gunicorn's log level, and the analysis process's.
+    LOG_LEVEL: Annotated[LogLevel, BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)] = "info"
 
-    def __post_init__(self) -> None:
-        if self.MAX_LEGACY_REQUESTS is None:
-            object.__setattr__(self, "MAX_LEGACY_REQUESTS", max(1, self.HTTP_THREADS // 2))
+    # -- the launcher in front (serve/, `make run`) --------------------------------------------
+    # A client must send its whole request head within this (nginx closes the connection after).
+    HEADER_TIMEOUT_SECONDS: WholeNumber = Field(10, ge=1)
+    # The longest pause between two pieces of a body.
+    BODY_TIMEOUT_SECONDS: WholeNumber = Field(60, ge=1)
+    # How long nginx waits for the answer to a synchronous /analyze request, which waits for its whole job.
+    LEGACY_PROXY_TIMEOUT_SECONDS: WholeNumber = Field(86400, ge=1)
+    # The nginx binary; None: `nginx` on PATH, else /usr/sbin/nginx.
+    NGINX: Optional[str] = None
+    # gunicorn's configuration, relative to the repository (the benchmarks' experiments name others).
+    GUNICORN_CONFIG: str = "gunicorn.conf.py"
+
+    # -- CPU speed-ups, on by default; 0 turns one off to measure it (bench/) -----------------------
+    USE_OPENBLAS: Switch = True  # OpenBLAS under mlx's CPU matrix multiply (~30x faster)
+    PARALLEL_VISION: Switch = True  # the vision tower split across one CPU stream per core
+    FAST_ACTIVATIONS: Switch = True  # the vision tower's softmax and GELU with powers of two
+    PYAV_FRAMES: Switch = True  # frames sampled with PyAV from the keyframe before each (0: OpenCV)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, values: Any) -> Any:
+        # `PORT=` in a shell or a compose file means "not set": the default applies. CORS_ORIGINS is the
+        # exception: set but empty, it allows no origin, as it always has.
+        if isinstance(values, dict):
+            return {name: value for name, value in values.items()
+                    if not (isinstance(value, str) and value.strip() == "" and name != "CORS_ORIGINS")}
+        return values
+
+    @model_validator(mode="after")
+    def _legacy_requests_leave_threads(self) -> "Config":
         if not 1 <= self.MAX_LEGACY_REQUESTS < self.HTTP_THREADS:
-            raise SystemExit(f"MAX_LEGACY_REQUESTS must be at least 1 and below HTTP_THREADS ({self.HTTP_THREADS}), "
+            raise ValueError(f"MAX_LEGACY_REQUESTS must be at least 1 and below HTTP_THREADS ({self.HTTP_THREADS}), "
                              f"so that waiting legacy requests always leave threads for the others; "
                              f"got {self.MAX_LEGACY_REQUESTS}")
+        return self
 
     @classmethod
-    def from_env(cls, **overrides) -> "Config":
-        """Settings from the environment, then `overrides` (tests use these)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
+    def from_env(cls, **overrides: Any) -> "Config":
+        """Settings from the environment, then `overrides` (tests use these).
+
+        An invalid value raises SystemExit with one sentence per problem, naming the variable.
+        """
+        unknown = set(overrides) - set(cls.model_fields)
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
-        defaults = cls()
-        settings = dict(
-            MODEL=os.environ.get("MODEL") or defaults.MODEL,
-            DATA_DIR=os.environ.get("DATA_DIR") or defaults.DATA_DIR,
-            MAX_UPLOAD_MB=env_int("MAX_UPLOAD_MB", defaults.MAX_UPLOAD_MB, 1),
-            MAX_QUEUED_JOBS=env_int("MAX_QUEUED_JOBS", defaults.MAX_QUEUED_JOBS, 1),
-            JOB_WORKERS=env_int("JOB_WORKERS", defaults.JOB_WORKERS, 1),
-            SESSION_TTL_SECONDS=env_int("SESSION_TTL_SECONDS", defaults.SESSION_TTL_SECONDS, 1),
-            MAX_STORAGE_MB=env_int("MAX_STORAGE_MB", defaults.MAX_STORAGE_MB, 0),
-            CORS_ORIGINS=_env_list("CORS_ORIGINS", "*"),
-            HOST=os.environ.get("HOST") or defaults.HOST,
-            PORT=env_int("PORT", defaults.PORT, 1),
-            HTTP_THREADS=env_int("HTTP_THREADS", defaults.HTTP_THREADS, 2),
-            BUFFERED_BY_PROXY=os.environ.get("BUFFERED_BY_PROXY", "") == "1",
-            MAX_LEGACY_REQUESTS=env_int("MAX_LEGACY_REQUESTS", 0, 0) or None,  # None: half of HTTP_THREADS
-        )
-        settings.update(overrides)
-        return cls(**settings)
+        try:
+            return cls(**overrides)
+        except ValidationError as error:
+            # A default computed from another variable is not computed once that one is invalid: no news.
+            problems = [problem for problem in error.errors() if problem["type"] != "default_factory_not_called"]
+            raise SystemExit("\n".join(_sentence(problem) for problem in problems)) from None
+
+
+def _sentence(problem: dict) -> str:
+    """A pydantic error about one variable, as a sentence a person can act on."""
+    name = ".".join(str(part) for part in problem["loc"][:1])
+    context = problem.get("ctx") or {}
+    if problem["type"] == "value_error":  # our own validators already wrote the sentence
+        return str(context.get("error", problem["msg"]))
+    if problem["type"] == "greater_than_equal":
+        return f"{name} must be at least {context['ge']}, got {problem['input']}"
+    if problem["type"] == "greater_than":
+        return f"{name} must be more than {context['gt']}, got {problem['input']}"
+    if problem["type"] == "literal_error":
+        return f"{name} must be one of {context['expected']}, got {problem['input']!r}"
+    return f"{name}: {problem['msg']}, got {problem['input']!r}"

@@ -6,22 +6,57 @@ from here.
 """
 from __future__ import annotations
 
+import re
 from enum import Enum
-from typing import Optional, Type, Union
+from typing import Annotated, Optional, Type, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 MAX_PROMPT_BYTES = 8 * 1024
 DEFAULT_MAX_TOKENS = 64
+# SmolVLM's control tokens: in a prompt they would break the image/text layout the model expects.
+_CONTROL_TOKEN = re.compile(r"<(?:image|video|global-img|fake_token_around_image|end_of_utterance|row_\d+_col_\d+"
+                            r"|\|im_(?:start|end)\||\|endoftext\|)>", re.IGNORECASE)
 
 
 class AnalysisKind(str, Enum):
     HIGHLIGHTS = "highlights"
     WORKOUT = "workout"
 
+    def __str__(self) -> str:  # "highlights" in f-strings and logs, not "AnalysisKind.HIGHLIGHTS"
+        return self.value
+
     @property
     def parameters(self) -> Type["AnalysisParameters"]:
         return HighlightsParameters if self is AnalysisKind.HIGHLIGHTS else WorkoutParameters
+
+
+def _plain_prompt(text: Optional[str], info: ValidationInfo) -> Optional[str]:
+    """A prompt the model can take: UTF-8 text of at most MAX_PROMPT_BYTES, no NUL, no control token."""
+    if text is None:
+        return None
+    name = info.field_name
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") that JSON let through
+        raise ValueError(f"'{name}' must be valid Unicode text; it holds an unpaired surrogate "
+                         "(\\ud800-\\udfff) escape.") from None
+    if size > MAX_PROMPT_BYTES:
+        raise ValueError(f"'{name}' is too long: at most {MAX_PROMPT_BYTES // 1024} KiB of text is allowed.")
+    if "\x00" in text:
+        raise ValueError(f"'{name}' must not contain NUL characters.")
+    token = _CONTROL_TOKEN.search(text)
+    if token:
+        raise ValueError(f"'{name}' must not contain the model's control token {token.group(0)}; "
+                         "describe the frames in plain words instead.")
+    return text
+
+
+Prompt = Annotated[Optional[str], AfterValidator(_plain_prompt)]
+
+
+def _segment_duration(default: float = ...):  # each analysis has its own default; `...`: required
+    return Field(default, ge=1, le=600, allow_inf_nan=False, description="Seconds of video per segment.")
 
 
 class AnalysisParameters(BaseModel):
@@ -29,21 +64,23 @@ class AnalysisParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    segment_duration: float = Field(ge=1, le=600, description="Seconds of video per segment.")
+    segment_duration: float = _segment_duration()
     frames_per_segment: int = Field(8, ge=1, le=64, description="Frames the model sees per segment.")
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=1024, description="Longest answer per segment, in tokens.")
-    system_prompt: Optional[str] = Field(None, description="Replaces the analysis's system prompt.")
-    user_prompt: Optional[str] = Field(None, description="Replaces the analysis's question about each segment.")
+    system_prompt: Prompt = Field(None, description="Replaces the analysis's system prompt "
+                                                    f"(at most {MAX_PROMPT_BYTES // 1024} KiB of UTF-8).")
+    user_prompt: Prompt = Field(None, description="Replaces the analysis's question about each segment "
+                                                  f"(at most {MAX_PROMPT_BYTES // 1024} KiB of UTF-8).")
 
 
 class HighlightsParameters(AnalysisParameters):
-    segment_duration: float = Field(10, ge=1, le=600, description="Seconds of video per segment.")
+    segment_duration: float = _segment_duration(10)
     min_significance: int = Field(6, ge=1, le=10, description="Lowest score (1-10) a highlight may have.")
     max_highlights: int = Field(10, ge=1, le=100, description="Most highlights returned, best first.")
 
 
 class WorkoutParameters(AnalysisParameters):
-    segment_duration: float = Field(15, ge=1, le=600, description="Seconds of video per segment.")
+    segment_duration: float = _segment_duration(15)
 
 
 Parameters = Union[HighlightsParameters, WorkoutParameters]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
-import os
 import queue
 import signal
 import threading
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
 from video_analysis.cancellation import Cancelled
+from video_analysis.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -424,8 +424,7 @@ class _ChildService:
 
 
 def _child_main(connection, model_ref: str) -> None:
-    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "info").upper())
-    logging.basicConfig(level=level if isinstance(level, int) else logging.INFO,
+    logging.basicConfig(level=Config.from_env().LOG_LEVEL.upper(),
                         format="%(asctime)s %(levelname)s analysis[%(process)d] %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole terminal; the parent decides
     service = _ChildService(connection, model_ref)

@@ -11,10 +11,11 @@ import copy
 import enum
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
+
+from video_analysis.jobs.session_ids import new_session_id
 
 
 class ProcessingStatus(str, enum.Enum):
@@ -100,7 +101,7 @@ class SessionManager:
 
     @staticmethod
     def new_id() -> str:
-        return str(uuid.uuid4())  # os.urandom underneath: unguessable
+        return new_session_id()
 
     def create(self, session_id: str, analysis_type: str, video_name: str, directory: str,
                params: Optional[dict] = None, legacy: bool = False) -> SessionState:
@@ -162,9 +163,9 @@ class SessionManager:
             raise SessionNotFound(session_id)
         return state
 
-    def list(self, include_legacy: bool = True) -> List[SessionState]:
+    def list(self) -> List[SessionState]:
         with self._lock:
-            return [copy.deepcopy(s) for s in self._sessions.values() if include_legacy or not s.legacy]
+            return [copy.deepcopy(s) for s in self._sessions.values()]
 
     def counts(self) -> Dict[str, int]:
         """How many sessions are in each status (cheap: no copies)."""

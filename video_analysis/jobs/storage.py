@@ -1,7 +1,8 @@
 """Files on disk: one owner-only directory per session under DATA_DIR.
 
 Uploads are streamed by werkzeug straight into the session's directory (no
-copy through /tmp, never a whole video in memory) under a server-made name;
+copy through /tmp, never a whole video in memory: web/upload_request.py gives
+it an `UploadSpool`'s files) under a server-made name;
 the client's file name is kept only as sanitised metadata. Whatever a request
 wrote is removed unless a session took ownership of it.
 
@@ -23,22 +24,18 @@ import errno
 import io
 import logging
 import os
-import re
 import shutil
 import threading
 import unicodedata
 from typing import BinaryIO, Callable, Dict, List, Optional
 
-from flask import Request
+from video_analysis.jobs.session_ids import is_session_id
 
 log = logging.getLogger(__name__)
 
-SPOOL_ENVIRON_KEY = "video_service.upload_spool"
-# What a session's directory is called (session ids are UUID4 strings).
-_SESSION_NAME = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAME_LIMIT = 200
 _MB = 1024 * 1024
-# Where nginx buffers request bodies when serve.py runs it in front (serve.REQUEST_BODY_DIR); not ours to touch.
+# Where nginx buffers request bodies when `make run` puts it in front (serve/launcher.py); not ours to touch.
 _PROXY_BODY_DIR = ".request-bodies"
 
 
@@ -76,14 +73,14 @@ class Storage:
     def prepare(self) -> None:
         """Create DATA_DIR owner-only; remove what an earlier process left (its sessions are gone); set the bound.
 
-        Only entries named like a session (a UUID) are removed: a DATA_DIR set
+        Only entries named like a session (a session id) are removed: a DATA_DIR set
         by mistake to a directory holding other files loses none of them.
         After that no session holds anything, so the count starts at zero.
         """
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         for name in os.listdir(self.root):
-            if _SESSION_NAME.match(name):
+            if is_session_id(name):
                 self.remove(os.path.join(self.root, name))
             elif name != _PROXY_BODY_DIR:
                 log.warning("DATA_DIR holds %r, which this service did not create; leaving it alone", name)
@@ -226,24 +223,6 @@ class UploadSpool:
             self.storage.remove(self.directory)
         self.storage.give_back(self.taken)
         self.taken = self.written = 0
-
-
-class SpoolingRequest(Request):
-    """Flask request whose uploaded files go to the route's UploadSpool, when it set one."""
-
-    def make_form_data_parser(self):
-        # werkzeug's parser is silent by default: a malformed part (such as a
-        # file name that is not UTF-8) would drop the whole form and look like
-        # "no video". Raising lets the route say what is wrong.
-        parser = super().make_form_data_parser()
-        parser.silent = False
-        return parser
-
-    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
-        spool: Optional[UploadSpool] = self.environ.get(SPOOL_ENVIRON_KEY)
-        if spool is None:
-            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
-        return spool.open_file()
 
 
 # Controls (C0, DEL, C1), invisible format characters (bidi overrides that

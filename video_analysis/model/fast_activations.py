@@ -21,11 +21,12 @@ relative; the tests compare them). Measured on a 2-core Xeon, 4 frames of
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from video_analysis.config import Config
 
 _LOG2_E = 1.0 / math.log(2.0)
 _GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)
@@ -82,7 +83,7 @@ def enable(vision_model: nn.Module) -> int:
     q/k/v/out projections, an MLP whose activation is the tanh GELU) change;
     model_runner calls it for SmolVLM/Idefics3 models only.
     """
-    if os.environ.get("FAST_ACTIVATIONS", "1") == "0":
+    if not Config.from_env().FAST_ACTIVATIONS:
         return 0
     encoder = getattr(vision_model, "encoder", None)
     changed = 0

@@ -12,6 +12,8 @@ import os
 import platform
 from typing import Optional
 
+from video_analysis.config import Config
+
 _OPENBLAS_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
     "/usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0",
@@ -28,7 +30,7 @@ def preload_openblas() -> Optional[str]:
     mlx's bundled BLAS instead.
     """
     global _openblas_path
-    if _openblas_path or platform.system() != "Linux" or os.environ.get("USE_OPENBLAS", "1") == "0":
+    if _openblas_path or platform.system() != "Linux" or not Config.from_env().USE_OPENBLAS:
         return _openblas_path
     # OpenBLAS's idle threads spin before they sleep; on a 2-core server that
     # spinning starves the request threads (status p99 0.1-2.6 s during a job).

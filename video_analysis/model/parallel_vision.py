@@ -24,6 +24,8 @@ from typing import List, Optional
 import mlx.core as mx
 import mlx.nn as nn
 
+from video_analysis.config import Config
+
 
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's count)."""
@@ -71,7 +73,7 @@ def enable(model: nn.Module, streams: Optional[int] = None) -> int:
     in use, 1 when nothing was changed (one core, no vision tower,
     `PARALLEL_VISION=0`). Call it on the model's thread.
     """
-    if os.environ.get("PARALLEL_VISION", "1") == "0":
+    if not Config.from_env().PARALLEL_VISION:
         return 1
     vision = getattr(model, "vision_model", None)
     if vision is None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import os
 import threading
 from array import array
 from typing import Iterator, List, Optional, Tuple
@@ -43,6 +42,7 @@ import av
 import numpy as np
 
 from video_analysis.cancellation import raise_if_cancelled
+from video_analysis.config import Config
 
 
 # Frames larger than 8K (8192 x 4320) are refused: a small file can hold huge
@@ -89,7 +89,7 @@ MAX_INDEXED_FRAMES = 1_000_000
 
 
 def enabled() -> bool:
-    return os.environ.get("PYAV_FRAMES", "1") != "0"
+    return Config.from_env().PYAV_FRAMES
 
 
 def open_video(path: str):

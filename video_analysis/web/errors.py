@@ -1,14 +1,18 @@
 """Every error as RFC 9457 problem details, plus `error` (= detail) for older clients.
 
-No response ever carries a traceback or a server path: unexpected exceptions
-are logged and answered with a generic sentence.
+Each blueprint registers its own handlers (`register_error_handlers`), and
+the app registers them for everything else: the legacy routes add
+`"success": false` to every answer, the others do not. No response ever
+carries a traceback or a server path: unexpected exceptions are logged and
+answered with a generic sentence.
 """
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from http import HTTPStatus
+from typing import Optional, Union
 
-from flask import Flask, Response, json, request
+from flask import Blueprint, Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,6 @@ class ApiError(Exception):
 
 
 def problem(status: int, detail: str, title: Optional[str] = None, headers: Optional[dict] = None, **extra) -> Response:
-    from http import HTTPStatus
-
     title = title or HTTPStatus(status).phrase
     body = {
         "type": "about:blank",
@@ -49,8 +51,6 @@ def problem(status: int, detail: str, title: Optional[str] = None, headers: Opti
         "error": detail,
         **extra,
     }
-    if request and request.path.startswith("/analyze/"):
-        body["success"] = False  # legacy clients test this flag
     if request:
         _discard_unread_body()
     response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
@@ -60,7 +60,7 @@ def problem(status: int, detail: str, title: Optional[str] = None, headers: Opti
 
 
 def _discard_unread_body() -> None:
-    """Behind serve.py's nginx, read what is left of a refused request's body before answering.
+    """Behind the launcher's nginx (serve/), read what is left of a refused request's body before answering.
 
     gunicorn drains at most 64 KiB of a body the app did not read and then
     closes the connection; nginx, still sending the body it buffered, would
@@ -69,8 +69,6 @@ def _discard_unread_body() -> None:
     nginx in front: a client could make the thread wait for a body it never
     sends. Bodies over MAX_CONTENT_LENGTH (refused as 413) are left alone.
     """
-    from flask import current_app
-
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     length = request.content_length
     if not current_app.config["SERVICE"].BUFFERED_BY_PROXY or not length or (limit and length > limit):
@@ -82,9 +80,7 @@ def _discard_unread_body() -> None:
         pass  # the body ended early (ClientDisconnected) or the proxy went away: nothing more to read
 
 
-def _http_exception(error: HTTPException) -> Response:
-    from flask import current_app
-
+def _http_problem(error: HTTPException, always: dict) -> Response:
     status = error.code or 500
     template = _SENTENCES.get(status)
     headers = {}
@@ -99,17 +95,40 @@ def _http_exception(error: HTTPException) -> Response:
         detail = template
     else:
         detail = f"{error.name}."
-    return problem(status, detail, headers=headers)
+    return problem(status, detail, headers=headers, **always)
 
 
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
+def _blueprint_under(path: str) -> Optional[str]:
+    """The blueprint whose URL prefix holds `path`, if one does."""
+    for name, blueprint in current_app.blueprints.items():
+        prefix = (blueprint.url_prefix or "").rstrip("/")
+        if prefix and path.startswith(prefix + "/"):
+            return name
+    return None
+
+
+def register_error_handlers(scope: Union[Flask, Blueprint], **always) -> None:
+    """Answer every error raised in `scope` (the app, or one blueprint) as problem+json with `always` added.
+
+    Flask picks a blueprint's handlers over the app's for errors raised in
+    that blueprint's views, including while they read the body (a 413). A
+    routing error (404, 405) happens before any blueprint is chosen: the app
+    hands it to the handler of the blueprint whose URL prefix holds the path.
+    """
+    @scope.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return problem(error.status, error.detail, error.title, error.headers, **error.extra)
+        return problem(error.status, error.detail, error.title, error.headers, **error.extra, **always)
 
-    app.register_error_handler(HTTPException, _http_exception)
+    @scope.errorhandler(HTTPException)
+    def _http_exception(error: HTTPException):
+        if isinstance(scope, Flask) and request.url_rule is None:
+            owner = _blueprint_under(request.path)
+            handler = current_app.error_handler_spec[owner][None].get(HTTPException) if owner else None
+            if handler is not None:
+                return handler(error)
+        return _http_problem(error, always)
 
-    @app.errorhandler(Exception)
+    @scope.errorhandler(Exception)
     def _unexpected(error: Exception):
         log.exception("Unhandled error on %s %s", request.method, request.path)
-        return problem(500, _SENTENCES[500])
+        return problem(500, _SENTENCES[500], **always)

@@ -21,7 +21,8 @@ from video_analysis.jobs.queue import QueueFull, ShuttingDown
 from video_analysis.web.parameters import check_prompts_fit, parse_analysis_request
 from video_analysis.web.services import services
 from video_analysis.jobs.sessions import SessionState
-from video_analysis.jobs.storage import SPOOL_ENVIRON_KEY, StorageError, StorageFull, UploadSpool, display_filename, storage_error
+from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.jobs.storage import StorageError, StorageFull, UploadSpool, display_filename, storage_error
 from video_analysis.video.frames import VideoError, probe_video
 
 FILE_FIELDS = ("video", "file")
@@ -105,9 +106,10 @@ def _the_one_video(files):
     return uploads[0]
 
 
-def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> SessionState:
+def accept_upload(kind: Optional[AnalysisKind] = None, legacy: bool = False) -> SessionState:
     """Store, check and queue the request's video; returns the new (pending) session.
 
+    `kind` fixes the analysis (legacy routes); otherwise the form's `analysis_type` chooses it.
     Raises ApiError with the contract's status for every refusal.
     """
     svc = services()
@@ -123,7 +125,7 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
 
     session_id = svc.sessions.new_id()
     spool = UploadSpool(svc.storage, svc.storage.session_dir(session_id))
-    request.environ[SPOOL_ENVIRON_KEY] = spool
+    request.spool_uploads_to(spool)
     upload = None
     try:
         _reserve_declared_length(spool)
@@ -139,9 +141,9 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
         if size > svc.config.MAX_UPLOAD_MB * _MB:
             raise ApiError(413, f"The video is larger than the limit of {svc.config.MAX_UPLOAD_MB} MB; "
                                 "upload a shorter or more compressed video.")
-        analysis_type, params = parse_analysis_request(form, analysis_type)
+        kind, parameters = parse_analysis_request(form, kind)
         try:
-            check_prompts_fit(svc.analysis.prompt_problem, analysis_type, params)
+            check_prompts_fit(svc.analysis.prompt_problem, kind, parameters)
         except ModelUnavailable:  # the analysis process is restarting, or did not answer in time
             raise ApiError(503, "The model is not answering right now (it may be restarting); try again in a "
                                 "minute.", "Model unavailable", headers={"Retry-After": "30"}) from None
@@ -150,7 +152,7 @@ def accept_upload(analysis_type: Optional[str] = None, legacy: bool = False) -> 
             info = probe_video(path, name)
         except VideoError as error:
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
-        session = svc.sessions.create(session_id, analysis_type, name, spool.directory, params, legacy=legacy)
+        session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(), legacy=legacy)
         spool.claim()  # before its job exists: nothing can remove the directory before it is counted as kept
         svc.jobs.submit(slot, session_id, path, info)
         return session

@@ -1,28 +1,44 @@
 """The OpenAPI 3.1 document of every route, served at /api/v1/openapi.json.
 
-Built from `parameters.PARAMETERS` so the documented limits are the enforced ones.
+The analysis parameters are generated from engine/parameters.py's pydantic
+models, which also validate every request: the documented defaults and
+limits are the enforced ones. The web page reads them from
+`components.schemas.HighlightsParameters` and `WorkoutParameters`.
 """
 from __future__ import annotations
 
+from typing import Dict
+
 from video_analysis.config import Config
-from video_analysis.engine.parameters import HighlightsParameters, WorkoutParameters
-from video_analysis.web.parameters import ANALYSIS_TYPES, PARAMETERS
+from video_analysis.engine.parameters import AnalysisKind
+
+_KINDS = [kind.value for kind in AnalysisKind]
 
 
-def _parameter_schemas() -> dict:
-    schemas = {}
-    for name, spec in PARAMETERS.items():
-        if spec.kind == "string":
-            schemas[name] = {"type": "string", "description": (
-                f"At most {spec.max_bytes} bytes of UTF-8, and at most what the loaded model's context leaves "
-                "in tokens once the other prompt, the frames and max_tokens are counted (400 naming the field).")}
+def _parameter_schemas() -> Dict[str, dict]:
+    """Each analysis's parameters, named as the models are (HighlightsParameters, WorkoutParameters)."""
+    return {kind.parameters.__name__: kind.parameters.model_json_schema() for kind in AnalysisKind}
+
+
+# What the models cannot say about a prompt: its length in tokens depends on the loaded model.
+_PROMPT_TOKENS = (" Also at most what the loaded model's context leaves in tokens once the other prompt, the frames "
+                  "and max_tokens are counted (400 naming the field).")
+
+
+def _form_fields() -> Dict[str, dict]:
+    """The parameters as multipart fields: type and limits from the models, with every analysis's default."""
+    found: Dict[str, tuple] = {}  # name -> (its schema in the first model that has it, defaults by analysis)
+    for kind in AnalysisKind:
+        for name, schema in kind.parameters.model_json_schema()["properties"].items():
+            found.setdefault(name, (schema, []))[1].append(f"{kind.value} {schema['default']}")
+    fields = {}
+    for name, (schema, defaults) in found.items():
+        if schema.get("type") in ("integer", "number"):
+            fields[name] = {"type": schema["type"], "minimum": schema["minimum"], "maximum": schema["maximum"],
+                            "description": f"{schema['description']} Default: {', '.join(defaults)}."}
         else:
-            defaults = {t: spec.default_for(t) for t in ANALYSIS_TYPES if spec.applies_to(t)}
-            schemas[name] = {
-                "type": spec.kind, "minimum": spec.minimum, "maximum": spec.maximum,
-                "description": "Default: " + ", ".join(f"{t} {v}" for t, v in defaults.items()) + ".",
-            }
-    return schemas
+            fields[name] = {"type": "string", "description": schema["description"] + _PROMPT_TOKENS}
+    return fields
 
 
 def _json(schema_ref: str, description: str) -> dict:
@@ -39,10 +55,10 @@ def _upload_body(with_type: bool) -> dict:
         "video": {"type": "string", "contentMediaType": "application/octet-stream",
                   "description": "The video file (the field may also be named `file`)."},
         "params": {"type": "string", "description": "A JSON object of parameters; plain fields win over it."},
-        **_parameter_schemas(),
+        **_form_fields(),
     }
     if with_type:
-        properties["analysis_type"] = {"type": "string", "enum": list(ANALYSIS_TYPES), "default": "highlights"}
+        properties["analysis_type"] = {"type": "string", "enum": _KINDS, "default": AnalysisKind.HIGHLIGHTS.value}
     return {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": properties}}}}
 
 
@@ -112,8 +128,7 @@ def openapi_document(config: Config) -> dict:
         },
         "components": {"schemas": {
             # Each analysis's parameters with their defaults and limits; the web page reads them from here.
-            "HighlightsParameters": HighlightsParameters.model_json_schema(),
-            "WorkoutParameters": WorkoutParameters.model_json_schema(),
+            **_parameter_schemas(),
             "Problem": {"type": "object", "required": ["type", "title", "status", "detail", "error"], "properties": {
                 "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
                 "detail": {"type": "string"}, "error": {"type": "string"}, "field": {"type": "string"},
@@ -121,7 +136,7 @@ def openapi_document(config: Config) -> dict:
             "Accepted": {"type": "object", "required": ["sessionId", "status", "analysisType", "message", "statusUrl",
                                                         "resultsUrl", "createdAt"],
                          "properties": {"sessionId": {"type": "string", "format": "uuid"},
-                                        "status": {"const": "pending"}, "analysisType": {"enum": list(ANALYSIS_TYPES)},
+                                        "status": {"const": "pending"}, "analysisType": {"enum": _KINDS},
                                         "message": {"type": "string"}, "statusUrl": {"type": "string"},
                                         "resultsUrl": {"type": "string"}, "createdAt": {"type": "string"}}},
             "Status": {"type": "object", "properties": {

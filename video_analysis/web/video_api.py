@@ -5,18 +5,17 @@ or on a job (the work happens in `jobs`).
 """
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, jsonify, url_for
 
-from video_analysis.web.errors import ApiError
+from video_analysis.jobs.session_ids import is_session_id
+from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, iso_utc
+from video_analysis.web.errors import ApiError, register_error_handlers
 from video_analysis.web.intake import accept_upload
 from video_analysis.web.services import services
-from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, iso_utc
 
 video_api = Blueprint("video_api", __name__, url_prefix="/api/v1/video")
+register_error_handlers(video_api)
 
-_UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # Seconds a client should wait before polling an unfinished session again.
 POLL_AFTER_SECONDS = "1"
 
@@ -27,7 +26,7 @@ def _not_found() -> ApiError:
 
 
 def _known_id(session_id: str) -> str:
-    if not _UUID4.match(session_id):
+    if not is_session_id(session_id):
         raise _not_found()
     return session_id
 
