@@ -1,13 +1,14 @@
-"""Shared fixtures: the tiny model (built once per run), generated videos, an app and a client per test."""
-from __future__ import annotations
+"""Fixtures for every test, here and in tests/: the tiny model (built once per run), an app, its client, a live server.
 
-import contextlib
-import os
-import threading
+At the root because test_async_api.py, which is also a standalone script,
+needs them too; what only tests/ needs is in tests/conftest.py, and plain
+helpers are in tests/support/.
+"""
+from __future__ import annotations
 
 import pytest
 
-from tools.synthetic_video import write_video
+from tests.support.api import serve
 
 
 @pytest.fixture(scope="session")
@@ -16,41 +17,6 @@ def tiny_model_dir(tmp_path_factory) -> str:
     from tools.make_tiny_model import build_checkpoint
 
     return str(build_checkpoint(tmp_path_factory.mktemp("models") / "tiny-smolvlm", preset="tiny", seed=0))
-
-
-# Trained checkpoints survive test runs in this gitignored cache; one is rebuilt
-# only when its key (preset, seed, builder version, settings, training code) changes.
-MODEL_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache", "models")
-
-
-@pytest.fixture(scope="session")
-def marker_model_dir() -> str:
-    """The `marker` checkpoint (seed 0), trained to see coloured squares: built on first use, then cached."""
-    import json
-    import time
-
-    from tools.make_tiny_model import cached_checkpoint, preload_openblas
-
-    preload_openblas()  # before mlx is first imported; training is ~30x slower without it
-    started = time.perf_counter()
-    path = cached_checkpoint(MODEL_CACHE, "marker", 0, log=lambda line: print(f"[marker build] {line}", flush=True))
-    training = json.loads((path / "builder_info.json").read_text()).get("training", {})
-    print(f"\nmarker model: {path.name} ready in {time.perf_counter() - started:.1f} s "
-          f"(its training took {training.get('train_seconds')} s)")
-    return str(path)
-
-
-@pytest.fixture(scope="session")
-def videos(tmp_path_factory):
-    """Paths of generated test videos, by purpose."""
-    root = tmp_path_factory.mktemp("videos")
-    return {
-        # 6 s: a few short segments, finishes in well under a second on the tiny model.
-        "short": write_video(str(root / "short clip.mp4"), duration=6, fps=10),
-        # 90 s at 1 s per segment: 90 model calls, long enough to cancel mid-way.
-        "long": write_video(str(root / "long.mp4"), duration=90, fps=4, size=(96, 72)),
-        "webm": write_video(str(root / "clip.webm"), duration=4, fps=10),
-    }
 
 
 @pytest.fixture(scope="session")
@@ -101,60 +67,18 @@ def make_app(tiny_model_dir, tiny_analysis, tmp_path):
 
 @pytest.fixture
 def app(make_app):
+    """An app on the tiny model with default settings."""
     return make_app()
 
 
 @pytest.fixture
 def client(app):
+    """The test client of `app`."""
     return app.test_client()
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Serve `app` with a real HTTP server on a free loopback port; yields its base URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
 
 
 @pytest.fixture
 def live_server(app):
-    """The app (tiny model) behind a real HTTP server; yields its base URL."""
+    """`app` behind a real HTTP server in this process; yields its base URL."""
     with serve(app) as base_url:
         yield base_url
-
-
-def stored_entries(app) -> list:
-    """What DATA_DIR holds (one directory per live session)."""
-    from video_analysis.web.services import EXTENSION_KEY
-
-    return app.extensions[EXTENSION_KEY].storage.entries()
-
-
-def upload(client, video_path, url="/api/v1/video/upload", field="video", filename=None, **fields):
-    """POST a multipart upload with the test client; extra keyword arguments become form fields."""
-    with open(video_path, "rb") as handle:
-        data = {field: (handle, filename or os.path.basename(video_path)), **fields}
-        return client.post(url, data=data, content_type="multipart/form-data")
-
-
-def wait_for_status(client, session_id, statuses=("completed", "failed", "cancelled"), timeout=60.0):
-    """Poll until the session reaches one of `statuses`; returns every status body seen."""
-    import time
-
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(f"/api/v1/video/status/{session_id}").get_json()
-        seen.append(body)
-        if body["status"] in statuses:
-            return seen
-        time.sleep(0.02)
-    raise AssertionError(f"session {session_id} never reached {statuses}; last: {seen[-1] if seen else None}")

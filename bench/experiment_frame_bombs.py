@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from bench.run import checkpoint, free_port, reset_peak_rss, rss_kib, say
 from bench.videos import WORK
-from hostile_tools import flat_jpeg, mjpeg_avi
+from tools.hostile_media import flat_jpeg, mjpeg_avi
 from tools.synthetic_video import background
 
 RESULTS = os.path.join(ROOT, "bench", "results", "experiments")

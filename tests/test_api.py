@@ -6,22 +6,11 @@ import time
 
 import pytest
 
-from conftest import stored_entries, upload, wait_for_status
+from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.problems import assert_problem
 from video_analysis.web.services import EXTENSION_KEY
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def assert_problem(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/problem+json"
-    body = response.get_json()
-    assert body["status"] == status and body["error"] == body["detail"]
-    assert {"type", "title", "status", "detail", "error"} <= set(body)
-    assert body["error"].strip().endswith((".", "?", ")")) and len(body["error"]) > 15
-    text = response.get_data(as_text=True)
-    assert "Traceback" not in text and "/tmp" not in text and os.getcwd() not in text
-    return body
 
 
 def completed_session(client, video, **fields):

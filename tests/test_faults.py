@@ -13,11 +13,12 @@ import time
 import pytest
 import requests
 
-from conftest import stored_entries, upload, wait_for_status
-from hostile_tools import ServerProcess, blank_avi_frames, get_json, host_port, multipart, request_head
-from video_analysis.web.services import EXTENSION_KEY
+from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.http import get_json, host_port, multipart, request_head
+from tests.support.problems import assert_problem
+from tools.hostile_media import blank_avi_frames
 from tools.synthetic_video import write_video
-from test_api import assert_problem
+from video_analysis.web.services import EXTENSION_KEY
 
 GENERIC_INTERNAL = ("The analysis stopped because of an internal error; it has been logged. "
                     "Try again, or with another video.")
@@ -72,22 +73,19 @@ def test_a_model_that_cannot_load_leaves_the_server_up_degraded_and_refusing_cle
     assert_problem(client.get("/api/v1/video/status/00000000-0000-4000-8000-000000000000"), 404)
 
 
-def test_gunicorn_starts_with_a_broken_model_and_stops_cleanly(tmp_path, videos):
+def test_gunicorn_starts_with_a_broken_model_and_stops_cleanly(start_service, tmp_path, videos):
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    server = ServerProcess(str(broken), str(tmp_path / "data"))
-    try:
-        health = server.wait_ready()
-        assert health["status"] == "degraded" and "broken-model" in health["reason"]
-        assert str(tmp_path) not in json.dumps(health)
-        with open(videos["short"], "rb") as handle:
-            response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
-        assert response.status_code == 503 and response.headers["Content-Type"] == "application/problem+json"
-        assert os.listdir(tmp_path / "data") == []
-        assert server.terminate() < 5.0 and server.process.returncode == 0
-    finally:
-        server.stop()
+    server = start_service(model_dir=str(broken), ready=False)
+    health = server.wait_ready()
+    assert health["status"] == "degraded" and "broken-model" in health["reason"]
+    assert str(tmp_path) not in json.dumps(health)
+    with open(videos["short"], "rb") as handle:
+        response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
+    assert response.status_code == 503 and response.headers["Content-Type"] == "application/problem+json"
+    assert os.listdir(tmp_path / "data") == []
+    assert server.terminate() < 5.0 and server.process.returncode == 0
 
 
 # -- a video that opens but breaks part-way ------------------------------------------------------
@@ -220,74 +218,64 @@ def _limit_file_size(max_bytes: int):
     return apply
 
 
-def test_a_full_disk_is_507_with_no_partial_file_and_small_uploads_still_work(tiny_model_dir, tmp_path, videos):
+def test_a_full_disk_is_507_with_no_partial_file_and_small_uploads_still_work(start_service, tmp_path, videos):
     """A server process that may write no file beyond 120 kB stands for a disk that fills part-way through a write."""
     big = write_video(str(tmp_path / "big.mp4"), duration=30, fps=10)
     assert os.path.getsize(big) > 200_000 and os.path.getsize(videos["short"]) < 100_000
-    data_dir = str(tmp_path / "data")
-    server = ServerProcess(tiny_model_dir, data_dir, env={"PYTHONDONTWRITEBYTECODE": "1"},
-                           preexec_fn=_limit_file_size(120_000))
-    try:
-        server.wait_ready()
-        for url in ("/api/v1/video/upload", "/analyze/highlights"):
-            with open(big, "rb") as handle:
-                response = requests.post(server.base + url, files={"video": ("big.mp4", handle)}, timeout=30)
-            assert response.status_code == 507, response.text
-            body = response.json()
-            assert response.headers["Content-Type"] == "application/problem+json"
-            assert body["error"] == body["detail"] and "no room left" in body["error"]
-            assert data_dir not in response.text and "Traceback" not in response.text
-            assert os.listdir(data_dir) == []
-        with open(videos["short"], "rb") as handle:
-            response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
-        assert response.status_code == 202, response.text
-        session_id = response.json()["sessionId"]
-        deadline = time.monotonic() + 30
-        while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["status"] != "completed":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        assert os.listdir(data_dir) == [session_id]
-    finally:
-        server.stop()
+    server = start_service(env={"PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=_limit_file_size(120_000))
+    data_dir = server.data_dir
+    for url in ("/api/v1/video/upload", "/analyze/highlights"):
+        with open(big, "rb") as handle:
+            response = requests.post(server.base + url, files={"video": ("big.mp4", handle)}, timeout=30)
+        assert response.status_code == 507, response.text
+        body = response.json()
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert body["error"] == body["detail"] and "no room left" in body["error"]
+        assert data_dir not in response.text and "Traceback" not in response.text
+        assert os.listdir(data_dir) == []
+    with open(videos["short"], "rb") as handle:
+        response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
+    assert response.status_code == 202, response.text
+    session_id = response.json()["sessionId"]
+    deadline = time.monotonic() + 30
+    while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert os.listdir(data_dir) == [session_id]
 
 
 # -- SIGTERM under gunicorn ------------------------------------------------------------------------
-def test_sigterm_during_a_long_job_exits_promptly_and_cleanly(make_app, tiny_model_dir, tmp_path, videos):
-    data_dir = str(tmp_path / "data")
-    server = ServerProcess(tiny_model_dir, data_dir)
-    try:
-        server.wait_ready()
-        with open(videos["long"], "rb") as handle:
-            response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
-                                     data={"segment_duration": "1"}, timeout=30)
-        session_id = response.json()["sessionId"]
-        deadline = time.monotonic() + 30
-        while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["segmentsDone"] < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        took = server.terminate()
-        assert server.process.returncode == 0, server.log()
-        assert took < 5.0, f"exit took {took:.1f} s"
-        log = server.log()
-        assert "Traceback" not in log and "Aborted" not in log
-        # Only the complete upload of the cancelled session is there; a restart clears it.
-        assert os.listdir(data_dir) == [session_id]
-        assert os.listdir(os.path.join(data_dir, session_id)) == ["upload-0.bin"]
-    finally:
-        server.stop()
+def test_sigterm_during_a_long_job_exits_promptly_and_cleanly(make_app, start_service, videos):
+    server = start_service()
+    data_dir = server.data_dir
+    with open(videos["long"], "rb") as handle:
+        response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
+                                 data={"segment_duration": "1"}, timeout=30)
+    session_id = response.json()["sessionId"]
+    deadline = time.monotonic() + 30
+    while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["segmentsDone"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    took = server.terminate()
+    assert server.process.returncode == 0, server.log()
+    assert took < 5.0, f"exit took {took:.1f} s"
+    log = server.log()
+    assert "Traceback" not in log and "Aborted" not in log
+    # Only the complete upload of the cancelled session is there; a restart clears it.
+    assert os.listdir(data_dir) == [session_id]
+    assert os.listdir(os.path.join(data_dir, session_id)) == ["upload-0.bin"]
     restarted = make_app(DATA_DIR=data_dir)
     assert stored_entries(restarted) == []
 
 
-def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_app, tiny_model_dir, tmp_path):
-    data_dir = str(tmp_path / "data")
-    server = ServerProcess(tiny_model_dir, data_dir)
+def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_app, start_service, tmp_path):
+    server = start_service()
+    data_dir = server.data_dir
     # The service reads a large body 1 MiB at a time (request_body.py): send more than that, then stop.
     body = multipart([(b"video", b"slow.mp4", os.urandom(3 * 1024 * 1024))])
     sent = 1024 * 1024 + 200_000
     connection = None
     try:
-        server.wait_ready()
         connection = socket.create_connection(host_port(server.base), timeout=10)
         connection.sendall(request_head("/api/v1/video/upload", len(body)) + body[:sent])
         deadline = time.monotonic() + 10
@@ -305,7 +293,6 @@ def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_ap
     finally:
         if connection is not None:
             connection.close()
-        server.stop()
     restarted = make_app(DATA_DIR=data_dir)
     assert stored_entries(restarted) == []
     response = upload(restarted.test_client(), write_video(str(tmp_path / "after.mp4"), duration=2, fps=10))

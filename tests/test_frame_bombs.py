@@ -2,7 +2,7 @@
 
 The files are MJPEG AVIs whose headers and first frames are 160x120 and
 whose later frames are valid 16000x16000 JPEGs of 1.5 MB each
-(`hostile_tools.flat_jpeg`). Decoding one such frame takes 366 MiB as
+(`tools/hostile_media.flat_jpeg`). Decoding one such frame takes 366 MiB as
 YUV 4:2:0 and 732 MiB more as RGB. No decoder may ever allocate one: the
 probe refuses what it meets with a sentence naming the frame, a job fails
 with one, and the memory checks run in fresh subprocesses so that their
@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import stored_entries, upload, wait_for_status
-from hostile_tools import REPO, ServerProcess, flat_jpeg, mjpeg_avi
+from tests.support.api import stored_entries, upload, wait_for_status
+from tools.hostile_media import flat_jpeg, mjpeg_avi
+from tools.service_process import REPO, ServiceProcess as ServerProcess
 from tools.synthetic_video import background
 from video_analysis.video.frames import FrameReader, VideoError, probe_video
 

@@ -17,10 +17,10 @@ import time
 import pytest
 import requests
 
-from conftest import stored_entries, upload, wait_for_status
-from hostile_tools import ServerProcess, get_json
-from video_analysis.web.services import EXTENSION_KEY
+from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.http import get_json
 from tools.synthetic_video import write_video
+from video_analysis.web.services import EXTENSION_KEY
 
 LEGACY = "/analyze/highlights"
 
@@ -56,14 +56,13 @@ def _wait_for_queue(base: str, condition, timeout: float = 30.0) -> dict:
 
 
 # -- item 2: legacy requests starve the async API ---------------------------------------------------
-def test_waiting_legacy_requests_leave_every_other_route_answering(tiny_model_dir, tmp_path, slow_video, videos):
+def test_waiting_legacy_requests_leave_every_other_route_answering(start_service, slow_video, videos):
     """6 request threads: at most 3 legacy requests wait; the other 5 of 8 get 503 + Retry-After at once,
     and health, upload, status, results, cancel and cleanup all answer while the 3 wait."""
-    server = ServerProcess(tiny_model_dir, str(tmp_path / "data"), env={"HTTP_THREADS": "6"})
+    server = start_service(env={"HTTP_THREADS": "6"})
     answers: list = []
     clients = [threading.Thread(target=_post_legacy, args=(server.base, slow_video, answers)) for _ in range(8)]
     try:
-        server.wait_ready()
         for client in clients:
             client.start()
         deadline = time.monotonic() + 30
@@ -92,7 +91,7 @@ def test_waiting_legacy_requests_leave_every_other_route_answering(tiny_model_di
         assert requests.delete(f"{api}/cleanup/{session_id}", timeout=5).status_code == 200
         assert requests.get(server.base + "/health", timeout=5).status_code == 200
     finally:
-        server.stop()
+        server.stop()  # answers the three waiting clients
         for client in clients:
             client.join(30)
 
@@ -123,30 +122,25 @@ def test_a_cancelled_or_cleaned_up_pending_job_frees_its_slot_at_once(make_app, 
 
 
 # -- item 5: SIGTERM with legacy requests in flight ---------------------------------------------------
-def test_sigterm_answers_every_waiting_legacy_client_and_leaves_no_file(tiny_model_dir, tmp_path, slow_video):
-    data_dir = str(tmp_path / "data")
-    server = ServerProcess(tiny_model_dir, data_dir, env={"JOB_WORKERS": "2"})
+def test_sigterm_answers_every_waiting_legacy_client_and_leaves_no_file(start_service, slow_video):
+    server = start_service(env={"JOB_WORKERS": "2"})
     answers: list = []
     clients = [threading.Thread(target=_post_legacy, args=(server.base, slow_video, answers)) for _ in range(3)]
-    try:
-        server.wait_ready()
-        for client in clients:
-            client.start()
-        _wait_for_queue(server.base, lambda q: q["processing"] == 2 and q["pending"] == 1)
-        took = server.terminate(timeout=20)
-        for client in clients:
-            client.join(10)
-        assert server.process.returncode == 0, server.log()
-        assert took < 5.0, f"exit took {took:.1f} s"
-        assert len(answers) == 3
-        for response in answers:
-            assert isinstance(response, requests.Response), f"a client got no answer: {response!r}"
-            assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
-            assert response.json()["success"] is False and "shutting down" in response.json()["error"]
-        assert os.listdir(data_dir) == []
-        assert "Traceback" not in server.log()
-    finally:
-        server.stop()
+    for client in clients:
+        client.start()
+    _wait_for_queue(server.base, lambda q: q["processing"] == 2 and q["pending"] == 1)
+    took = server.terminate(timeout=20)
+    for client in clients:
+        client.join(10)
+    assert server.process.returncode == 0, server.log()
+    assert took < 5.0, f"exit took {took:.1f} s"
+    assert len(answers) == 3
+    for response in answers:
+        assert isinstance(response, requests.Response), f"a client got no answer: {response!r}"
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+        assert response.json()["success"] is False and "shutting down" in response.json()["error"]
+    assert os.listdir(server.data_dir) == []
+    assert "Traceback" not in server.log()
 
 
 # -- item 7: the hang-up check past descriptor 1023 -----------------------------------------------------
@@ -164,18 +158,14 @@ os.execv(sys.argv[1], sys.argv[1:])
 """
 
 
-def test_legacy_requests_work_when_the_server_holds_over_1024_descriptors(tiny_model_dir, tmp_path, videos):
-    server = ServerProcess(tiny_model_dir, str(tmp_path / "data"), wrapper=[sys.executable, "-c", _MANY_DESCRIPTORS])
-    try:
-        server.wait_ready()
-        with open(videos["long"], "rb") as handle:  # 90 one-second segments: several hang-up checks
-            response = requests.post(server.base + LEGACY, files={"video": handle}, data={"segment_duration": "1"},
-                                     timeout=120)
-        assert response.status_code == 200, response.text
-        assert response.json()["data"]["total_segments_analyzed"] == 90
-        assert os.listdir(tmp_path / "data") == []
-    finally:
-        server.stop()
+def test_legacy_requests_work_when_the_server_holds_over_1024_descriptors(start_service, videos):
+    server = start_service(wrapper=[sys.executable, "-c", _MANY_DESCRIPTORS])
+    with open(videos["long"], "rb") as handle:  # 90 one-second segments: several hang-up checks
+        response = requests.post(server.base + LEGACY, files={"video": handle}, data={"segment_duration": "1"},
+                                 timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["total_segments_analyzed"] == 90
+    assert os.listdir(server.data_dir) == []
 
 
 # -- item 9: the analysis in a child process ------------------------------------------------------------
@@ -202,32 +192,28 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_jobs_decoding_and_model_work_run_outside_the_web_process(tiny_model_dir, tmp_path):
+def test_a_jobs_decoding_and_model_work_run_outside_the_web_process(start_service, tmp_path):
     """A decode-heavy job (64 frames a second) costs the web process almost nothing: its request threads
     never share an interpreter lock with the job's Python work."""
     video = write_video(str(tmp_path / "busy.mp4"), duration=20, fps=30, size=(640, 360))
-    server = ServerProcess(tiny_model_dir, str(tmp_path / "data"), env={"JOB_WORKERS": "1"})
-    try:
-        server.wait_ready()
-        (worker, _), = _children(server.process.pid)
-        analysis = [pid for pid, command in _children(worker) if "resource_tracker" not in command]
-        assert len(analysis) == 1, _children(worker)
-        worker_before, analysis_before = _cpu_seconds(worker), _cpu_seconds(analysis[0])
-        with open(video, "rb") as handle:
-            response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
-                                     data={"segment_duration": "1", "frames_per_segment": "64"}, timeout=30)
-        session_id = response.json()["sessionId"]
-        deadline = time.monotonic() + 120
-        while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["status"] != "completed":
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        worker_cpu = _cpu_seconds(worker) - worker_before
-        analysis_cpu = _cpu_seconds(analysis[0]) - analysis_before
-        assert analysis_cpu > 1.0, f"the analysis process did little: {analysis_cpu:.2f} s"
-        # Receiving and probing the upload and answering the polls: a small share of the job.
-        assert worker_cpu < 0.25 * analysis_cpu, f"web {worker_cpu:.2f} s vs analysis {analysis_cpu:.2f} s"
-    finally:
-        server.stop()
+    server = start_service(env={"JOB_WORKERS": "1"})
+    (worker, _), = _children(server.process.pid)
+    analysis = [pid for pid, command in _children(worker) if "resource_tracker" not in command]
+    assert len(analysis) == 1, _children(worker)
+    worker_before, analysis_before = _cpu_seconds(worker), _cpu_seconds(analysis[0])
+    with open(video, "rb") as handle:
+        response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
+                                 data={"segment_duration": "1", "frames_per_segment": "64"}, timeout=30)
+    session_id = response.json()["sessionId"]
+    deadline = time.monotonic() + 120
+    while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    worker_cpu = _cpu_seconds(worker) - worker_before
+    analysis_cpu = _cpu_seconds(analysis[0]) - analysis_before
+    assert analysis_cpu > 1.0, f"the analysis process did little: {analysis_cpu:.2f} s"
+    # Receiving and probing the upload and answering the polls: a small share of the job.
+    assert worker_cpu < 0.25 * analysis_cpu, f"web {worker_cpu:.2f} s vs analysis {analysis_cpu:.2f} s"
 
 
 def test_an_analysis_process_that_dies_fails_its_running_job_clearly_and_queued_jobs_wait_for_the_next(

@@ -17,49 +17,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import stored_entries, upload, wait_for_status
-from hostile_tools import (REPO, cut_file, declare_avi_frame_size, faststart_mp4, multipart, raw_http,
-                           request_head)
-from video_analysis.web.services import EXTENSION_KEY
+from tests.support.api import serve, stored_entries, upload, wait_for_status
+from tests.support.http import multipart, raw_http, request_head
+from tests.support.problems import assert_healthy, assert_problem, refused
+from tools.hostile_media import cut_file, declare_avi_frame_size, faststart_mp4
 from tools.synthetic_video import write_video
-from test_api import assert_problem
+from video_analysis.web.services import EXTENSION_KEY
 
 UPLOAD = "/api/v1/video/upload"
 LEGACY = "/analyze/highlights"
 BOTH_ROUTES = pytest.mark.parametrize("url", [UPLOAD, LEGACY])
-
-
-# -- the checks every case makes ----------------------------------------------------------
-def server_paths(app):
-    svc = app.extensions[EXTENSION_KEY]
-    root = svc.storage.root
-    return [root, os.path.dirname(root), REPO, svc.config.MODEL]
-
-
-def assert_healthy(app):
-    response = app.test_client().get("/health")
-    assert response.status_code == 200 and response.get_json()["status"] == "healthy", response.get_data(as_text=True)
-
-
-def refused(app, response, status, keep=(), field=None):
-    """The response is the problem `status`; nothing leaked; the server is fine; DATA_DIR holds only `keep`."""
-    body = assert_problem(response, status)
-    text = response.get_data(as_text=True)
-    for path in server_paths(app):
-        assert path not in text, f"{path} leaked in {text}"
-    assert "Traceback" not in text and 'File "' not in text
-    if field is not None:
-        assert body.get("field") == field, body
-    if response_url_is_legacy(response):
-        assert body["success"] is False
-    assert_healthy(app)
-    assert stored_entries(app) == sorted(keep)
-    return body
-
-
-def response_url_is_legacy(response) -> bool:
-    request = getattr(response, "request", None)
-    return request is not None and request.path.startswith("/analyze/")
 
 
 def post_files(client, url=UPLOAD, files=(), **fields):
@@ -218,23 +185,14 @@ def test_a_body_that_stops_before_its_declared_length(app, live_server, media):
 
 
 def test_a_chunked_body_over_the_limit(make_app, media):
-    from werkzeug.serving import make_server
-    import threading
-
     app = make_app(MAX_UPLOAD_MB=1)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        payload = multipart([(b"video", b"big.mp4", os.urandom(3 * 1024 * 1024))])
-        chunks = [b"%x\r\n" % len(payload[i:i + 65536]) + payload[i:i + 65536] + b"\r\n"
-                  for i in range(0, len(payload), 65536)] + [b"0\r\n\r\n"]
-        head = request_head(UPLOAD, None, extra=b"Transfer-Encoding: chunked\r\n")
-        response = raw_http(f"http://127.0.0.1:{server.server_port}", head, chunks)
-        refused(app, response, 413)
-    finally:
-        server.shutdown()
-        thread.join(10)
+    payload = multipart([(b"video", b"big.mp4", os.urandom(3 * 1024 * 1024))])
+    chunks = [b"%x\r\n" % len(payload[i:i + 65536]) + payload[i:i + 65536] + b"\r\n"
+              for i in range(0, len(payload), 65536)] + [b"0\r\n\r\n"]
+    head = request_head(UPLOAD, None, extra=b"Transfer-Encoding: chunked\r\n")
+    with serve(app) as base_url:
+        response = raw_http(base_url, head, chunks)
+    refused(app, response, 413)
 
 
 def test_a_multipart_body_without_a_boundary(app, client, media):

@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from hostile_tools import ServerProcess
-
 pytestmark = pytest.mark.load
 
 CONCURRENCY = 32
@@ -134,34 +132,29 @@ def glance(rec, _video, _index):
     return ("glance", None)
 
 
-def test_mixed_load_leaves_no_error_and_no_file(tiny_model_dir, tmp_path, videos):
-    data_dir = str(tmp_path / "data")
-    server = ServerProcess(tiny_model_dir, data_dir, env={
-        "MAX_QUEUED_JOBS": "256", "HTTP_THREADS": str(CONCURRENCY + 8), "JOB_WORKERS": "2"})
+def test_mixed_load_leaves_no_error_and_no_file(start_service, videos):
+    server = start_service(env={"MAX_QUEUED_JOBS": "256", "HTTP_THREADS": str(CONCURRENCY + 8), "JOB_WORKERS": "2"})
     plan = ([(complete, videos["short"])] * 48 + [(cancel, videos["long"])] * 16
             + [(cleanup_early, videos["short"])] * 12 + [(legacy, videos["short"])] * 12
             + [(junk, None)] * 12 + [(glance, None)] * 20)
     random.Random(5).shuffle(plan)
-    try:
-        server.wait_ready()
-        rec = Recorder(server.base)
-        started = time.monotonic()
-        with ThreadPoolExecutor(CONCURRENCY) as pool:
-            futures = [pool.submit(kind, rec, video, index) for index, (kind, video) in enumerate(plan)]
-            outcomes = [future.result(timeout=SCENARIO_TIMEOUT + 60) for future in futures]
-        kept = [session_id for what, session_id in outcomes if what == "keep"]
-        for session_id in kept:
-            assert rec.request("DELETE", f"/api/v1/video/cleanup/{session_id}").status_code == 200
-        wall = time.monotonic() - started
-        health = rec.request("GET", "/health").json()
-        left = os.listdir(data_dir)
-        print(f"\nload: {rec.total} requests ({len(plan)} scenarios) from {CONCURRENCY} concurrent clients "
-              f"in {wall:.1f} s; statuses {dict(sorted(rec.statuses.items()))}; "
-              f"5xx: {len(rec.server_errors)}; sessions {len(kept) + 12}; files left: {len(left)}")
-        assert rec.server_errors == []
-        assert rec.total >= 200
-        assert left == []
-        assert health["queue"] == {"pending": 0, "processing": 0}
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log()
+    rec = Recorder(server.base)
+    started = time.monotonic()
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = [pool.submit(kind, rec, video, index) for index, (kind, video) in enumerate(plan)]
+        outcomes = [future.result(timeout=SCENARIO_TIMEOUT + 60) for future in futures]
+    kept = [session_id for what, session_id in outcomes if what == "keep"]
+    for session_id in kept:
+        assert rec.request("DELETE", f"/api/v1/video/cleanup/{session_id}").status_code == 200
+    wall = time.monotonic() - started
+    health = rec.request("GET", "/health").json()
+    left = os.listdir(server.data_dir)
+    print(f"\nload: {rec.total} requests ({len(plan)} scenarios) from {CONCURRENCY} concurrent clients "
+          f"in {wall:.1f} s; statuses {dict(sorted(rec.statuses.items()))}; "
+          f"5xx: {len(rec.server_errors)}; sessions {len(kept) + 12}; files left: {len(left)}")
+    assert rec.server_errors == []
+    assert rec.total >= 200
+    assert left == []
+    assert health["queue"] == {"pending": 0, "processing": 0}
+    server.stop()
+    assert "Traceback" not in server.log()  # nor while it stopped

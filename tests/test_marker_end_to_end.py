@@ -5,16 +5,15 @@ for a red square, `push-up` for a blue one and `rest` for none, so the
 right answer for a planted video is known exactly.
 """
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import upload, wait_for_status
+from tests.support.api import upload, wait_for_status
+from tools.service_process import REPO
 from tools.synthetic_video import Marker, write_video
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_HIGHLIGHTS = [(10.0, 20.0, "00:10-00:20", 9), (30.0, 40.0, "00:30-00:40", 9)]
 EXPECTED_STEPS = [("squat", 0.0, 30.0, "00:00-00:30"), ("push-up", 30.0, 60.0, "00:30-01:00")]
 

@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 
 from video_analysis.cancellation import Cancelled
-from conftest import upload, wait_for_status
+from tests.support.api import upload, wait_for_status
 from video_analysis.model import runner as model_runner
 from video_analysis.model.runner import ModelRunner
 from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, WORKOUT_SYSTEM, WORKOUT_USER
 from video_analysis.web.services import EXTENSION_KEY
-from test_hostile_input import refused
+from tests.support.problems import refused
 
 UPLOAD = "/api/v1/video/upload"
 CONTEXT = 8192  # the tiny preset's max_position_embeddings

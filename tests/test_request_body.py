@@ -5,10 +5,10 @@ import os
 import pytest
 import requests
 
-from conftest import serve, wait_for_status
-from video_analysis.web.request_body import PIECE_BYTES, LargeBodyReads
+from tests.support.api import serve, wait_for_status
 from tools.synthetic_video import write_video
 from video_analysis.video.frames import probe_video
+from video_analysis.web.request_body import PIECE_BYTES, LargeBodyReads
 
 
 class _SocketLikeBody:

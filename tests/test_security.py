@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from conftest import upload, wait_for_status
-from video_analysis.web.services import EXTENSION_KEY
+from tests.support.api import upload, wait_for_status
+from tests.support.problems import assert_problem
 from video_analysis.jobs.storage import Storage
-from test_api import assert_problem
+from video_analysis.web.services import EXTENSION_KEY
 
 
 def _mode(path) -> int:

@@ -7,89 +7,28 @@ timeout is 2 s here (HEADER_TIMEOUT_SECONDS; 10 s by default).
 """
 import json
 import os
-import re
-import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
-from hostile_tools import REPO, free_port, get_json, host_port, multipart, raw_http, request_head
+from tests.support.http import get_json, host_port, multipart, raw_http, request_head
+from tools.service_process import ServiceProcess, make_run_command
 
 HEADER_TIMEOUT = 2.0
 ANSWER_WITHIN = 5.0  # seconds a probe may wait for its answer: no latency figure, only "answered"
 STALLED_HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+# What `make run` gets here besides the model and DATA_DIR: a short header timeout, a small upload limit.
+SETTINGS = {"HEADER_TIMEOUT_SECONDS": str(int(HEADER_TIMEOUT)), "MAX_UPLOAD_MB": "1"}
 
 
-def make_run_command() -> list:
-    """The command of the Makefile's `run` target, with the Makefile's variables filled in."""
-    with open(os.path.join(REPO, "Makefile")) as handle:
-        recipe = re.search(r"^run:.*\n\t(.+)$", handle.read(), re.MULTILINE).group(1)
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    recipe = recipe.replace("$(PY)", sys.executable).replace("$(VENV)", venv)
-    words = shlex.split(recipe)
-    if words[:2] == ["exec", "env"]:
-        words = words[2:]
-    return [word for word in words if not re.match(r"^[A-Z_]+=", word)]  # HOST and PORT come from the test
-
-
-class Launched:
-    """What `make run` starts, on free loopback ports, in a subprocess; its output in a log file."""
-
-    def __init__(self, model_dir: str, root, **env):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.data_dir = str(root / f"data-{self.port}")
-        self.log_path = str(root / f"serve-{self.port}.log")
-        environment = dict(os.environ, MODEL=model_dir, DATA_DIR=self.data_dir, HOST="127.0.0.1",
-                           PORT=str(self.port), PYTHONUNBUFFERED="1", LOG_LEVEL="warning",
-                           HEADER_TIMEOUT_SECONDS=str(int(HEADER_TIMEOUT)), MAX_UPLOAD_MB="1")
-        environment.update(env)
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(make_run_command(), cwd=REPO, env=environment, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.log()}"
-            try:
-                if get_json(self.base + "/health", timeout=2)[1]["model"]["loaded"]:
-                    return
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"never became ready:\n{self.log()}")
-
-    def descendants(self) -> list:
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as handle:
-                    for child in handle.read().split():
-                        found.append(int(child))
-                        todo.append(int(child))
-        return found
-
-    def log(self) -> str:
-        self._log.flush()
-        with open(self.log_path, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+@pytest.fixture
+def start_make_run(start_service):
+    """`make run`'s set-up (nginx in front of gunicorn) with SETTINGS and `env`, started for one test."""
+    return lambda **env: start_service(how="make run", env={**SETTINGS, **env})
 
 
 def command_name(pid: int) -> str:
@@ -108,12 +47,11 @@ def running(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    launched = Launched(tiny_model_dir, tmp_path_factory.mktemp("slow-clients"))
-    try:
+    """One `make run` set-up for the tests that leave it as they found it."""
+    with ServiceProcess(tiny_model_dir, str(tmp_path_factory.mktemp("slow-clients") / "data"), how="make run",
+                        env=SETTINGS) as launched:
         launched.wait_ready()
         yield launched
-    finally:
-        launched.stop()
 
 
 @pytest.fixture(scope="module")
@@ -249,31 +187,27 @@ def test_a_body_over_the_limit_is_refused_by_nginx_as_problem_json(server, path,
 
 
 @pytest.mark.parametrize("path,legacy", [("/api/v1/video/upload", False), ("/analyze/highlights", True)])
-def test_uploads_past_the_queue_cap_are_refused_before_nginx_buffers_their_body(tiny_model_dir, tmp_path, path,
+def test_uploads_past_the_queue_cap_are_refused_before_nginx_buffers_their_body(start_make_run, tmp_path, path,
                                                                                  legacy):
     """nginx buffers whole bodies in DATA_DIR: at most MAX_QUEUED_JOBS per route at once, or a flood of big
     uploads would fill the disk before the app could refuse them. The next one gets a 503 without its body."""
-    launched = Launched(tiny_model_dir, tmp_path, MAX_QUEUED_JOBS="2")
-    try:
-        launched.wait_ready()
-        held = connections(launched, trickle=0)
-        address = host_port(launched.base)
-        for _ in range(2):
-            sock = socket.create_connection(address)
-            sock.sendall(request_head(path, 500_000) + b"--hostile-boundary\r\n")
-            held["trickle"].append(sock)
-        time.sleep(0.5)  # nginx has taken both
-        response = raw_http(launched.base, request_head(path, 500_000), timeout=ANSWER_WITHIN)
-        body = assert_problem_json(response, 503, legacy)
-        assert "2 uploads" in body["detail"] and int(response.headers["Retry-After"]) > 0
-        assert answered(launched.base + "/health") == 200
-        close_all(held)
-        time.sleep(0.5)
-        with open(videos_short(tmp_path), "rb") as handle:
-            again = requests.post(launched.base + path, files={"video": handle}, timeout=30)
-        assert again.status_code in (200, 202), again.text
-    finally:
-        launched.stop()
+    launched = start_make_run(MAX_QUEUED_JOBS="2")
+    held = connections(launched, trickle=0)
+    address = host_port(launched.base)
+    for _ in range(2):
+        sock = socket.create_connection(address)
+        sock.sendall(request_head(path, 500_000) + b"--hostile-boundary\r\n")
+        held["trickle"].append(sock)
+    time.sleep(0.5)  # nginx has taken both
+    response = raw_http(launched.base, request_head(path, 500_000), timeout=ANSWER_WITHIN)
+    body = assert_problem_json(response, 503, legacy)
+    assert "2 uploads" in body["detail"] and int(response.headers["Retry-After"]) > 0
+    assert answered(launched.base + "/health") == 200
+    close_all(held)
+    time.sleep(0.5)
+    with open(videos_short(tmp_path), "rb") as handle:
+        again = requests.post(launched.base + path, files={"video": handle}, timeout=30)
+    assert again.status_code in (200, 202), again.text
 
 
 def videos_short(root) -> str:
@@ -341,11 +275,10 @@ def test_the_nginx_configuration_is_valid_for_other_settings(tmp_path):
         assert checked.returncode == 0, checked.stderr
 
 
-def test_sigterm_stops_nginx_and_gunicorn_cleanly(tiny_model_dir, tmp_path, videos):
-    launched = Launched(tiny_model_dir, tmp_path)
+def test_sigterm_stops_nginx_and_gunicorn_cleanly(start_make_run, videos):
+    launched = start_make_run()
     opened = {}
     try:
-        launched.wait_ready()
         processes = launched.descendants()
         # nginx master and worker, gunicorn arbiter and worker, the worker's analysis process and
         # multiprocessing's resource tracker.
@@ -357,10 +290,7 @@ def test_sigterm_stops_nginx_and_gunicorn_cleanly(tiny_model_dir, tmp_path, vide
         while get_json(f"{launched.base}/api/v1/video/status/{session}")[1]["status"] != "processing":
             time.sleep(0.05)
         opened = connections(launched, stalled=4, silent=4)
-        started = time.monotonic()
-        launched.process.send_signal(signal.SIGTERM)
-        launched.process.wait(15)
-        took = time.monotonic() - started
+        took = launched.terminate(timeout=15)
         assert launched.process.returncode == 0, launched.log()
         assert took < 10, f"took {took:.1f} s"
         assert not [pid for pid in processes if running(pid)]
@@ -370,43 +300,34 @@ def test_sigterm_stops_nginx_and_gunicorn_cleanly(tiny_model_dir, tmp_path, vide
         assert os.listdir(launched.data_dir) == [session]
     finally:
         close_all(opened)
-        launched.stop()
 
 
-def test_if_nginx_dies_the_launcher_stops_gunicorn_and_fails(tiny_model_dir, tmp_path):
-    launched = Launched(tiny_model_dir, tmp_path)
-    try:
-        launched.wait_ready()
-        processes = launched.descendants()
-        with open(f"/proc/{launched.process.pid}/task/{launched.process.pid}/children") as handle:
-            started = [int(pid) for pid in handle.read().split()]
-        nginx_master = next(pid for pid in started if command_name(pid) == "nginx")
-        os.kill(nginx_master, signal.SIGKILL)  # its worker is left behind: the launcher must stop it too
-        launched.process.wait(15)
-        assert launched.process.returncode != 0
-        assert "nginx exited by itself" in launched.log()
-        assert not [pid for pid in processes if running(pid)]
-    finally:
-        launched.stop()
+def test_if_nginx_dies_the_launcher_stops_gunicorn_and_fails(start_make_run):
+    launched = start_make_run()
+    processes = launched.descendants()
+    with open(f"/proc/{launched.process.pid}/task/{launched.process.pid}/children") as handle:
+        started = [int(pid) for pid in handle.read().split()]
+    nginx_master = next(pid for pid in started if command_name(pid) == "nginx")
+    os.kill(nginx_master, signal.SIGKILL)  # its worker is left behind: the launcher must stop it too
+    launched.process.wait(15)
+    assert launched.process.returncode != 0
+    assert "nginx exited by itself" in launched.log()
+    assert not [pid for pid in processes if running(pid)]
 
 
-def test_an_upload_the_app_refuses_before_reading_its_body_gets_the_apps_answer_not_a_502(tiny_model_dir, tmp_path):
+def test_an_upload_the_app_refuses_before_reading_its_body_gets_the_apps_answer_not_a_502(start_make_run, tmp_path):
     """gunicorn closes a connection whose body the app left unread (it drains only a little); nginx, still
     sending that body, then answered 502. Behind nginx the app reads such a body to its end."""
     from tools.synthetic_video import write_video
 
-    launched = Launched(tiny_model_dir, tmp_path, MAX_QUEUED_JOBS="1", MAX_UPLOAD_MB="64")
+    launched = start_make_run(MAX_QUEUED_JOBS="1", MAX_UPLOAD_MB="64")
     long_video = write_video(str(tmp_path / "long.mp4"), duration=240, fps=2, size=(96, 72))
-    try:
-        launched.wait_ready()
-        with open(long_video, "rb") as handle:
-            busy = requests.post(launched.base + "/api/v1/video/upload", files={"video": handle},
-                                 data={"segment_duration": "1"}, timeout=30)
-        assert busy.status_code == 202
-        body = multipart([(b"video", b"big.mp4", os.urandom(24 * 1024 * 1024))])
-        for _ in range(3):
-            response = raw_http(launched.base, request_head("/api/v1/video/upload", len(body)), [body])
-            problem = assert_problem_json(response, 503)
-            assert "already queued" in problem["detail"] and int(response.headers["Retry-After"]) > 0
-    finally:
-        launched.stop()
+    with open(long_video, "rb") as handle:
+        busy = requests.post(launched.base + "/api/v1/video/upload", files={"video": handle},
+                             data={"segment_duration": "1"}, timeout=30)
+    assert busy.status_code == 202
+    body = multipart([(b"video", b"big.mp4", os.urandom(24 * 1024 * 1024))])
+    for _ in range(3):
+        response = raw_http(launched.base, request_head("/api/v1/video/upload", len(body)), [body])
+        problem = assert_problem_json(response, 503)
+        assert "already queued" in problem["detail"] and int(response.headers["Retry-After"]) > 0

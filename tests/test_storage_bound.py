@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import serve, stored_entries, upload
-from hostile_tools import RawResponse, ServerProcess, multipart, raw_http, request_head
-from video_analysis.web.services import EXTENSION_KEY
+from tests.support.api import serve, stored_entries, upload
+from tests.support.http import RawResponse, multipart, raw_http, request_head
+from tests.support.problems import assert_problem
 from tools.synthetic_video import write_video
-from test_api import assert_problem
+from video_analysis.web.services import EXTENSION_KEY
 
 MB = 1024 * 1024
 UPLOAD = "/api/v1/video/upload"
@@ -66,14 +66,14 @@ class Peak:
         self._thread.join(10)
 
 
-def test_uploads_cancelled_at_once_stop_at_the_bound_with_507_and_cleanup_makes_room_again(tiny_model_dir, tmp_path):
+def test_uploads_cancelled_at_once_stop_at_the_bound_with_507_and_cleanup_makes_room_again(start_service, tmp_path):
     """Issue 14 #8, against a real gunicorn: 48 uploads by 4 clients, each cancelled at once, with a 2 MB bound."""
     video = write_video(str(tmp_path / "clip.mp4"), duration=24, fps=10)
     with open(video, "rb") as handle:
         blob = handle.read()
     assert 200_000 < len(blob) < 400_000  # about 7 fit in 2 MB
-    data_dir = str(tmp_path / "data")
-    server = ServerProcess(tiny_model_dir, data_dir, env={"MAX_STORAGE_MB": "2", "MAX_QUEUED_JOBS": "64"})
+    server = start_service(env={"MAX_STORAGE_MB": "2", "MAX_QUEUED_JOBS": "64"})
+    data_dir = server.data_dir
 
     def upload_and_cancel(_):
         response = requests.post(server.base + UPLOAD, files={"video": ("clip.mp4", blob)}, timeout=60)
@@ -83,37 +83,33 @@ def test_uploads_cancelled_at_once_stop_at_the_bound_with_507_and_cleanup_makes_
             return session_id, response
         return None, response
 
-    try:
-        server.wait_ready()
-        with Peak(data_dir) as peak, ThreadPoolExecutor(4) as pool:
-            outcomes = list(pool.map(upload_and_cancel, range(48)))
-        statuses = sorted({response.status_code for _, response in outcomes})
-        assert statuses == [202, 507], [r.text for _, r in outcomes if r.status_code not in (202, 507)]
-        for _, response in outcomes:
-            if response.status_code == 507:
-                assert_storage_full(response)
-                assert data_dir not in response.text
-        kept = [session_id for session_id, _ in outcomes if session_id]
-        assert peak.most <= 2 * MB, f"DATA_DIR held {peak.most} bytes"
-        assert sorted(os.listdir(data_dir)) == sorted(kept)
-        assert held_bytes(data_dir) == len(kept) * len(blob) <= 2 * MB
+    with Peak(data_dir) as peak, ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(upload_and_cancel, range(48)))
+    statuses = sorted({response.status_code for _, response in outcomes})
+    assert statuses == [202, 507], [r.text for _, r in outcomes if r.status_code not in (202, 507)]
+    for _, response in outcomes:
+        if response.status_code == 507:
+            assert_storage_full(response)
+            assert data_dir not in response.text
+    kept = [session_id for session_id, _ in outcomes if session_id]
+    assert peak.most <= 2 * MB, f"DATA_DIR held {peak.most} bytes"
+    assert sorted(os.listdir(data_dir)) == sorted(kept)
+    assert held_bytes(data_dir) == len(kept) * len(blob) <= 2 * MB
 
-        # Full: the legacy route says so the same way, and a declared length is refused before any body is sent.
-        response = requests.post(server.base + LEGACY, files={"video": ("clip.mp4", blob)}, timeout=60)
-        assert_storage_full(response, legacy=True)
-        head_only = raw_http(server.base, request_head(UPLOAD, len(blob) + 500), timeout=20)
-        assert_storage_full(head_only)
-        assert sorted(os.listdir(data_dir)) == sorted(kept)
+    # Full: the legacy route says so the same way, and a declared length is refused before any body is sent.
+    response = requests.post(server.base + LEGACY, files={"video": ("clip.mp4", blob)}, timeout=60)
+    assert_storage_full(response, legacy=True)
+    head_only = raw_http(server.base, request_head(UPLOAD, len(blob) + 500), timeout=20)
+    assert_storage_full(head_only)
+    assert sorted(os.listdir(data_dir)) == sorted(kept)
 
-        # Cleaning up one session makes room for the next upload at once.
-        assert requests.delete(f"{server.base}/api/v1/video/cleanup/{kept[0]}", timeout=30).status_code == 200
-        again, response = upload_and_cancel(0)
-        assert response.status_code == 202, response.text
-        assert sorted(os.listdir(data_dir)) == sorted(kept[1:] + [again])
-        assert held_bytes(data_dir) <= 2 * MB
-        assert "Traceback" not in server.log()
-    finally:
-        server.stop()
+    # Cleaning up one session makes room for the next upload at once.
+    assert requests.delete(f"{server.base}/api/v1/video/cleanup/{kept[0]}", timeout=30).status_code == 200
+    again, response = upload_and_cancel(0)
+    assert response.status_code == 202, response.text
+    assert sorted(os.listdir(data_dir)) == sorted(kept[1:] + [again])
+    assert held_bytes(data_dir) <= 2 * MB
+    assert "Traceback" not in server.log()
 
 
 def chunked(payload: bytes, piece: int = 65536) -> list:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 import video_analysis.web
-from conftest import serve
+from tests.support.api import serve
 from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
 from tools.synthetic_video import Marker, write_video

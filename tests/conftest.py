@@ -1,0 +1,67 @@
+"""Fixtures only tests/ needs: the trained marker model, the generated videos, the service in a subprocess.
+
+The app, its client and a live server come from the root conftest.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from tools.service_process import REPO, ServiceProcess
+from tools.synthetic_video import write_video
+
+# Trained checkpoints survive test runs in this gitignored cache; one is rebuilt
+# only when its key (preset, seed, builder version, settings, training code) changes.
+MODEL_CACHE = os.path.join(REPO, ".cache", "models")
+
+
+@pytest.fixture(scope="session")
+def marker_model_dir() -> str:
+    """The `marker` checkpoint (seed 0), trained to see coloured squares: built on first use, then cached."""
+    from tools.make_tiny_model import cached_checkpoint, preload_openblas
+
+    preload_openblas()  # before mlx is first imported; training is ~30x slower without it
+    started = time.perf_counter()
+    path = cached_checkpoint(MODEL_CACHE, "marker", 0, log=lambda line: print(f"[marker build] {line}", flush=True))
+    training = json.loads((path / "builder_info.json").read_text()).get("training", {})
+    print(f"\nmarker model: {path.name} ready in {time.perf_counter() - started:.1f} s "
+          f"(its training took {training.get('train_seconds')} s)")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory):
+    """Paths of generated test videos, by purpose."""
+    root = tmp_path_factory.mktemp("videos")
+    return {
+        # 6 s: a few short segments, finishes in well under a second on the tiny model.
+        "short": write_video(str(root / "short clip.mp4"), duration=6, fps=10),
+        # 90 s at 1 s per segment: 90 model calls, long enough to cancel mid-way.
+        "long": write_video(str(root / "long.mp4"), duration=90, fps=4, size=(96, 72)),
+        "webm": write_video(str(root / "clip.webm"), duration=4, fps=10),
+    }
+
+
+@pytest.fixture
+def start_service(tiny_model_dir, tmp_path):
+    """Start the service in a subprocess (tools/service_process.py) and wait until it is ready; stopped after the test.
+
+    `start_service(model_dir=tiny model, data_dir=tmp_path/"data", how="gunicorn", env=None, ready=True, ...)`
+    returns the `ServiceProcess`; its `base` is the URL, `data_dir` its DATA_DIR.
+    """
+    started = []
+
+    def start(model_dir=None, data_dir=None, ready=True, **options) -> ServiceProcess:
+        data_dir = data_dir or str(tmp_path / ("data" if not started else f"data{len(started)}"))
+        service = ServiceProcess(model_dir or tiny_model_dir, data_dir, **options)
+        started.append(service)
+        if ready:
+            service.wait_ready()
+        return service
+
+    yield start
+    for service in started:
+        service.stop()

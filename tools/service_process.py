@@ -1,0 +1,146 @@
+"""The service in a subprocess on a free loopback port, started the way a person starts it.
+
+`how` picks the command:
+- "gunicorn": `gunicorn --config gunicorn.conf.py 'app:create_app()'`, as deployed;
+- "app.py": `python app.py`, Flask's development server (`make dev`);
+- "make run": the command of the Makefile's `run` target (nginx in front of gunicorn).
+
+The tests use it through the `start_service` fixture (tests/conftest.py). The
+process gets a process group of its own: `stop()` sends SIGTERM, then kills
+the whole group if the service has not exited in time, so nothing it started
+outlives a failed test. Its output goes to a log file, whose end is quoted
+when it fails to start.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import List, Optional, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOW = ("gunicorn", "app.py", "make run")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def make_run_command() -> List[str]:
+    """The command of the Makefile's `run` target, with the Makefile's variables filled in."""
+    with open(os.path.join(REPO, "Makefile")) as handle:
+        recipe = re.search(r"^run:.*\n\t(.+)$", handle.read(), re.MULTILINE).group(1)
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    words = shlex.split(recipe.replace("$(PY)", sys.executable).replace("$(VENV)", venv))
+    if words[:2] == ["exec", "env"]:
+        words = words[2:]
+    return [word for word in words if not re.match(r"^[A-Z_]+=", word)]  # HOST and PORT come from the caller
+
+
+def _command(how: str) -> List[str]:
+    if how == "gunicorn":
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        return [gunicorn, "--config", "gunicorn.conf.py", "app:create_app()"]
+    if how == "app.py":
+        return [sys.executable, "app.py"]
+    if how == "make run":
+        return make_run_command()
+    raise ValueError(f"how must be one of {', '.join(HOW)}, got {how!r}")
+
+
+class ServiceProcess:
+    """One running service; `base` is its URL, `data_dir` its DATA_DIR, `process` the Popen."""
+
+    def __init__(self, model_dir: str, data_dir: str, *, how: str = "gunicorn", env: Optional[dict] = None,
+                 log_path: Optional[str] = None, preexec_fn=None, wrapper: Sequence[str] = ()):
+        """`env` adds to the environment; `wrapper` is a command put in front (it must exec the service)."""
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(data_dir)),
+                                                 f"service-{self.port}.log")
+        environment = dict(os.environ, MODEL=model_dir, DATA_DIR=data_dir, HOST="127.0.0.1", PORT=str(self.port),
+                           PYTHONUNBUFFERED="1", LOG_LEVEL="warning")
+        environment.update(env or {})
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([*wrapper, *_command(how)], cwd=REPO, env=environment, stdout=self._log,
+                                        stderr=subprocess.STDOUT, preexec_fn=preexec_fn, start_new_session=True)
+
+    def __enter__(self) -> "ServiceProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        """The /health body once the model has loaded, or has failed to ("degraded"); both are final."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with status {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.base + "/health", timeout=2) as response:
+                    body = json.load(response)
+                if body["model"]["loaded"] or body["status"] == "degraded":
+                    return body
+            except (OSError, ValueError, KeyError):
+                pass  # not listening yet, or another program answered on the port
+            time.sleep(0.1)
+        raise RuntimeError(f"the service was not ready in {timeout:.0f} s:\n{self.log()}")
+
+    def log(self) -> str:
+        """The end of what the service printed."""
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")[-4000:]
+
+    def descendants(self) -> List[int]:
+        """Every process the service started, and theirs, now (Linux /proc)."""
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                continue
+            for task in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{task}/children") as handle:
+                        children = [int(child) for child in handle.read().split()]
+                except FileNotFoundError:
+                    continue
+                found.extend(children)
+                todo.extend(children)
+        return found
+
+    def terminate(self, timeout: float = 15.0) -> float:
+        """SIGTERM, as an operator stops it; the seconds until it exited (TimeoutExpired if it did not)."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout)
+        return time.monotonic() - started
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM; after `grace` seconds, SIGKILL. Then kill whatever is left of its process group."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group start_new_session made for it
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left
+        self.process.wait(10)
+        self._log.close()
