@@ -18,6 +18,7 @@ from tests.support.http import get_json, host_port, multipart, request_head
 from tests.support.problems import assert_problem
 from tools.hostile_media import blank_avi_frames
 from tools.synthetic_video import write_video
+from video_analysis.model.runner import ModelLoadError
 from video_analysis.web.services import EXTENSION_KEY
 
 GENERIC_INTERNAL = ("The analysis stopped because of an internal error; it has been logged. "
@@ -49,7 +50,7 @@ def test_a_model_that_cannot_load_leaves_the_server_up_degraded_and_refusing_cle
                                                                                        tmp_path):
     app = make_app(MODEL=broken_model)
     runner = app.extensions[EXTENSION_KEY].analysis
-    with pytest.raises(Exception):
+    with pytest.raises(ModelLoadError, match=os.path.basename(broken_model)):
         runner.wait_until_loaded(60)
     client = app.test_client()
     health = client.get("/health")

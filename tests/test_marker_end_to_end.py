@@ -48,6 +48,11 @@ def test_the_async_api_finds_the_planted_highlights(marker_client, planted):
     data = marker_client.get(f"/api/v1/video/results/{session_id}").get_json()["data"]
     assert [a["significance_score"] for a in data["all_analyses"]] == [2, 9, 2, 9]
     assert _highlights(data) == EXPECTED_HIGHLIGHTS
+    # A highlight holds the contract's fields. Its description is the segment's answer without the score
+    # line, or the whole answer when that line is all there is (the marker model says only "Significance: 9/10").
+    for item, analysis in zip(data["highlights"], (data["all_analyses"][1], data["all_analyses"][3])):
+        assert set(item) == {"start_time", "end_time", "timestamp_formatted", "significance_score", "description"}
+        assert item["description"] == analysis["analysis"] == "Significance: 9/10"
 
 
 def test_the_async_api_names_the_exercises_at_segment_boundaries(marker_client, planted):
