@@ -1,0 +1,73 @@
+"""`python app.py` as a person runs it, and the launcher the other tests start the service with.
+
+gunicorn (test_faults, test_hardening, ...) and `make run` (test_slow_clients)
+are exercised at length elsewhere; the development server only here.
+"""
+import signal
+import sys
+import time
+
+import pytest
+import requests
+
+from tools.service_process import ServiceProcess
+
+# Starts the service as a child and ignores SIGTERM itself: a launcher that would never stop on its own.
+_DEAF_TO_SIGTERM = """
+import signal, subprocess, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+subprocess.Popen(sys.argv[1:]).wait()
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_python_app_py_serves_an_analysis_and_stops_on_ctrl_c(start_service, videos):
+    server = start_service(how="app.py")
+    started = server.descendants()
+    assert started, "the development server runs the analysis in a child process"
+    with open(videos["short"], "rb") as handle:
+        response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
+                                 data={"segment_duration": "3"}, timeout=30)
+    assert response.status_code == 202, response.text
+    status_url = server.base + response.headers["Location"]
+    deadline = time.monotonic() + 60
+    while requests.get(status_url, timeout=5).json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the job never completed"
+        time.sleep(0.1)
+    results = requests.get(server.base + response.json()["resultsUrl"], timeout=5).json()
+    assert results["data"]["total_segments_analyzed"] == 2
+    assert requests.get(server.base + "/", timeout=5).headers["Content-Type"].startswith("text/html")
+    server.process.send_signal(signal.SIGINT)
+    server.process.wait(15)
+    deadline = time.monotonic() + 10
+    while [pid for pid in started if running(pid)]:
+        assert time.monotonic() < deadline, "the analysis process outlived the server"
+        time.sleep(0.1)
+    assert "Traceback" not in server.log()
+
+
+def test_a_service_that_cannot_start_is_reported_with_its_own_words(start_service):
+    server = start_service(how="app.py", env={"HTTP_THREADS": "2", "MAX_LEGACY_REQUESTS": "5"}, ready=False)
+    with pytest.raises(RuntimeError, match=r"(?s)exited with status 1:.*MAX_LEGACY_REQUESTS"):
+        server.wait_ready(30)
+
+
+def test_stop_kills_a_service_that_ignores_sigterm_and_everything_it_started(tiny_model_dir, tmp_path):
+    server = ServiceProcess(tiny_model_dir, str(tmp_path / "data"), wrapper=[sys.executable, "-c", _DEAF_TO_SIGTERM])
+    try:
+        server.wait_ready()
+        started = server.descendants()
+        assert len(started) >= 3, started  # gunicorn's arbiter and worker, the analysis process
+    finally:
+        began = time.monotonic()
+        server.stop(grace=1)
+    assert server.process.returncode == -signal.SIGKILL
+    assert time.monotonic() - began < 10
+    assert not [pid for pid in started if running(pid)]
