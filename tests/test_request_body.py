@@ -8,7 +8,7 @@ import requests
 from conftest import serve, wait_for_status
 from video_analysis.web.request_body import PIECE_BYTES, LargeBodyReads
 from tools.synthetic_video import write_video
-from video_analysis.video.frames import probe_video
+from video_analysis.video import probe_video
 
 
 class _SocketLikeBody:
