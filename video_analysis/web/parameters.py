@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from video_analysis.web.errors import ApiError
 from video_analysis.engine.prompts import DEFAULT_PROMPTS
-from video_analysis.engine.analyzer import DEFAULT_MAX_TOKENS
+from video_analysis.engine.parameters import DEFAULT_MAX_TOKENS
 
 ANALYSIS_TYPES = ("highlights", "workout")
 MAX_PROMPT_BYTES = 8 * 1024
