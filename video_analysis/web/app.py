@@ -19,6 +19,7 @@ from flask_cors import CORS
 
 from video_analysis.jobs.analysis_process import AnalysisProcess
 from video_analysis.config import Config
+from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.web.errors import ApiError, register_error_handlers
 from video_analysis.web.intake import accept_upload
 from video_analysis.jobs.queue import JobQueue
@@ -179,8 +180,7 @@ def _legacy_analysis(svc: Services, analysis_type: str):
             timeout = svc.config.LEGACY_TIMEOUT_SECONDS
             if _client_disconnected() or (timeout is not None and waited >= timeout):
                 log.info("Legacy request %s abandoned; cancelling its job", sid)
-                svc.sessions.update(sid, status=ProcessingStatus.CANCELLED, message="The client went away")
-                svc.jobs.cancel(sid)
+                svc.jobs.cancel(sid, "The client went away")
                 svc.jobs.wait(sid, 30)
                 raise ApiError(503, "The analysis was stopped because the request was abandoned; send it again.")
         state = svc.sessions.get(sid)
@@ -191,7 +191,7 @@ def _legacy_analysis(svc: Services, analysis_type: str):
         except KeyError:
             pass
     if state.status == ProcessingStatus.COMPLETED:
-        kind = "workout_timestamps" if analysis_type == "workout" else "highlights"
+        kind = "workout_timestamps" if AnalysisKind(analysis_type) is AnalysisKind.WORKOUT else "highlights"
         return jsonify({"success": True, "analysis_type": kind, "data": state.result})
     if state.status == ProcessingStatus.CANCELLED:
         raise ApiError(503, "The analysis was cancelled because the server is shutting down; send it again later.",
