@@ -25,7 +25,7 @@ Child to parent:
     (DONE, job_id, result)
         the contract's result object.
     (ERROR, job_id, error_kind, sentence)
-        `error_kind` is one of ERROR_KINDS; the sentence is for a person.
+        `error_kind` is CANCELLED, VIDEO, MODEL or INTERNAL; the sentence is for a person.
     (REPLY, call_id, ok, value)
         the query's answer, or when not ok the reason it failed.
 """
@@ -36,7 +36,6 @@ LOADED, PROGRESS, DONE, ERROR, REPLY = "loaded", "progress", "done", "error", "r
 
 # How a job can fail: cancelled by its caller, a video we cannot read, no model, or a fault of ours.
 CANCELLED, VIDEO, MODEL, INTERNAL = "cancelled", "video", "model", "internal"
-ERROR_KINDS = (CANCELLED, VIDEO, MODEL, INTERNAL)
 
 # The queries a CALL may name (the model runner's methods of the same name).
 QUERIES = ("prompt_problem",)

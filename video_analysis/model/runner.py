@@ -79,10 +79,6 @@ class ModelRunner:
     def device(self) -> str:
         return current_device()
 
-    @property
-    def context_tokens(self) -> Optional[int]:
-        return self.prompt_budget.context_tokens if self.prompt_budget is not None else None
-
     def wait_until_loaded(self, timeout: Optional[float] = None) -> None:
         """Block until the model is ready; raise ModelLoadError if it failed."""
         if not self._loaded.wait(timeout):
