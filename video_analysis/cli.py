@@ -52,14 +52,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help=f"seconds per segment ({_default(HighlightsParameters, 'segment_duration')}, "
                              f"workout {_default(WorkoutParameters, 'segment_duration')})")
     for name in ("frames_per_segment", "min_significance", "max_highlights", "max_tokens"):
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=_default(HighlightsParameters, name),
-                            help=HighlightsParameters.model_fields[name].description + " (default %(default)s)")
+        field = HighlightsParameters.model_fields[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=field.default,
+                            help=field.description.rstrip(".") + "; default %(default)s")
     parser.add_argument("--json", metavar="OUT", help="write the result object to this file")
     args = parser.parse_args(argv)
     kind = AnalysisKind.WORKOUT if args.workout else AnalysisKind.HIGHLIGHTS
     # The options this kind takes; one not given (None) is left to the kind's default.
     parameters = {name: getattr(args, name) for name in kind.parameters.model_fields
                   if getattr(args, name, None) is not None}
+    try:
+        kind.parameters(**parameters)  # before the model loads: a bad option is told at once
+    except ValidationError as error:
+        print(f"error: {_problems(error)}", file=sys.stderr)
+        return 2
 
     generator = VideoHighlightGenerator(args.model)
     bar = tqdm(total=0, unit="segment", file=sys.stderr, desc="analysing")
@@ -71,10 +77,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         result = generator.analyze(kind, args.video, progress=progress, **parameters)
-    except ValidationError as error:
-        bar.close()
-        print(f"error: {_problems(error)}", file=sys.stderr)
-        return 2
     except (VideoError, ModelLoadError, ValueError) as error:
         bar.close()
         print(f"error: {error}", file=sys.stderr)
