@@ -194,7 +194,8 @@ def test_the_command_line_explains_a_bad_video(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("option, sentence", [
     (["--max-tokens", "0"], "error: --max-tokens: Input should be greater than or equal to 1"),
-    (["--workout", "--segment-duration", "601"], "error: --segment-duration: Input should be less than or equal to 600"),
+    (["--workout", "--segment-duration", "601"],
+     "error: --segment-duration: Input should be less than or equal to 600"),
 ])
 def test_the_command_line_refuses_an_option_out_of_bounds(tmp_path, option, sentence):
     completed = subprocess.run([sys.executable, "video_highlight_generator.py", str(tmp_path / "unread.mp4"), *option],

@@ -44,8 +44,8 @@ class HighlightsAnalysis(Analysis):
 
     def _best(self, analyses: list) -> list:
         """Scored at least min_significance, highest first (earlier first on a tie), at most max_highlights."""
-        scored = [a for a in analyses
-                  if a["significance_score"] is not None and a["significance_score"] >= self.parameters.min_significance]
+        lowest = self.parameters.min_significance
+        scored = [a for a in analyses if a["significance_score"] is not None and a["significance_score"] >= lowest]
         scored.sort(key=lambda a: (-a["significance_score"], a["start_time"]))
         return scored[:self.parameters.max_highlights]
 
