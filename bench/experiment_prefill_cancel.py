@@ -34,7 +34,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +71,7 @@ def reset_peak() -> None:
 
 # -- 1 and 3: in this process ----------------------------------------------------------------
 def cancel_to_next(runners: dict, rounds: int) -> dict:
-    from video_analysis.cancellation import Cancelled
+    from video_analysis.cancellation import CancelToken, Cancelled
     from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 
     any_runner = next(iter(runners.values()))
@@ -87,7 +86,7 @@ def cancel_to_next(runners: dict, rounds: int) -> dict:
     results = {name: [] for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
-            cancel = threading.Event()
+            cancel = CancelToken()
             stopped = {}
             chunks_before = runner.prefill_chunks
             long_job = runner.submit(images, LONG_PROMPT, system_prompt=HIGHLIGHTS_SYSTEM, max_tokens=64,
@@ -95,7 +94,7 @@ def cancel_to_next(runners: dict, rounds: int) -> dict:
             long_job.add_done_callback(lambda _: stopped.setdefault("at", time.perf_counter()))
             time.sleep(prefill[name] / 4)
             cancelled_at = time.perf_counter()
-            cancel.set()
+            cancel.cancel()
             next_job = runner.submit(images, HIGHLIGHTS_USER, system_prompt=HIGHLIGHTS_SYSTEM, max_tokens=1)
             next_job.result()
             answered_at = time.perf_counter()
@@ -111,7 +110,7 @@ def cancel_to_next(runners: dict, rounds: int) -> dict:
                 "prefill_chunks_run": runner.prefill_chunks - chunks_before,
             })
     return {
-        "long_prompt_tokens": any_runner._prompt_tokens(HIGHLIGHTS_SYSTEM, LONG_PROMPT, 8),
+        "long_prompt_tokens": any_runner.prompt_budget.prompt_tokens(HIGHLIGHTS_SYSTEM, LONG_PROMPT, 8),
         "long_prompt_time_to_first_token_s": {name: round(value, 3) for name, value in prefill.items()},
         "median_cancel_to_next_first_token_s": {
             name: round(statistics.median(r["cancel_to_next_first_token_s"] for r in rows), 4)
@@ -133,7 +132,7 @@ def normal_segment(runners: dict, repeats: int) -> dict:
             answers[name] = runner.generate(images, HIGHLIGHTS_USER, system_prompt=HIGHLIGHTS_SYSTEM, max_tokens=32)
             times[name].append(time.perf_counter() - started)
     return {
-        "prompt_tokens": any_runner._prompt_tokens(HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, 8),
+        "prompt_tokens": any_runner.prompt_budget.prompt_tokens(HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, 8),
         "median_ms": {name: round(1000 * statistics.median(values), 2) for name, values in times.items()},
         "answers_identical": len(set(answers.values())) == 1,
     }
@@ -153,7 +152,7 @@ def overflow_before(model_dir: str) -> dict:
     runner.generate(images, CJK_8_KIB, system_prompt=CJK_8_KIB, max_tokens=64)
     seconds = time.perf_counter() - started
     peak = memory_mib()["VmHWM"]
-    tokens = runner._prompt_tokens(CJK_8_KIB, CJK_8_KIB, 8)
+    tokens = runner.prompt_budget.prompt_tokens(CJK_8_KIB, CJK_8_KIB, 8)
     runner.close()
     return {"what": "ModelRunner.generate with both prompts, as a job ran it before (no refusal, mlx-vlm prefill)",
             "prompt_tokens": tokens, "call_s": round(seconds, 3), "rss_before_mib": round(rss, 1),

@@ -29,23 +29,24 @@ from bench.run import checkpoint
 from video_analysis.model.runner import ModelRunner
 from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 from video_analysis.engine.analyzer import VideoHighlightGenerator
-from video_analysis.video import keyframe_decoder
-from video_analysis.video import frames as video_frames
+import video_analysis.video as video_frames
+from video_analysis.video import capped_decoding
+from video_analysis.video.opencv_backend import KeyframeScan
 
 SETTINGS = dict(segment_duration=10, frames_per_segment=8, max_tokens=32)
 
 
 def _set_variant(name: str, scan_keyframes, slice_middles) -> None:
     os.environ["PYAV_FRAMES"] = "0" if name.startswith("opencv") else "1"
-    video_frames._KeyframeIndex.last_at_or_before = (
+    KeyframeScan.last_at_or_before = (
         (lambda self, index: None) if name == "opencv-plain" else scan_keyframes)
-    keyframe_decoder.DECODER_THREADS = 0 if name == "pyav-threads" else _PRODUCT_THREADS
+    capped_decoding.DECODER_THREADS = 0 if name == "pyav-threads" else _PRODUCT_THREADS
     video_frames.FrameReader.segment_frame_indices = (
         slice_middles if name in ("pyav-threads", "pyav-exact") else _PRODUCT_CHOICE)
 
 
 _PRODUCT_CHOICE = video_frames.FrameReader.segment_frame_indices
-_PRODUCT_THREADS = keyframe_decoder.DECODER_THREADS
+_PRODUCT_THREADS = capped_decoding.DECODER_THREADS
 
 
 def main(argv=None) -> int:
@@ -66,13 +67,13 @@ def main(argv=None) -> int:
     def sample():
         with video_frames.FrameReader(args.video, info, max_edge=runner.image_size) as reader:
             frames = [reader.read_segment(s, SETTINGS["frames_per_segment"]) for s in segments]
-            decoded["frames"] = reader._decoder.frames_decoded if reader.uses_pyav else None
+            decoded["frames"] = reader.backend.frames_decoded if reader.backend.name == "pyav" else None
             return frames
 
     def slice_middles(reader, segment, count):
         return video_frames.sample_frame_indices(segment, count, info)
 
-    scan_keyframes = video_frames._KeyframeIndex.last_at_or_before
+    scan_keyframes = KeyframeScan.last_at_or_before
 
     def timed(function) -> float:
         started = time.perf_counter()

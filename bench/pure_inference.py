@@ -36,7 +36,7 @@ OPENBLAS = preload_openblas()  # before mlx; None when USE_OPENBLAS=0
 
 from video_analysis.model.runner import ModelRunner
 from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
-from video_analysis.video.frames import FrameReader, plan_segments, probe_video
+from video_analysis.video import FrameReader, plan_segments, probe_video
 
 
 def sample_all(runner: ModelRunner, video: str, segment_duration: float, frames_per_segment: int,

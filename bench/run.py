@@ -589,7 +589,7 @@ def sampling_vs_decode_all(video: str, repeats: int = 3) -> dict:
     code = f"""
 import json, sys, time
 import cv2
-from video_analysis.video.frames import FrameReader, plan_segments, probe_video
+from video_analysis.video import FrameReader, plan_segments, probe_video
 video = {video!r}
 def sample():
     info = probe_video(video)

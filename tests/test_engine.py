@@ -4,15 +4,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
-
 import pytest
+from pydantic import ValidationError
 
-from video_analysis.cancellation import Cancelled
-from video_analysis.model.runner import ModelLoadError, ModelRunner
 from tools.synthetic_video import write_video
-from video_analysis.video.frames import probe_video
-from video_analysis.engine.analyzer import VideoHighlightGenerator, merge_exercise_steps
+from video_analysis.cancellation import CancelToken, Cancelled
+from video_analysis.engine.analyzer import VideoHighlightGenerator
+from video_analysis.engine.answers import normalize_exercise
+from video_analysis.engine.prompts import WORKOUT_SYSTEM, WORKOUT_USER
+from video_analysis.engine.workout import merge_exercise_steps
+from video_analysis.model.runner import ModelLoadError, ModelRunner
+from video_analysis.video import probe_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,14 +44,34 @@ def test_a_full_highlights_run(generator, tmp_path):
 
 
 def test_a_full_workout_run(generator, tmp_path):
+    """What every workout result holds, whatever the random tiny model answers (the marker model's tests
+    check the steps it finds)."""
     video = write_video(str(tmp_path / "gym.mp4"), duration=31, fps=5)
     result = generator.analyze_workout(video, segment_duration=15, frames_per_segment=2, max_tokens=16)
-    assert [(s["start_time"], s["end_time"]) for s in result["segment_analyses"]] == [(0, 15), (15, 30), (30, 31)]
+    assert list(result) == ["video", "processing_time_seconds", "total_segments_analyzed", "settings",
+                            "segment_analyses", "exercise_steps", "summary"]
+    analyses = result["segment_analyses"]
+    assert [(s["start_time"], s["end_time"]) for s in analyses] == [(0, 15), (15, 30), (30, 31)]
+    assert [a["exercise"] for a in analyses] == [normalize_exercise(a["analysis"]) for a in analyses]
+    assert result["exercise_steps"] == merge_exercise_steps(analyses)
     steps = result["exercise_steps"]
-    assert result["summary"]["total_exercises"] == len(steps)
-    assert result["summary"]["exercises"] == [s["exercise_name"] for s in steps]
-    boundaries = {0.0, 15.0, 30.0, 31.0}
-    assert all(s["start_timestamp"] in boundaries and s["end_timestamp"] in boundaries for s in steps)
+    assert result["summary"] == {"total_exercises": len(steps), "exercises": [s["exercise_name"] for s in steps],
+                                 "total_duration": round(sum(s["duration"] for s in steps), 3)}
+    # Echoed as given (15 stays a whole number in the JSON), with the prompts the model was sent.
+    assert json.dumps(result["settings"]) == json.dumps({
+        "segment_duration": 15, "frames_per_segment": 2, "max_tokens": 16, "system_prompt": WORKOUT_SYSTEM,
+        "user_prompt": WORKOUT_USER, "model": "tiny-smolvlm"})
+
+
+@pytest.mark.parametrize("bad", [{"frames_per_segment": 0}, {"segment_duration": 0.5}, {"max_tokens": 1025},
+                                 {"min_significance": 6}, {"frames_per_segment": 2.0}])
+def test_parameters_out_of_bounds_or_of_another_kind_are_refused_before_any_work(generator, tmp_path, bad):
+    video = write_video(str(tmp_path / "v.mp4"), duration=3, fps=5)
+    before = generator.runner.prefill_chunks
+    with pytest.raises(ValidationError) as raised:
+        generator.analyze_workout(video, **bad)
+    assert raised.value.errors()[0]["loc"] == (next(iter(bad)),)
+    assert generator.runner.prefill_chunks == before
 
 
 def test_a_probe_handed_over_is_used_instead_of_probing_again(generator, tmp_path):
@@ -77,30 +99,31 @@ def test_consecutive_segments_naming_the_same_exercise_merge():
 
 def test_cancel_mid_run_stops_and_raises(generator, tmp_path):
     video = write_video(str(tmp_path / "long.mp4"), duration=60, fps=2, size=(64, 48))
-    cancel = threading.Event()
-    done_segments = []
+    cancel = CancelToken()
+    done_segments, chunks_at_cancel = [], []
 
     def progress(done, total, message):
         done_segments.append(done)
         if done == 2:
-            cancel.set()
+            chunks_at_cancel.append(generator.runner.prefill_chunks)
+            cancel.cancel()
 
-    before = generator.runner.completed_generations
     with pytest.raises(Cancelled):
         generator.generate_highlights(video, segment_duration=1, progress=progress, cancel=cancel)
     assert max(done_segments) == 2
-    # The generation in flight when cancel was set stops within a token: none finished after segment 2.
-    assert generator.runner.completed_generations - before == 2
+    # Segment 3's generation never ran: the model did no work after the cancel.
+    assert generator.runner.prefill_chunks == chunks_at_cancel[0]
 
 
 def test_a_cancel_set_before_the_call_does_no_work(generator, tmp_path):
     video = write_video(str(tmp_path / "v.mp4"), duration=3, fps=5)
-    cancel = threading.Event()
-    cancel.set()
-    before = generator.runner.completed_generations
+    cancel = CancelToken()
+    cancel.cancel()
+    before = generator.runner.prefill_chunks
+    progress = []
     with pytest.raises(Cancelled):
-        generator.analyze_workout(video, cancel=cancel)
-    assert generator.runner.completed_generations == before
+        generator.analyze_workout(video, cancel=cancel, progress=lambda *args: progress.append(args))
+    assert generator.runner.prefill_chunks == before and progress == []
 
 
 def test_a_broken_model_directory_is_a_clear_error(tmp_path):
@@ -167,3 +190,16 @@ def test_the_command_line_explains_a_bad_video(tiny_model_dir, tmp_path):
                                cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert completed.stderr.strip().endswith("upload an MP4, MOV, WebM or AVI video.")
+
+
+@pytest.mark.parametrize("option, sentence", [
+    (["--max-tokens", "0"], "error: --max-tokens: Input should be greater than or equal to 1"),
+    (["--workout", "--segment-duration", "601"],
+     "error: --segment-duration: Input should be less than or equal to 600"),
+])
+def test_the_command_line_refuses_an_option_out_of_bounds(tmp_path, option, sentence):
+    completed = subprocess.run([sys.executable, "video_highlight_generator.py", str(tmp_path / "unread.mp4"), *option],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == sentence
+

@@ -23,7 +23,7 @@ from tests.support.api import stored_entries, upload, wait_for_status
 from tools.hostile_media import flat_jpeg, mjpeg_avi
 from tools.service_process import REPO, ServiceProcess as ServerProcess
 from tools.synthetic_video import background
-from video_analysis.video.frames import FrameReader, VideoError, probe_video
+from video_analysis.video import FrameReader, VideoError, probe_video
 
 HUGE = 16000
 # A 16000 x 16000 frame is 366 MiB as YUV 4:2:0. Decoding any stays far below that;
@@ -90,7 +90,7 @@ def test_frames_up_to_8k_in_either_orientation_are_read_and_bigger_ones_refused(
 # -- memory, in fresh subprocesses ----------------------------------------------------------------
 _MEASURE = r"""
 import dataclasses, json, sys
-from video_analysis.video import frames as video_frames
+import video_analysis.video as video_frames
 
 def peak_mib():  # this process's own peak: ru_maxrss would also count the parent's, forked before the exec
     with open("/proc/self/status") as status:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from video_analysis.cancellation import Cancelled
+from video_analysis.cancellation import CancelToken, Cancelled
 from tests.support.api import upload, wait_for_status
 from video_analysis.model import runner as model_runner
-from video_analysis.model.runner import ModelRunner
+from video_analysis.model.runner import ModelRunner, RunnerClosed
 from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER, WORKOUT_SYSTEM, WORKOUT_USER
 from video_analysis.web.services import EXTENSION_KEY
 from tests.support.problems import refused
@@ -56,15 +56,15 @@ def frames(n, seed=0):
 # == (a) over HTTP: the limit in tokens ====================================================
 @pytest.mark.parametrize("url", [UPLOAD, "/analyze/highlights"])
 def test_two_8_kib_cjk_prompts_are_a_400_naming_the_field_and_a_limit_in_tokens(app, client, videos, url):
-    runner = app.extensions[EXTENSION_KEY].analysis
-    before = runner.completed_generations
+    svc = app.extensions[EXTENSION_KEY]
     response = upload(client, videos["short"], url=url, system_prompt=CJK_8_KIB, user_prompt=CJK_8_KIB)
     body = refused(app, response, 400, field="user_prompt")  # a tie between the two names user_prompt
     limit = limit_in(body)
     assert 0 < limit < CONTEXT
     assert "8,192 tokens" in body["detail"]  # the model's context, named
     assert "frames_per_segment" in body["detail"] and "max_tokens" in body["detail"]  # what to lower
-    assert runner.completed_generations == before  # refused before it became a job
+    # Refused before it became a session or a job.
+    assert set(svc.sessions.counts().values()) == {0} and svc.jobs.counts() == {"pending": 0, "processing": 0}
 
 
 def test_one_8_kib_cjk_prompt_also_overflows_the_tiny_model(app, client, videos):
@@ -131,7 +131,7 @@ def test_the_count_is_the_prompt_mlx_vlm_feeds_the_model(runner, system, user, c
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     prompt = apply_chat_template(runner._processor, runner._model.config, messages, num_images=count)
     fed = prepare_inputs(runner._processor, images=frames(count), prompts=prompt, add_special_tokens=True)
-    assert runner._prompt_tokens(system, user, count) == fed["input_ids"].shape[1]
+    assert runner.prompt_budget.prompt_tokens(system, user, count) == fed["input_ids"].shape[1]
 
 
 def test_prompt_problem_answers_plain_values(runner):
@@ -167,7 +167,7 @@ LONG_PROMPT = "\u6f22" * 2500  # 7,500 tokens: inside the limit, many prefill ch
 
 
 def _chunks_needed(runner, prompt, count):
-    tokens = runner._prompt_tokens(None, prompt, count)
+    tokens = runner.prompt_budget.prompt_tokens(None, prompt, count)
     return -(-(tokens - 1) // runner.prefill_chunk_tokens)  # the last token is the first decoding step
 
 
@@ -183,31 +183,38 @@ def test_cancel_during_prefill_stops_it_between_chunks(runner):
     needed = _chunks_needed(runner, LONG_PROMPT, 8)
     assert needed >= 10
     start = runner.prefill_chunks
-    cancel = threading.Event()
+    cancel = CancelToken()
     future = runner.submit(frames(8), LONG_PROMPT, max_tokens=8, cancel=cancel)
     at_cancel = _wait_for_chunks(runner, start + 1)
-    cancel.set()
+    cancel.cancel()
     with pytest.raises(Cancelled, match="prefill"):
         future.result(timeout=120)
     done = runner.prefill_chunks - start
     assert done <= at_cancel - start + 1  # at most the chunk in flight when cancel was set
     assert done < needed
     # the runner is fine afterwards, and the next request runs
-    before = runner.completed_generations
+    start = runner.prefill_chunks
     assert isinstance(runner.generate(frames(2), "Describe the video.", max_tokens=4), str)
-    assert runner.completed_generations == before + 1
+    assert runner.prefill_chunks == start + 1
 
 
 def test_closing_the_runner_stops_a_prefill_between_chunks(tiny_model_dir):
     runner = ModelRunner(tiny_model_dir)
     runner.wait_until_loaded(120)
     needed = _chunks_needed(runner, LONG_PROMPT, 8)
-    future = runner.submit(frames(8), LONG_PROMPT, max_tokens=8)
+    token = CancelToken()
+    future = runner.submit(frames(8), LONG_PROMPT, max_tokens=8, cancel=token)
+    queued = runner.submit(frames(2), "Describe the video.", max_tokens=4)  # behind it, with no token of its own
     at_close = _wait_for_chunks(runner, 1)
     runner.close()
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled, match="prefill"):
         future.result(timeout=120)
     assert runner.prefill_chunks <= at_close + 1 < needed
+    assert token.cancelled  # closing cancels the request's own token: whoever shares it stops too
+    with pytest.raises(Cancelled, match="before generation started"):
+        queued.result(timeout=10)
+    with pytest.raises(RunnerClosed):
+        runner.submit(frames(1), "Describe the video.")
 
 
 # == (c) the same answers as before ========================================================
@@ -227,7 +234,7 @@ def unchunked_runner(tiny_model_dir):
     (None, "Describe the video.", 4),
 ], ids=["highlights-8", "workout-8", "highlights-1", "no-system-4"])
 def test_normal_prompts_give_the_same_answers_in_one_chunk(runner, unchunked_runner, system, user, count):
-    assert runner._prompt_tokens(system, user, count) - 1 <= model_runner.PREFILL_CHUNK_TOKENS
+    assert runner.prompt_budget.prompt_tokens(system, user, count) - 1 <= model_runner.PREFILL_CHUNK_TOKENS
     images = frames(count, seed=count)
     start = runner.prefill_chunks
     new = runner.generate(images, user, system_prompt=system, max_tokens=32)

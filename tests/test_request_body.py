@@ -7,7 +7,7 @@ import requests
 
 from tests.support.api import serve, wait_for_status
 from tools.synthetic_video import write_video
-from video_analysis.video.frames import probe_video
+from video_analysis.video import probe_video
 from video_analysis.web.request_body import PIECE_BYTES, LargeBodyReads
 
 

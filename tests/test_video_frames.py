@@ -4,11 +4,12 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from video_analysis.video.keyframe_decoder import KeyframeDecoder
 from tools.synthetic_video import Marker, write_video
-from video_analysis.video.frames import (
-    FrameReader, Segment, VideoError, format_range, plan_segments, probe_video, sample_frame_indices,
+from video_analysis.cancellation import CancelToken, Cancelled
+from video_analysis.video import (
+    FrameReader, Segment, VideoError, VideoInfo, format_range, plan_segments, probe_video, sample_frame_indices,
 )
+from video_analysis.video.keyframe_decoder import KeyframeDecoder
 
 
 def test_probe_reports_what_was_written(tmp_path):
@@ -37,8 +38,6 @@ def test_sampled_frames_are_evenly_spread_inside_their_segment(tmp_path):
 
 
 def _info(frame_count, fps=25.0):
-    from video_analysis.video.frames import VideoInfo
-
     return VideoInfo("v.mp4", frame_count / fps, fps, frame_count, 64, 48)
 
 
@@ -122,7 +121,7 @@ def test_frames_past_the_decodable_end_raise_a_clear_error(tmp_path):
     with FrameReader(path, info) as reader:
         with pytest.raises(VideoError, match="truncated or damaged"):
             reader.read([info.frame_count + 50])
-        assert not reader.uses_pyav  # PyAV gave up on the frame; OpenCV said why
+        assert reader.backend.name == "opencv"  # PyAV gave up on the frame; OpenCV said why
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, this is text\n" * 50, os.urandom(4096)])
@@ -202,10 +201,10 @@ def test_opencv_reader_picks_seek_or_read_by_keyframes_and_returns_the_exact_fra
     assert len(every) == info.frame_count == 200
     wanted = [0, 1, 2, 9, 40, 71, 102, 103, 150, 199]
     with FrameReader(path, info) as reader:
-        assert not reader.uses_pyav
-        opencv = reader._opencv
+        assert reader.backend.name == "opencv"
+        opencv = reader.backend
         if keyframe_before_30 is not None:
-            assert opencv._keyframes.last_at_or_before(30) == keyframe_before_30
+            assert opencv.keyframe_scan.last_at_or_before(30) == keyframe_before_30
         choices = []
         for index in wanted:
             choices.append(opencv.reads_forward(index))
@@ -238,7 +237,7 @@ def test_pyav_reader_returns_the_exact_frames_opencv_decodes(tmp_path, name, enc
     wanted = [0, 1, 2, 9, 29, 30, 31, 40, 71, 102, 103, 150, 199, 5, 60]
     with FrameReader(path, info) as reader:
         images = reader.read(wanted)
-        assert reader.uses_pyav
+        assert reader.backend.name == "pyav"
     for index, image in zip(wanted, images):
         assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
 
@@ -267,18 +266,18 @@ def test_reader_falls_back_to_opencv_when_pyav_sees_another_frame_count_or_is_of
     every = _every_frame_rgb(path)
     # A probe that counted differently (say, one frame failed to decode): PyAV's numbering cannot be trusted.
     with FrameReader(path, dataclasses.replace(info, frame_count=info.frame_count - 1)) as reader:
-        assert not reader.uses_pyav
+        assert reader.backend.name == "opencv"
         assert np.array_equal(np.asarray(reader.read([30])[0]), every[30])
     monkeypatch.setenv("PYAV_FRAMES", "0")
     with FrameReader(path, info) as reader:
-        assert not reader.uses_pyav
+        assert reader.backend.name == "opencv"
 
 
 def test_keyframe_scan_gives_up_where_the_packets_end(tmp_path, monkeypatch):
     monkeypatch.setenv("PYAV_FRAMES", "0")
     path = write_video(str(tmp_path / "clip.mp4"), duration=2, fps=25, size=(96, 64))
     with FrameReader(path, probe_video(path)) as reader:
-        keyframes = reader._opencv._keyframes
+        keyframes = reader.backend.keyframe_scan
         assert keyframes.last_at_or_before(49) == 48
         assert keyframes.last_at_or_before(50) is None  # past the end: the plain rule decides
 
@@ -290,7 +289,7 @@ def test_reader_reads_a_segment_from_keyframes_and_decodes_only_them(tmp_path, m
     with FrameReader(path, info) as reader:
         assert reader.segment_frame_indices(segment, 8) == [12, 48, 72, 108, 144, 168, 204, 228]
         assert len(reader.read_segment(segment, 8)) == 8
-        assert reader._decoder.frames_decoded == 8  # one per sampled frame
+        assert reader.backend.frames_decoded == 8  # one per sampled frame
     monkeypatch.setenv("PYAV_FRAMES", "0")
     with FrameReader(path, info) as reader:  # OpenCV does not know the keyframes: the middles
         assert reader.segment_frame_indices(segment, 8) == [15, 46, 78, 109, 140, 171, 203, 234]
@@ -326,7 +325,7 @@ def test_rotated_videos_come_out_upright_as_opencv_shows_them(tmp_path, degrees)
     wanted = [0, 13, 49, 3]
     with FrameReader(path, info) as reader:
         images = reader.read(wanted)
-        assert reader.uses_pyav
+        assert reader.backend.name == "pyav"
     for index, image in zip(wanted, images):
         assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"
 
@@ -350,18 +349,14 @@ def test_metadata_that_is_not_utf8_does_not_stop_pyav(tmp_path):
     info = probe_video(path)
     with FrameReader(path, info) as reader:
         image = reader.read([30])[0]
-        assert reader.uses_pyav
+        assert reader.backend.name == "pyav"
     assert np.array_equal(np.asarray(image), _every_frame_rgb(path)[30])
 
 
 def test_cancelling_stops_the_packet_scan(tmp_path):
-    import threading
-
-    from video_analysis.cancellation import Cancelled
-
     path = write_video(str(tmp_path / "v.mp4"), duration=2, fps=25, size=(96, 64))
-    cancel = threading.Event()
-    cancel.set()
+    cancel = CancelToken()
+    cancel.cancel()
     with pytest.raises(Cancelled):
         FrameReader(path, probe_video(path), cancel=cancel)
 
@@ -379,7 +374,7 @@ def test_shrunk_frames_are_upright_and_close_to_shrinking_the_whole_frame(tmp_pa
     whole = _every_frame_rgb(path)[7]
     with FrameReader(path, info, max_edge=48) as reader:
         image = reader.read([7])[0]
-        assert reader.uses_pyav
+        assert reader.backend.name == "pyav"
     assert image.size == ((48, 29) if degrees == 0 else (29, 48))
     expected = cv2.resize(whole, image.size, interpolation=cv2.INTER_AREA).astype(int)
     assert np.abs(np.asarray(image).astype(int) - expected).mean() < 2
@@ -396,6 +391,6 @@ def test_a_video_whose_frames_pyav_cannot_number_by_timestamp_is_probed_and_read
     every = _every_frame_rgb(path)
     with FrameReader(path, info) as reader:
         images = reader.read([0, 101, 199])
-        assert not reader.uses_pyav
+        assert reader.backend.name == "opencv"
     for index, image in zip([0, 101, 199], images):
         assert np.array_equal(np.asarray(image), every[index]), f"frame {index}"

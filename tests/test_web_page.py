@@ -515,8 +515,8 @@ def test_the_modules_are_served_as_javascript_and_load_without_errors(browser, l
 
 
 def test_the_page_writes_the_times_the_server_does_not_send_as_the_server_would(browser, live_server):
-    """Segment rows and the video's length are formatted by the page, so it must agree with video/frames.py."""
-    from video_analysis.video.frames import format_clock, format_range
+    """Segment rows and the video's length are formatted by the page, so it must agree with video/timecode.py."""
+    from video_analysis.video.timecode import Timecode, format_range
 
     pairs = [[0, 0], [1.9, 2.5], [59.99, 61], [599, 3599.9], [3599, 3600], [3661.5, 7322], [0, 36000.4]]
     open_page(browser, live_server)
@@ -526,4 +526,4 @@ def test_the_page_writes_the_times_the_server_does_not_send_as_the_server_would(
           done(pairs.map(function (p) { return [format.clockRange(p[0], p[1]), format.clock(p[1])]; }));
         }, function (error) { done(String(error)); });
     """, pairs, live_server + "/static/js/format.js")
-    assert written == [[format_range(start, end), format_clock(end)] for start, end in pairs]
+    assert written == [[format_range(start, end), Timecode(end).clock()] for start, end in pairs]

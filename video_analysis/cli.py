@@ -6,9 +6,22 @@ import json
 import sys
 from typing import List, Optional
 
-from video_analysis.engine.analyzer import DEFAULT_MAX_TOKENS, VideoHighlightGenerator
-from video_analysis.model.runner import DEFAULT_MODEL, ModelLoadError
-from video_analysis.video.frames import VideoError
+from pydantic import ValidationError
+
+from video_analysis.config import DEFAULT_MODEL
+from video_analysis.engine.analyzer import VideoHighlightGenerator
+from video_analysis.engine.parameters import AnalysisKind, HighlightsParameters, WorkoutParameters
+from video_analysis.model.errors import ModelLoadError
+from video_analysis.video import VideoError
+
+
+def _default(parameters, name: str):
+    return parameters.model_fields[name].default
+
+
+def _problems(error: ValidationError) -> str:
+    """"--max-tokens: Input should be less than or equal to 1024", one per bad option."""
+    return "; ".join(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}" for problem in error.errors())
 
 
 def _summary(result: dict, workout: bool) -> str:
@@ -35,13 +48,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("video")
     parser.add_argument("--workout", action="store_true", help="break a workout into exercise steps")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face id or local directory")
-    parser.add_argument("--segment-duration", type=float, help="seconds per segment (10, workout 15)")
-    parser.add_argument("--frames-per-segment", type=int, default=8)
-    parser.add_argument("--min-significance", type=int, default=6)
-    parser.add_argument("--max-highlights", type=int, default=10)
-    parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
+    parser.add_argument("--segment-duration", type=float,
+                        help=f"seconds per segment ({_default(HighlightsParameters, 'segment_duration')}, "
+                             f"workout {_default(WorkoutParameters, 'segment_duration')})")
+    for name in ("frames_per_segment", "min_significance", "max_highlights", "max_tokens"):
+        field = HighlightsParameters.model_fields[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=field.default,
+                            help=field.description.rstrip(".") + "; default %(default)s")
     parser.add_argument("--json", metavar="OUT", help="write the result object to this file")
     args = parser.parse_args(argv)
+    kind = AnalysisKind.WORKOUT if args.workout else AnalysisKind.HIGHLIGHTS
+    # The options this kind takes; one not given (None) is left to the kind's default.
+    parameters = {name: getattr(args, name) for name in kind.parameters.model_fields
+                  if getattr(args, name, None) is not None}
+    try:
+        kind.parameters(**parameters)  # before the model loads: a bad option is told at once
+    except ValidationError as error:
+        print(f"error: {_problems(error)}", file=sys.stderr)
+        return 2
 
     generator = VideoHighlightGenerator(args.model)
     bar = tqdm(total=0, unit="segment", file=sys.stderr, desc="analysing")
@@ -52,17 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         bar.set_postfix_str(message, refresh=True)
 
     try:
-        if args.workout:
-            result = generator.analyze_workout(
-                args.video, segment_duration=args.segment_duration or 15,
-                frames_per_segment=args.frames_per_segment, max_tokens=args.max_tokens, progress=progress,
-            )
-        else:
-            result = generator.generate_highlights(
-                args.video, min_significance=args.min_significance, max_highlights=args.max_highlights,
-                segment_duration=args.segment_duration or 10, frames_per_segment=args.frames_per_segment,
-                max_tokens=args.max_tokens, progress=progress,
-            )
+        result = generator.analyze(kind, args.video, progress=progress, **parameters)
     except (VideoError, ModelLoadError, ValueError) as error:
         bar.close()
         print(f"error: {error}", file=sys.stderr)
@@ -74,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         generator.close()
     bar.close()
-    print(_summary(result, args.workout))
+    print(_summary(result, kind is AnalysisKind.WORKOUT))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(result, out, indent=2)

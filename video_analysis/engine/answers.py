@@ -1,4 +1,4 @@
-"""Reading scores and exercise names out of a model's free text.
+"""Reading scores, exercise names and descriptions out of a model's free text.
 
 Models phrase the same answer many ways (`8/10`, `Score: 8`, `**8**/10`,
 `significance 8 out of 10`, `eight out of ten`). These functions never raise:
@@ -49,7 +49,9 @@ def parse_significance(text: Optional[str]) -> Optional[int]:
     return None
 
 
-_EXERCISE_LINE = re.compile(r"\bexercise(?:\s+name)?\s*[:=\-]\s*([^\n.;,(]+)", re.IGNORECASE)
+# The one pattern for "Exercise: NAME": its group is the name; the markup it allows around the words
+# matters only in raw text (descriptions), names are read after _MARKUP is removed.
+_EXERCISE_LINE = re.compile(r"[*_`]*\bexercise(?:\s+name)?[*_`]*\s*[:=\-]\s*[*_`]*([^\n.;,(]+)", re.IGNORECASE)
 _ALIASES = {
     "pushup": "push-up", "push up": "push-up", "press up": "push-up", "press-up": "push-up",
     "situp": "sit-up", "sit up": "sit-up", "pullup": "pull-up", "pull up": "pull-up",
@@ -95,3 +97,22 @@ def normalize_exercise(text: Optional[str]) -> str:
     if compact.replace(" ", "") in _ALIASES:
         return _ALIASES[compact.replace(" ", "")]
     return name
+
+
+_SCORE_LINE = re.compile(r"^\W*(significance|score|rating)\b.*$", re.IGNORECASE | re.MULTILINE)
+_LEADING_SEPARATORS = re.compile(r"^[\s.;,:\-*_`#]+")
+
+
+def _text_without(pattern: re.Pattern, text: str) -> str:
+    return re.sub(r"\s+", " ", pattern.sub("", text)).strip()
+
+
+def highlight_description(text: str) -> str:
+    """What happens in the segment: the answer without its score line (the whole answer if that is all)."""
+    return _text_without(_SCORE_LINE, text) or text
+
+
+def exercise_description(text: str) -> str:
+    """The answer without its "Exercise: NAME" statement; "" when nothing else was said."""
+    # What followed the name on its line ("Exercise: squat. Knees bent.") keeps no leading ". ".
+    return _LEADING_SEPARATORS.sub("", _text_without(_EXERCISE_LINE, text))

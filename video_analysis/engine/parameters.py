@@ -7,10 +7,10 @@ from here.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Optional, Type, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WrapValidator
 
 MAX_PROMPT_BYTES = 8 * 1024
 DEFAULT_MAX_TOKENS = 64
@@ -19,12 +19,9 @@ _CONTROL_TOKEN = re.compile(r"<(?:image|video|global-img|fake_token_around_image
                             r"|\|im_(?:start|end)\||\|endoftext\|)>", re.IGNORECASE)
 
 
-class AnalysisKind(str, Enum):
+class AnalysisKind(StrEnum):  # a StrEnum reads as its value in sentences: "workout", not "AnalysisKind.WORKOUT"
     HIGHLIGHTS = "highlights"
     WORKOUT = "workout"
-
-    def __str__(self) -> str:  # "highlights" in f-strings and logs, not "AnalysisKind.HIGHLIGHTS"
-        return self.value
 
     @property
     def parameters(self) -> Type["AnalysisParameters"]:
@@ -55,6 +52,15 @@ def _plain_prompt(text: Optional[str], info: ValidationInfo) -> Optional[str]:
 Prompt = Annotated[Optional[str], AfterValidator(_plain_prompt)]
 
 
+def _whole_seconds_stay_whole(value, check):
+    checked = check(value)
+    return value if type(value) is int else checked
+
+
+# Seconds as given: 10 stays 10 (pydantic would make it 10.0, and the result's settings echo it as given).
+Seconds = Annotated[float, WrapValidator(_whole_seconds_stay_whole)]
+
+
 def _segment_duration(default: float = ...):  # each analysis has its own default; `...`: required
     return Field(default, ge=1, le=600, allow_inf_nan=False, description="Seconds of video per segment.")
 
@@ -64,7 +70,7 @@ class AnalysisParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    segment_duration: float = _segment_duration()
+    segment_duration: Seconds = _segment_duration()
     frames_per_segment: int = Field(8, ge=1, le=64, description="Frames the model sees per segment.")
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=1024, description="Longest answer per segment, in tokens.")
     system_prompt: Prompt = Field(None, description="Replaces the analysis's system prompt "
@@ -74,13 +80,13 @@ class AnalysisParameters(BaseModel):
 
 
 class HighlightsParameters(AnalysisParameters):
-    segment_duration: float = _segment_duration(10)
+    segment_duration: Seconds = _segment_duration(10)
     min_significance: int = Field(6, ge=1, le=10, description="Lowest score (1-10) a highlight may have.")
     max_highlights: int = Field(10, ge=1, le=100, description="Most highlights returned, best first.")
 
 
 class WorkoutParameters(AnalysisParameters):
-    segment_duration: float = _segment_duration(15)
+    segment_duration: Seconds = _segment_duration(15)
 
 
 Parameters = Union[HighlightsParameters, WorkoutParameters]

@@ -3,6 +3,7 @@
 The user prompt holds no timestamps on purpose: every segment is asked the
 same question, so training and inference see identical text.
 """
+from video_analysis.engine.parameters import AnalysisKind
 
 HIGHLIGHTS_SYSTEM = (
     "You are a video analyst. You watch frames sampled from one segment of a video "
@@ -23,8 +24,8 @@ WORKOUT_USER = (
     "then describe the movement in one sentence."
 )
 
-# The prompts an analysis uses when the request gives none, by analysis type: (system, user).
+# The prompts an analysis uses when the request gives none, by kind: (system, user).
 DEFAULT_PROMPTS = {
-    "highlights": (HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER),
-    "workout": (WORKOUT_SYSTEM, WORKOUT_USER),
+    AnalysisKind.HIGHLIGHTS: (HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER),
+    AnalysisKind.WORKOUT: (WORKOUT_SYSTEM, WORKOUT_USER),
 }

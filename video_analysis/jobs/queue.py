@@ -2,12 +2,15 @@
 
 `JOB_WORKERS` threads each hand one job at a time to the child process that
 holds the model (`analysis_process`) and wait for it there, applying its
-progress to the session as it comes. The number of unfinished jobs, plus
-uploads being received, is capped at `MAX_QUEUED_JOBS`: a slot is reserved
-before an upload is read, so a full queue is refused before any byte is
-stored. A pending job that is cancelled (or cleaned up) gives its slot back
-at once; a running one when it has stopped. `/health` counts the same jobs.
+progress to the session as it comes. The number of unfinished jobs (pending
+or running, `_jobs`), plus uploads being received (`_held` slots), is capped
+at `MAX_QUEUED_JOBS`: a slot is reserved before an upload is read, so a full
+queue is refused before any byte is stored. /health reports the same
+`_jobs` (`counts`): a cancelled job still running holds its slot and shows
+as processing until it has stopped; a pending one gives its slot back at once.
 
+`cancel` is the one call that cancels: it marks the session cancelled and
+cancels the job's token, which the analysis process forwards to the child.
 Async uploads and legacy /analyze requests both become jobs here.
 """
 from __future__ import annotations
@@ -16,17 +19,16 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Set
 
-from video_analysis.jobs.analysis_process import INTERNAL_ERROR, AnalysisFailed, AnalysisProcess, ModelUnavailable
-from video_analysis.cancellation import Cancelled
-from video_analysis.jobs.sessions import ProcessingStatus, SessionManager, SessionNotFound
-from video_analysis.video.frames import VideoInfo
+from video_analysis.cancellation import CancelToken, Cancelled
+from video_analysis.engine.kinds import analysis_class
+from video_analysis.jobs.analysis_process import AnalysisFailed, AnalysisProcess, ModelUnavailable
+from video_analysis.jobs.messages import INTERNAL, INTERNAL_ERROR, MODEL
+from video_analysis.jobs.sessions import ProcessingStatus, SessionManager, SessionNotFound, SessionState
+from video_analysis.video import VideoInfo
 
 log = logging.getLogger(__name__)
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class QueueFull(Exception):
@@ -38,12 +40,12 @@ class ShuttingDown(Exception):
 
 
 class Slot:
-    """A place in the queue held for one upload while it is received: it becomes the job, or is given back."""
+    """A place in the queue held for one upload while it is received: it becomes the job, or is given back.
 
-    __slots__ = ("held",)
+    Only a token: which slots are held is the queue's to know.
+    """
 
-    def __init__(self) -> None:
-        self.held = True
+    __slots__ = ()
 
 
 @dataclass
@@ -52,7 +54,7 @@ class _Job:
     video_path: str
     video_info: Optional[VideoInfo] = None  # what intake's probe found: the engine need not probe again
     started: bool = False
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelToken = field(default_factory=CancelToken)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -63,35 +65,34 @@ class JobQueue:
         self.max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._jobs: Dict[str, _Job] = {}  # unfinished jobs, pending or running
-        self._receiving = 0  # slots held by uploads still being received
+        self._held: Set[Slot] = set()  # slots of uploads still being received
         self._lock = threading.Lock()
         self._closed = False
 
     # -- admission -------------------------------------------------------------
     def reserve(self) -> Slot:
+        """A slot for an upload about to be received; QueueFull or ShuttingDown when there is none."""
         with self._lock:
             if self._closed:
                 raise ShuttingDown()
-            if self._receiving + len(self._jobs) >= self.max_queued:
+            if len(self._held) + len(self._jobs) >= self.max_queued:
                 raise QueueFull()
-            self._receiving += 1
-        return Slot()
+            slot = Slot()
+            self._held.add(slot)
+        return slot
 
     def release(self, slot: Slot) -> None:
         """Give back a slot that did not become a job (the upload was refused); no-op once used."""
         with self._lock:
-            if slot.held:
-                slot.held = False
-                self._receiving -= 1
+            self._held.discard(slot)
 
     def submit(self, slot: Slot, session_id: str, video_path: str, video_info: Optional[VideoInfo] = None) -> None:
         """Start (or queue) the session's job in `slot`'s place; the session must exist as `pending`."""
         job = _Job(session_id, video_path, video_info)
         with self._lock:
-            if not slot.held:
+            if slot not in self._held:
                 raise ValueError("this slot was already used or given back")
-            slot.held = False
-            self._receiving -= 1
+            self._held.remove(slot)
             self._jobs[session_id] = job
         self._executor.submit(self._run, job)
 
@@ -102,19 +103,26 @@ class JobQueue:
             return {"pending": len(self._jobs) - running, "processing": running}
 
     # -- control ----------------------------------------------------------------
-    def cancel(self, session_id: str) -> None:
-        """Stop the job's work: a pending job leaves the queue now, a running one stops within a token or a frame."""
+    def cancel(self, session_id: str, message: str = "Cancelled at your request") -> Optional[SessionState]:
+        """Cancel the session and its job; returns the session as it now is (None when there is none).
+
+        A session that has ended keeps its status. A pending job leaves the queue now (its slot
+        is free at once); a running one stops within a token or a frame.
+        """
+        try:
+            # The session first: the job, once stopped, must find it cancelled with this message.
+            state = self.sessions.update(session_id, status=ProcessingStatus.CANCELLED, message=message)
+        except SessionNotFound:
+            state = None
         with self._lock:
             job = self._jobs.get(session_id)
-            if job is None:
-                return
-            job.cancel.set()
+            if job is not None and not job.started:
+                del self._jobs[session_id]  # it never starts: `_run` finds it gone
+        if job is not None:
+            job.cancel.cancel()
             if not job.started:
-                del self._jobs[session_id]  # its slot is free from now on
-        if job.started:
-            self.analysis.cancel(session_id)
-        else:
-            job.done.set()
+                job.done.set()
+        return state
 
     def wait(self, session_id: str, timeout: Optional[float] = None) -> bool:
         """True once the session's job has finished (or when there is no job)."""
@@ -128,12 +136,7 @@ class JobQueue:
             self._closed = True
             session_ids = list(self._jobs)
         for session_id in session_ids:
-            try:
-                self.sessions.update(session_id, status=ProcessingStatus.CANCELLED,
-                                     message="Cancelled because the server is shutting down")
-            except SessionNotFound:
-                pass
-            self.cancel(session_id)
+            self.cancel(session_id, "Cancelled because the server is shutting down")
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """`begin_shutdown`, then wait up to `timeout` for running jobs to stop (used at process exit)."""
@@ -178,27 +181,23 @@ class JobQueue:
                 self.sessions.update(sid, current_step=step, message=message, segments_done=done,
                                      segments_total=total, progress=1 + 98 * done / max(total, 1))
             except SessionNotFound:
-                self.cancel(sid)  # cleaned up under our feet: stop the work
+                job.cancel.cancel()  # cleaned up under our feet: stop the work
 
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info)
         try:
-            result = self.analysis.run(sid, session.analysis_type, job.video_path, options, progress, job.cancel)
+            analysis = analysis_class(session.analysis_type)
+            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel)
         except Cancelled:
             self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
             self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
         except ModelUnavailable as error:
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), "model")
+            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), MODEL)
         except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
             log.exception("Job %s failed", sid)
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, "internal")
+            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, INTERNAL)
         else:
-            if session.analysis_type == "workout":
-                found = _count(len(result["exercise_steps"]), "exercise step")
-            else:
-                found = _count(result["highlights_found"], "highlight")
-            segments = _count(result["total_segments_analyzed"], "segment")
-            self._finish(sid, ProcessingStatus.COMPLETED, f"Found {found} in {segments}", result=result)
+            self._finish(sid, ProcessingStatus.COMPLETED, analysis.summary(result), result=result)
 
     def _finish(self, session_id: str, status: ProcessingStatus, message: str, error: Optional[str] = None,
                 error_kind: Optional[str] = None, result: Optional[dict] = None) -> None:

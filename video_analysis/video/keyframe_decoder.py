@@ -1,4 +1,4 @@
-"""Decoding sampled frames with PyAV, from the keyframe right before each one.
+"""Frames by number with PyAV, decoding from the keyframe right before each one.
 
 OpenCV's seek starts decoding at a keyframe at least 16 frames before the
 target (cap_ffmpeg_impl.hpp), so each sampled frame can cost up to 16 decoded
@@ -11,190 +11,33 @@ the n-th frame in presentation order. The decoder maps them to presentation
 timestamps from a scan of the file's packets (no decoding, ~5 µs a packet).
 If that scan does not find exactly the number of frames the probe counted,
 or a frame does not come out with the timestamp expected, it raises
-DecoderMismatch and `video_frames.FrameReader` reads with OpenCV instead (as
-the service did before). The check is on timestamps: it catches files whose
-numbering PyAV would get wrong, not frames a damaged file decodes wrongly
-(OpenCV, with the same FFmpeg inside, decodes those no better). Frames are
-turned upright as OpenCV turns them (the file's display rotation: portrait
-phone videos). `PYAV_FRAMES=0` turns the decoder off.
-
-Every decoder here is capped: FFmpeg's `max_pixels` makes it refuse a frame
-larger than 8K (plus the decoders' alignment) when it reads the frame's
-header, before any memory for the picture is taken (ff_set_dimensions and
-ff_get_buffer check it through av_image_check_size2), and PyAV raises that
-refusal as EINVAL, turned into FrameTooLarge here, as is a decoded frame over
-MAX_FRAME_PIXELS. The cap reaches FFmpeg's stream-info probe
-inside `av.open` too, which decodes the first frames of some codecs. OpenCV
-cannot be capped the same way (its capture opens the decoder without
-options; OPENCV_FFMPEG_CAPTURE_OPTIONS reach only the demuxer), so
-`decodable_frames` lets a file through to it only after a capped decode of
-all its frames.
+DecoderMismatch and the frame reader reads with OpenCV instead. The check is
+on timestamps: it catches files whose numbering PyAV would get wrong, not
+frames a damaged file decodes wrongly (OpenCV, with the same FFmpeg inside,
+decodes those no better). Frames are turned upright as OpenCV turns them (the
+file's display rotation: portrait phone videos). Every decode is capped
+(`capped_decoding`).
 """
 from __future__ import annotations
 
 import bisect
-import errno
-import threading
 from array import array
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import av
 import numpy as np
 
-from video_analysis.cancellation import raise_if_cancelled
-from video_analysis.config import Config
+from video_analysis.cancellation import CancelToken
+from video_analysis.video.capped_decoding import (
+    DECODER_ERRORS, DecoderMismatch, FrameTooLarge, decode_packet, open_video, rgb_array,
+)
 
-
-# Frames larger than 8K (8192 x 4320) are refused: a small file can hold huge
-# frames (a valid 16000 x 16000 JPEG is 1.5 MB; decoded, 366 MiB as YUV and
-# 732 MiB more as RGB).
-MAX_FRAME_PIXELS = 8192 * 4320
-# The decoders' own cap leaves room for the sizes they align a frame to before
-# checking it (FFmpeg's get_buffer checks the width aligned for SIMD, up to 64;
-# codecs round to their blocks, up to 128): without it a portrait 8K frame,
-# 4320 x 8192, would be refused. A frame between the two limits (4.6 % more
-# pixels at most) is decoded once, then refused by its size.
-_DECODER_MAX_PIXELS = (8192 + 128) * (4320 + 128)
-_CAPPED = {"max_pixels": str(_DECODER_MAX_PIXELS)}
-
-
-class DecoderMismatch(Exception):
-    """PyAV's view of the file disagrees with the probe's: read it with OpenCV instead."""
-
-
-class FrameTooLarge(Exception):
-    """The decoder refused a frame larger than MAX_FRAME_PIXELS, before allocating it.
-
-    `index` is the frame's number (from 0) when the packets tell it, else None.
-    """
-
-    def __init__(self, index: Optional[int]):
-        super().__init__(f"frame {index} is larger than {MAX_FRAME_PIXELS} pixels")
-        self.index = index
-
-
-# What PyAV raises on a file it cannot demux or decode, besides DecoderMismatch
-# (ValueError includes UnicodeDecodeError from metadata it cannot read).
-DECODER_ERRORS = (av.FFmpegError, DecoderMismatch, IndexError, ValueError, OSError)
-# The packet scan looks at the cancel event this often.
+# The packet scan looks at the cancel token this often (a packet takes ~5 µs).
 _CANCEL_CHECK_PACKETS = 4096
-# One decoding thread: the job thread decodes while the model works on the
-# previous segment, and FFmpeg's extra threads only take cores from the model
-# (tiny model, engine 0.83 s vs 0.99 s with FFmpeg's default; 0 = its default).
-DECODER_THREADS = 1
 # The timestamp index takes 8 bytes a frame (16 while it is sorted): beyond
 # this (9 h at 30 fps) a small upload of tiny packets could claim gigabytes,
 # so OpenCV reads it.
 MAX_INDEXED_FRAMES = 1_000_000
-
-
-def enabled() -> bool:
-    return Config.from_env().PYAV_FRAMES
-
-
-def open_video(path: str):
-    """`path` opened for capped decoding: (container, its first video stream).
-
-    Raises one of DECODER_ERRORS when the file cannot be demuxed or holds no
-    video stream (IndexError). OpenCV reads the first video stream too.
-    """
-    # Metadata that is not UTF-8 (a title, say) must not stop the frames being read.
-    container = av.open(str(path), metadata_errors="ignore", options=_CAPPED)
-    try:
-        stream = container.streams.video[0]
-        context = stream.codec_context
-        context.options = dict(_CAPPED)  # read when the decoder opens, at the first packet
-        if DECODER_THREADS:
-            context.thread_count = DECODER_THREADS
-        else:
-            stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads, one per core
-    except BaseException:
-        container.close()
-        raise
-    return container, stream
-
-
-def decode_packet(packet: av.Packet) -> List[av.VideoFrame]:
-    """The frames `packet` completes; FrameTooLarge for one over 8K (its number unknown here)."""
-    try:
-        frames = packet.decode()
-    except av.FFmpegError as error:
-        # The cap's refusal (av_image_check_size2) is EINVAL; damaged data is AVERROR_INVALIDDATA.
-        if error.errno == errno.EINVAL:
-            raise FrameTooLarge(None) from None
-        raise
-    if any(frame.width * frame.height > MAX_FRAME_PIXELS for frame in frames):
-        raise FrameTooLarge(None)
-    return frames
-
-
-def shrunk_size(width: int, height: int, max_edge: Optional[int]) -> Optional[Tuple[int, int]]:
-    """(width, height) with the longest edge at most `max_edge`; None when the frame is small enough."""
-    if not max_edge or max(width, height) <= max_edge:
-        return None
-    scale = max_edge / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def rgb_array(frame: av.VideoFrame, max_edge: Optional[int] = None) -> np.ndarray:
-    """`frame` as an upright RGB array, its longest edge at most `max_edge`.
-
-    A frame that must shrink is scaled and converted in one swscale pass
-    (area averaging, as OpenCV's INTER_AREA), so no full-size RGB copy is
-    made; one that need not gives the same pixels as ever.
-    """
-    size = shrunk_size(frame.width, frame.height, max_edge)
-    if size is None:
-        rgb = frame.to_ndarray(format="rgb24")
-    else:
-        rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
-    return _upright(rgb, frame.rotation)
-
-
-def first_frame(path: str) -> Optional[av.VideoFrame]:
-    """The first frame `path` decodes to, capped; None when none does."""
-    container, stream = open_video(path)
-    try:
-        for frame in _frames_of(container, stream):
-            return frame
-    except DECODER_ERRORS:
-        pass
-    finally:
-        container.close()
-    return None
-
-
-def _frames_of(container, stream) -> Iterator[av.VideoFrame]:
-    decoded = 0
-    for packet in container.demux(stream):
-        try:
-            frames = decode_packet(packet)
-        except FrameTooLarge:
-            raise FrameTooLarge(decoded) from None
-        decoded += len(frames)
-        yield from frames
-
-
-def decodable_frames(path: str, cancel: Optional[threading.Event] = None) -> int:
-    """How many frames of `path` decode, in order, before the first that does not: all of them in a sound file.
-
-    Every frame is decoded with the cap; one over it raises FrameTooLarge
-    with its number. An uncapped decoder (OpenCV) may read the frames this
-    counts, and no others: what a frame that does not decode would hold is
-    unknown. Raises one of DECODER_ERRORS when the file does not open.
-    """
-    container, stream = open_video(path)
-    decoded = 0
-    try:
-        for _ in _frames_of(container, stream):
-            if decoded % _CANCEL_CHECK_PACKETS == 0:
-                raise_if_cancelled(cancel)
-            decoded += 1
-    except DECODER_ERRORS:
-        pass
-    finally:
-        container.close()
-    return decoded
 
 
 class KeyframeDecoder:
@@ -203,7 +46,7 @@ class KeyframeDecoder:
     Raises one of DECODER_ERRORS when it cannot serve the file or a frame.
     """
 
-    def __init__(self, path: str, frame_count: Optional[int], cancel: Optional[threading.Event] = None):
+    def __init__(self, path: str, frame_count: Optional[int], cancel: Optional[CancelToken] = None):
         """`frame_count` is the probe's count, which the packets must match.
 
         With None (the probe's own use) every packet is counted, and the frames
@@ -215,16 +58,16 @@ class KeyframeDecoder:
         self.packet_count = 0  # packets that hold a frame
         self._last_keyframe: Optional[Tuple[int, int]] = None  # (packet number, timestamp) of the last keyframe
         try:
-            self._timestamps, self._keyframes = self._scan_packets(frame_count, cancel)
+            self._timestamps, self._keyframes = self._scan_packets(frame_count, cancel or CancelToken())
         except BaseException:
             self.close()
             raise
         self._frames: Optional[Iterator[av.VideoFrame]] = None  # the decoder's output since the last seek
         self._position: Optional[int] = None  # timestamp of the last frame decoded
-        self.frames_decoded = 0
+        self.frames_decoded = 0  # read by bench.experiment_sampling and the tests of seeking
         self._keyframe_indices: Optional[array] = None
 
-    def _scan_packets(self, frame_count: Optional[int], cancel: Optional[threading.Event]):
+    def _scan_packets(self, frame_count: Optional[int], cancel: CancelToken):
         """Sorted presentation timestamps of all frames, and of the keyframes.
 
         When they cannot number the frames, DecoderMismatch; or, without a
@@ -236,7 +79,7 @@ class KeyframeDecoder:
             if packet.size == 0 or packet.is_discard:
                 continue  # the demuxer's end-of-stream marker; packets the decoder drops
             if self.packet_count % _CANCEL_CHECK_PACKETS == 0:
-                raise_if_cancelled(cancel)
+                cancel.raise_if_cancelled()
             self.packet_count += 1
             stamp = packet.pts if packet.pts is not None else packet.dts
             if packet.is_keyframe and stamp is not None:
@@ -383,9 +226,3 @@ def _int64_array(values: np.ndarray) -> array:
     packed = array("q")
     packed.frombytes(values.astype(np.int64).tobytes())
     return packed
-
-
-def _upright(frame: np.ndarray, rotation: int) -> np.ndarray:
-    """The frame as it is meant to be seen, given the file's display rotation (degrees, counter-clockwise)."""
-    turns = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame

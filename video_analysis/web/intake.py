@@ -23,7 +23,7 @@ from video_analysis.web.services import services
 from video_analysis.jobs.sessions import SessionState
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.jobs.storage import StorageError, StorageFull, UploadSpool, display_filename, storage_error
-from video_analysis.video.frames import VideoError, probe_video
+from video_analysis.video import VideoError, probe_video
 
 FILE_FIELDS = ("video", "file")
 _MB = 1024 * 1024

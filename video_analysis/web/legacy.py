@@ -67,8 +67,7 @@ def _wait_for_analysis(svc: Services, kind: AnalysisKind):
         while not svc.jobs.wait(sid, _POLL_SECONDS):
             if _client_disconnected():
                 log.info("Legacy request %s abandoned; cancelling its job", sid)
-                svc.sessions.update(sid, status=ProcessingStatus.CANCELLED, message="The client went away")
-                svc.jobs.cancel(sid)
+                svc.jobs.cancel(sid, "The client went away")
                 svc.jobs.wait(sid, 30)
                 raise ApiError(503, "The analysis was stopped because the request was abandoned; send it again.")
         state = svc.sessions.get(sid)

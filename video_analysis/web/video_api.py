@@ -88,11 +88,10 @@ def results(session_id: str):
 
 @video_api.post("/cancel/<session_id>")
 def cancel(session_id: str):
-    svc = services()
-    state = _session(session_id)
-    if not state.status.terminal:
-        state = svc.sessions.update(session_id, status=ProcessingStatus.CANCELLED, message="Cancelled at your request")
-        svc.jobs.cancel(session_id)
+    _session(session_id)
+    state = services().jobs.cancel(session_id)
+    if state is None:  # a concurrent cleanup won
+        raise _not_found()
     if state.status != ProcessingStatus.CANCELLED:
         raise ApiError(409, f"The analysis has already {state.status.value}; there is nothing to cancel.",
                        "Cannot cancel", sessionStatus=state.status.value)

@@ -1,0 +1,45 @@
+"""The messages between the web process and the analysis process that holds the model.
+
+This is the contract a worker elsewhere (Redis/RQ, issue 17) can reuse: a job
+is (id, kind, path, options), it reports progress (done, total, message), and
+it ends done (result) or with an error kind and a sentence for a person.
+Every message is a tuple of plain picklable values; its first item names it.
+
+Parent to child:
+    (RUN, job_id, kind, video_path, options)
+        analyse one video. `kind` is an AnalysisKind value ("highlights",
+        "workout"); `options` are the engine's keyword arguments: the kind's
+        parameters, plus `video_name` and `video_info` (the upload's probe).
+    (CANCEL, job_id)
+        stop that job within one token or one frame; ignored for an unknown id.
+    (CALL, call_id, method, args, kwargs)
+        a query answered by REPLY (`QUERIES` names them).
+    (STOP,)
+        cancel every job, release the model and exit.
+
+Child to parent:
+    (LOADED, {"device": "cpu" | "gpu", "load_error": None | sentence})
+        once, when the model is ready or failed to load.
+    (PROGRESS, job_id, done, total, message)
+        segments done of `total`; `message` describes the step.
+    (DONE, job_id, result)
+        the contract's result object.
+    (ERROR, job_id, error_kind, sentence)
+        `error_kind` is CANCELLED, VIDEO, MODEL or INTERNAL; the sentence is for a person.
+    (REPLY, call_id, ok, value)
+        the query's answer, or when not ok the reason it failed.
+"""
+from __future__ import annotations
+
+RUN, CANCEL, CALL, STOP = "run", "cancel", "call", "stop"
+LOADED, PROGRESS, DONE, ERROR, REPLY = "loaded", "progress", "done", "error", "reply"
+
+# How a job can fail: cancelled by its caller, a video we cannot read, no model, or a fault of ours.
+CANCELLED, VIDEO, MODEL, INTERNAL = "cancelled", "video", "model", "internal"
+
+# The queries a CALL may name (the model runner's methods of the same name).
+QUERIES = ("prompt_problem",)
+
+# What a person is told of a job that failed for a reason of ours (logged in the child with its traceback).
+INTERNAL_ERROR = ("The analysis stopped because of an internal error; it has been logged. "
+                  "Try again, or with another video.")

@@ -1,0 +1,95 @@
+"""Loading the model with this CPU's speed-ups: the first module to import mlx (after OpenBLAS).
+
+On Linux CPU: OpenBLAS before mlx (≈30× faster matrix multiply than the
+bundled reference BLAS), float32 weights, no image splitting, the vision
+tower's softmax and GELU with powers of two (fast_activations) and the frames
+of a request split across one CPU stream per core (parallel_vision). On macOS
+mlx's Metal defaults are kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from video_analysis.model.openblas import preload_openblas
+
+preload_openblas()
+
+import mlx.core as mx  # noqa: E402  (after OpenBLAS, on purpose)
+
+from video_analysis.model import fast_activations, parallel_vision  # noqa: E402
+from video_analysis.model.errors import ModelLoadError  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# Models whose vision tower is the SigLIP-style encoder that fast_activations
+# and parallel_vision were written and checked against.
+_SIGLIP_VISION_MODEL_TYPES = {"smolvlm", "idefics3"}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    device: str  # "cpu" or "gpu"
+    image_size: Optional[int]  # the longest edge the processor feeds the vision tower
+    vision_streams: int = 1  # CPU streams the vision tower is split across (parallel_vision)
+    fast_activation_layers: int = 0  # vision layers using fast_activations
+    seconds: float = 0.0  # how long loading took
+
+
+def current_device() -> str:
+    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+
+
+def load_model(model_ref: str, name: str) -> LoadedModel:
+    """Load `model_ref` (a Hugging Face id or a local directory) on the calling thread; ModelLoadError saying why.
+
+    Call it on the thread that will generate: mlx streams belong to the thread that made them.
+    """
+    started = time.perf_counter()
+    try:
+        from mlx_vlm import load
+
+        model, processor = load(model_ref)
+    except Exception as error:  # noqa: BLE001
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if os.path.isabs(model_ref) or os.path.isdir(model_ref):
+            reason = reason.replace(os.path.abspath(model_ref), name).replace(model_ref, name)
+        raise ModelLoadError(f"Model '{name}' could not be loaded: {reason}") from None
+    loaded = LoadedModel(model, processor, current_device(), _longest_edge(processor))
+    if loaded.device == "cpu":
+        # float32 on CPU: bfloat16/float16 are several times slower there.
+        model.set_dtype(mx.float32)
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is not None and hasattr(image_processor, "do_image_splitting"):
+            # Splitting a frame into tiles multiplies vision work ~13x.
+            image_processor.do_image_splitting = False
+        if getattr(model.config, "model_type", None) in _SIGLIP_VISION_MODEL_TYPES:
+            # mlx's CPU exp/tanh are slow and single-core: cheaper formulas, then every core.
+            loaded.fast_activation_layers = fast_activations.enable(model.vision_model)
+            loaded.vision_streams = parallel_vision.enable(model)
+    mx.eval(model.parameters())
+    loaded.seconds = time.perf_counter() - started
+    log.info("Loaded model %s in %.2f s on %s (vision tower on %d streams, %d layers with fast activations)",
+             name, loaded.seconds, loaded.device, loaded.vision_streams, loaded.fast_activation_layers)
+    return loaded
+
+
+def release_thread_streams() -> None:
+    """Release the calling thread's mlx streams: a thread that generated must, or the process aborts at exit."""
+    clear = getattr(mx, "clear_streams", None)
+    if clear is not None:
+        clear()
+
+
+def _longest_edge(processor) -> Optional[int]:
+    image_processor = getattr(processor, "image_processor", None)
+    for attribute in ("max_image_size", "size"):
+        value = getattr(image_processor, attribute, None)
+        if isinstance(value, dict) and value.get("longest_edge"):
+            return int(value["longest_edge"])
+    return None
