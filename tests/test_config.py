@@ -157,7 +157,7 @@ def test_gunicorn_reads_its_settings_from_config():
 
 
 def test_the_frame_reader_switch_is_read_from_config():
-    from video_analysis.video.keyframe_decoder import enabled
+    from video_analysis.video.pyav_backend import pyav_frames_enabled as enabled
 
     assert enabled() is True
     os.environ["PYAV_FRAMES"] = "0"

@@ -4,7 +4,7 @@
  * shows those strings as they are. The server sends no formatted time for the
  * video's length, the timeline's scale or the rows of every analyzed segment,
  * so this one formatter writes them the way the server writes its own
- * (video/frames.py: format_clock, format_range).
+ * (video/timecode.py: Timecode.clock, format_range).
  */
 
 function pad(n) {
