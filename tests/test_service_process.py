@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 
+from tests.support.processes import running
 from tools.service_process import ServiceProcess
 
 # Starts the service as a child and ignores SIGTERM itself: a launcher that would never stop on its own.
@@ -18,14 +19,6 @@ import signal, subprocess, sys
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 subprocess.Popen(sys.argv[1:]).wait()
 """
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def assert_gone(pids, within: float = 10.0) -> None:

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.support.http import get_json, host_port, multipart, raw_http, request_head
+from tests.support.processes import running
 from tools.service_process import ServiceProcess, make_run_command
 
 HEADER_TIMEOUT = 2.0
@@ -35,14 +36,6 @@ def command_name(pid: int) -> str:
     """The program's name (nginx rewrites its title to "nginx: master process ...")."""
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
         return os.path.basename(handle.read().split(b"\0")[0].split(b" ")[0].decode()).rstrip(":")
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
