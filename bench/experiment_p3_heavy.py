@@ -26,9 +26,9 @@ from types import SimpleNamespace
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.run import HEAVY_JOB, checkpoint, free_port, p3_status_latency, say
+from bench.figures.p3_status_latency import p3_status_latency
+from bench.settings import HEAVY_JOB
+from bench.system import ROOT, checkpoint, free_port, say
 from bench.videos import WORK, bench_video
 
 

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.run import Server, checkpoint, run_job, say
+from bench.client import run_job
+from bench.server import Server
+from bench.system import ROOT, checkpoint, say
 from bench.videos import WORK, bench_video
 
 _BORING = ("threading.py", "concurrent/futures", "queue.py", "selectors.py", "socketserver.py")

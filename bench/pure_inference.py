@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from video_analysis.model.openblas import preload_openblas
 

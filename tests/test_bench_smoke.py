@@ -11,19 +11,21 @@ import os
 import pytest
 
 from bench import report
-from bench import run as bench
+from bench.figures.p6_scaling import linear_fit, sampling_vs_decode_all
+from bench.pollers import percentile
 from bench.reference_pipeline import cli_environment, parse_answer, segment_starts
+from bench.results import FULL_KEYS, REQUIRED_KEYS, finish, missing_keys
 from tools.synthetic_video import write_video
 from video_analysis.video.frames import plan_segments
 
 
 def test_linear_fit_recovers_a_line_and_percentiles_interpolate():
-    fit = bench.linear_fit([1, 2, 4, 8], [3.5, 6.0, 11.0, 21.0])
+    fit = linear_fit([1, 2, 4, 8], [3.5, 6.0, 11.0, 21.0])
     assert fit["slope"] == pytest.approx(2.5) and fit["intercept"] == pytest.approx(1.0)
     assert fit["r2"] == pytest.approx(1.0)
-    assert bench.percentile([1, 2, 3, 4, 5], 50) == 3
-    assert bench.percentile(list(range(101)), 99) == pytest.approx(99)
-    assert bench.percentile([10.0], 99) == 10.0
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
+    assert percentile(list(range(101)), 99) == pytest.approx(99)
+    assert percentile([10.0], 99) == 10.0
 
 
 @pytest.mark.parametrize("duration", [10, 20, 25.0, 60, 9.9995, 65.5, 3])
@@ -47,16 +49,16 @@ def test_reference_blas_choice_is_explicit(monkeypatch):
 
 
 def _fake_results(mode: str) -> dict:
-    keys = list(bench.REQUIRED_KEYS) + (list(bench.FULL_KEYS) if mode == "full" else [])
+    keys = list(REQUIRED_KEYS) + (list(FULL_KEYS) if mode == "full" else [])
     results = {key: 1.0 for key in keys if key not in ("machine", "targets")}
     results.update(mode=mode, details={}, bench_seconds=60.0)
-    return bench.finish(results, ["bench/run.py"] + (["--quick"] if mode == "quick" else []))
+    return finish(results, ["bench/run.py"] + (["--quick"] if mode == "quick" else []))
 
 
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_results_carry_every_figure_the_readme_names(mode):
     results = _fake_results(mode)
-    assert bench.missing_keys(results) == []
+    assert missing_keys(results) == []
     assert results["machine"]["cores"] >= 1 and results["machine"]["mlx"]
     assert results["targets"]["p3_status_p99_ms"] == {"target": "<= 10", "value": 1.0, "met": True}
     assert results["targets"]["p2_speedup_vs_reference_tiny"]["met"] is False  # 1.0 < 20
@@ -76,12 +78,12 @@ def test_stored_results_files_are_complete():
     for path in sorted(glob.glob(os.path.join(report.RESULTS, "*.json"))):
         with open(path) as handle:
             results = json.load(handle)
-        assert bench.missing_keys(results) == [], path
+        assert missing_keys(results) == [], path
 
 
 def test_sampling_vs_decoding_every_frame_measures_both(tmp_path):
     video = write_video(str(tmp_path / "v.mp4"), duration=2, fps=10, size=(96, 64))
-    figure = bench.sampling_vs_decode_all(video, repeats=1)
+    figure = sampling_vs_decode_all(video, repeats=1)
     assert figure["sample_seconds"] > 0 and figure["decode_all_seconds"] > 0
     assert figure["ratio"] == pytest.approx(figure["sample_seconds"] / figure["decode_all_seconds"])
 
