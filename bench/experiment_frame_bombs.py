@@ -34,7 +34,7 @@ import requests
 
 from bench.system import ROOT, checkpoint, free_port, reset_peak_rss, rss_kib, say
 from bench.videos import WORK
-from hostile_tools import flat_jpeg, mjpeg_avi
+from tools.frame_bombs import flat_jpeg, mjpeg_avi
 from tools.synthetic_video import background
 
 RESULTS = os.path.join(ROOT, "bench", "results", "experiments")
