@@ -22,14 +22,19 @@ TARGETS = {
     "p5_rss_growth_ratio": ("<=", 0.10),
 }
 
-# Keys every results file has (quick runs skip the `full` ones).
+# Keys every results file has: every figure bench/README.md's table shows (bench/report.py ROWS),
+# the machine and the targets; a `make bench` run (mode "full") also has FULL_KEYS.
 REQUIRED_KEYS = (
-    "p1_overhead_ratio_tiny", "p2_speedup_vs_reference_tiny", "p3_status_p50_ms", "p3_status_p99_ms",
+    "p1_overhead_ratio_tiny", "p1_overhead_ratio_tiny_320x240",
+    "p2_speedup_vs_reference_tiny", "p2_speedup_vs_reference_tiny_320x240",
+    "p3_status_p50_ms", "p3_status_p99_ms", "p3_status_p99_ms_idle", "p3_status_p99_ms_threaded_client",
+    "p3_status_p99_ms_heavy_job",
     "p4_upload_rss_growth_mib", "p4_upload_mb_per_s", "p5_rss_growth_ratio",
     "p6_fit_slope_seconds_per_minute", "p6_fit_intercept_seconds", "p6_fit_r2",
     "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "machine", "targets",
 )
-FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "blas_speedup_full",
+FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
+             "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
              "parallel_vision_speedup_full", "fast_activations_speedup_full")
 
 
