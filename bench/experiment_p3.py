@@ -3,8 +3,9 @@
     python -m bench.experiment_p3 [--rounds 3] [--seconds 6] [--server-times] [--variants product,bare,nosplit]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
-videos) and measures P3 exactly as bench/run.py does; rounds interleave the
-variants so background load on the shared CPU hits them alike. Prints the
+videos) and measures P3 exactly as `make bench` does
+(bench/figures/p3_status_latency.py); rounds interleave the variants so
+background load on the shared CPU hits them alike. Prints the
 median p50/p99 per variant over the rounds and writes
 bench/work/experiment-p3.json. A variant is the product started with a few
 environment variables, behind nginx (serve.py) or not (`bare`).

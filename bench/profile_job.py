@@ -3,7 +3,7 @@
     .venv/bin/pip install py-spy       # not in requirements.txt: only this script needs it
     python -m bench.profile_job [--preset tiny] [--seconds 60] [--jobs 3] [--top 25]
 
-Starts the service (as bench/run.py does), runs the same highlights job a few
+Starts the service (bench/server.py, as `make bench` does), runs the same highlights job a few
 times under `py-spy record --threads --idle` and prints, per thread, the share
 of samples by the innermost project/library frame, plus the collapsed stacks
 file (bench/work/profile-*.txt) for a flame graph.
