@@ -32,9 +32,7 @@ import cv2
 import numpy as np
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.run import checkpoint, free_port, reset_peak_rss, rss_kib, say
+from bench.system import ROOT, checkpoint, free_port, reset_peak_rss, rss_kib, say
 from bench.videos import WORK
 from tools.hostile_media import flat_jpeg, mjpeg_avi
 from tools.synthetic_video import background

@@ -1,14 +1,13 @@
-"""P1 before/after: why a job in the server costs more than pure generate, variant by variant.
+"""P1 before/after: why a job in the server costs more than pure generate, by client poll interval and server variant.
 
     python -m bench.experiment_p1 [--preset full] [--frames 2] [--max-tokens 8] [--rounds 3]
-        [--polls 0.02,1.0] [--variants product]
+        [--polls 0.02,1.0] [--variants product,nosplit,bare]
 
-One server per variant (bench/gunicorn_experiment.conf.py switches) and one
-pure-inference worker, both warm; then, per round and per client poll
-interval: pure pass, job, pure pass. The job's wall time comes from the
-server's finishedAt, so the poll interval changes only how often the server
-is asked, not the precision. Prints job/pure ratios; writes
-bench/work/experiment-p1.json.
+One server per variant (experiment_p3.VARIANTS) and one pure-inference
+worker, both warm; then, per round and per client poll interval: pure pass,
+job, pure pass. The job's wall time comes from the server's finishedAt, so
+the poll interval changes only how often the server is asked, not the
+precision. Prints job/pure ratios; writes bench/work/experiment-p1.json.
 """
 from __future__ import annotations
 
@@ -19,10 +18,11 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-import bench.run as bench
+from bench.client import run_job
 from bench.experiment_p3 import VARIANTS
+from bench.server import PureWorker, Server
+from bench.settings import SEGMENT_SECONDS
+from bench.system import checkpoint, say
 from bench.videos import WORK, bench_video
 
 
@@ -36,39 +36,33 @@ def main(argv=None) -> int:
     parser.add_argument("--polls", default="0.02,1.0")
     parser.add_argument("--variants", default="product")
     args = parser.parse_args(argv)
-    model = bench.checkpoint(args.preset)
+    model = checkpoint(args.preset)
     video = bench_video(args.video_seconds)
     polls = [float(p) for p in args.polls.split(",")]
     params = dict(frames_per_segment=args.frames, max_tokens=args.max_tokens)
-    request = dict(video=video, segment_duration=bench.SEGMENT_SECONDS, frames_per_segment=args.frames,
+    request = dict(video=video, segment_duration=SEGMENT_SECONDS, frames_per_segment=args.frames,
                    max_tokens=args.max_tokens, warmup=False)
     rows = []
-    worker = bench.PureWorker(model)
+    worker = PureWorker(model)
     try:
         worker.run(**dict(request, warmup=True))
         for variant in args.variants.split(","):
-            config, env = VARIANTS[variant]
-            with bench.Server(f"exp1-{variant}", model, config=config, **env) as server:
-                bench.run_job(server.base, video, **params)  # warm, same shapes
+            env, front = VARIANTS[variant]
+            with Server(f"exp1-{variant}", model, front=front, **env) as server:
+                run_job(server.base, video, **params)  # warm, same shapes
                 for round_index in range(args.rounds):
                     for poll in polls:
-                        original = bench.wait_status
-                        bench.wait_status = (lambda http, base, sid, wanted=("completed", "failed", "cancelled"),
-                                             _poll=poll, **kw: original(http, base, sid, wanted, poll=_poll))
-                        try:
-                            before = worker.run(**request)["sum_generate_seconds"]
-                            time.sleep(0.5)
-                            job = bench.run_job(server.base, video, **params)
-                            time.sleep(0.5)
-                            after = worker.run(**request)["sum_generate_seconds"]
-                        finally:
-                            bench.wait_status = original
+                        before = worker.run(**request)["sum_generate_seconds"]
+                        time.sleep(0.5)
+                        job = run_job(server.base, video, poll=poll, **params)
+                        time.sleep(0.5)
+                        after = worker.run(**request)["sum_generate_seconds"]
                         ratio = job["wall_seconds"] / ((before + after) / 2)
                         rows.append({"variant": variant, "poll": poll, "round": round_index + 1, "ratio": ratio,
                                      "job": job["wall_seconds"], "engine": job["engine_seconds"],
                                      "pure": [before, after], "load": os.getloadavg()[0]})
-                        bench.say(f"{variant} poll {poll:5.2f} s: job {job['wall_seconds']:.2f} s, pure "
-                                  f"{before:.2f}/{after:.2f} s -> {ratio:.3f} (load {rows[-1]['load']:.1f})")
+                        say(f"{variant} poll {poll:5.2f} s: job {job['wall_seconds']:.2f} s, pure "
+                            f"{before:.2f}/{after:.2f} s -> {ratio:.3f} (load {rows[-1]['load']:.1f})")
     finally:
         worker.close()
     with open(os.path.join(WORK, "experiment-p1.json"), "w") as handle:

@@ -1,14 +1,14 @@
-"""P3 before/after: GET /status latency under a job, product config vs candidate fixes, interleaved.
+"""P3 before/after: GET /status latency under a job, the product against variants of it, interleaved.
 
-    python -m bench.experiment_p3 [--rounds 3] [--seconds 6] [--server-times]
-        [--variants product,bare,shm,nice,nicejob,shm+nice,switch1ms,nosplit,idle,slice]
+    python -m bench.experiment_p3 [--rounds 3] [--seconds 6] [--server-times] [--variants product,bare,nosplit]
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
-videos) and measures P3 exactly as bench/run.py does; rounds interleave the
-variants so background load on the shared CPU hits them alike. Prints the
+videos) and measures P3 exactly as `make bench` does
+(bench/figures/p3_status_latency.py); rounds interleave the variants so
+background load on the shared CPU hits them alike. Prints the
 median p50/p99 per variant over the rounds and writes
-bench/work/experiment-p3.json. Variants come from bench/gunicorn_experiment.conf.py
-or from environment variables of the product config (`nosplit`: PARALLEL_VISION=0).
+bench/work/experiment-p3.json. A variant is the product started with a few
+environment variables, behind nginx (serve.py) or not (`bare`).
 """
 from __future__ import annotations
 
@@ -19,24 +19,20 @@ import re
 import statistics
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from bench.client import run_job
+from bench.figures.p3_status_latency import p3_status_latency
 from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile
-from bench.run import Server, checkpoint, p3_status_latency, run_job, say
+from bench.server import Server
+from bench.system import checkpoint, say
 from bench.videos import WORK, bench_video
 
+# name: (the server's extra environment, nginx in front). The variants that patched the product
+# through bench/gunicorn_experiment.conf.py are gone (bench/README.md, "Tools").
 VARIANTS = {
-    "product": ("gunicorn.conf.py", {}),
-    "shm": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1"}),
-    "nice": ("bench/gunicorn_experiment.conf.py", {"EXP_NICE": "10"}),
-    "nicejob": ("bench/gunicorn_experiment.conf.py", {"EXP_NICE_JOB": "10"}),
-    "shm+nice": ("bench/gunicorn_experiment.conf.py", {"EXP_SHM": "1", "EXP_NICE": "10"}),
-    "switch1ms": ("bench/gunicorn_experiment.conf.py", {"EXP_SWITCH": "0.001"}),
-    "nosplit": ("gunicorn.conf.py", {"PARALLEL_VISION": "0"}),
-    "idle": ("bench/gunicorn_experiment.conf.py", {"EXP_IDLE": "1"}),
-    "slice": ("bench/gunicorn_experiment.conf.py", {"EXP_SLICE_US": "100"}),
+    "product": ({}, True),
+    "nosplit": ({"PARALLEL_VISION": "0"}, True),
     # gunicorn alone on the port, as `make run` served before serve.py put nginx in front
-    "bare": ("gunicorn.conf.py", {}, False),
+    "bare": ({}, False),
 }
 
 
@@ -65,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--interval", type=float, default=0.25)
-    parser.add_argument("--variants", default="product,shm,nice,shm+nice")
+    parser.add_argument("--variants", default="product,bare")
     parser.add_argument("--video-seconds", type=float, default=480)
     parser.add_argument("--server-times", action="store_true",
                         help="also read each status request's time inside gunicorn from its access log (%%(D)s)")
@@ -76,11 +72,10 @@ def main(argv=None) -> int:
     runs = {name: [] for name in names}
     for round_index in range(args.rounds):
         for name in names:
-            config, env, *front = VARIANTS[name]
+            env, front = VARIANTS[name]
             if args.server_times:
                 env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s \"%(a)s\"' --log-level info")
-            with Server(f"exp-{name}", tiny, config=config, front=front[0] if front else True, JOB_WORKERS=1,
-                        **env) as server:
+            with Server(f"exp-{name}", tiny, front=front, JOB_WORKERS=1, **env) as server:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
                 if args.server_times:

@@ -7,8 +7,8 @@ Each round starts the tiny-model service of this checkout and of `--old`
 their own gunicorn.conf.py (so the only difference is the code: where the
 job's work runs), uploads one decode-heavy job (1 s segments, 64 frames per
 segment: every frame decoded and sent to the model) and measures status
-latency exactly as bench/run.py's P3 does (one-thread and thread-per-poller
-clients, taking turns). Prints the median p99 per checkout and writes
+latency exactly as `make bench`'s P3 does (bench/figures/p3_status_latency.py:
+one-thread and thread-per-poller clients, taking turns). Prints the median p99 per checkout and writes
 bench/results/experiments/<date>-p3-heavy.json.
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ from types import SimpleNamespace
 
 import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.run import HEAVY_JOB, checkpoint, free_port, p3_status_latency, say
+from bench.figures.p3_status_latency import p3_status_latency
+from bench.settings import HEAVY_JOB
+from bench.system import ROOT, checkpoint, free_port, say
 from bench.videos import WORK, bench_video
 
 

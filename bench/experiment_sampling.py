@@ -23,9 +23,7 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.run import checkpoint
+from bench.system import checkpoint
 from video_analysis.model.runner import ModelRunner
 from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 from video_analysis.engine.analyzer import VideoHighlightGenerator

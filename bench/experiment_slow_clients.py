@@ -47,14 +47,12 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import requests
 
 from bench.pollers import percentile
+from bench.system import PY, ROOT, checkpoint, free_port
 from bench.videos import WORK, bench_video
 
-PY = sys.executable
 # A folder of its own: bench/report.py and the smoke tests read every bench/results/*.json as a bench run.
 RESULTS = os.path.join(ROOT, "bench", "results", "slow-clients")
 WAITRESS_PATH = os.path.join(WORK, "waitress")
@@ -64,12 +62,6 @@ STALLED_HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n"
 
 def say(message: str) -> None:
     print(f"[slow-clients {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- processes -------------------------------------------------------------------------
@@ -510,9 +502,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", help="default bench/results/slow-clients/<date>.json")
     args = parser.parse_args(argv)
 
-    from tools.make_tiny_model import cached_checkpoint
-
-    model = str(cached_checkpoint(os.path.join(ROOT, ".cache", "models"), "tiny", 0))
+    model = checkpoint("tiny")
     video = bench_video(600, fps=1, size=(96, 72))
     load_at_start = os.getloadavg()
     results = []

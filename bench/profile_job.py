@@ -3,7 +3,7 @@
     .venv/bin/pip install py-spy       # not in requirements.txt: only this script needs it
     python -m bench.profile_job [--preset tiny] [--seconds 60] [--jobs 3] [--top 25]
 
-Starts the service (as bench/run.py does), runs the same highlights job a few
+Starts the service (bench/server.py, as `make bench` does), runs the same highlights job a few
 times under `py-spy record --threads --idle` and prints, per thread, the share
 of samples by the innermost project/library frame, plus the collapsed stacks
 file (bench/work/profile-*.txt) for a flame graph.
@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from bench.run import Server, checkpoint, run_job, say
+from bench.client import run_job
+from bench.server import Server
+from bench.system import ROOT, checkpoint, say
 from bench.videos import WORK, bench_video
 
 _BORING = ("threading.py", "concurrent/futures", "queue.py", "selectors.py", "socketserver.py")

@@ -1,7 +1,7 @@
 """Pure inference: the model's own time for a video's segments, nothing else.
 
 The denominator of the service-overhead figure (P1). Frames are sampled
-exactly as the service samples them (video_frames: probe, plan_segments,
+exactly as the service samples them (video_analysis.video: probe, plan_segments,
 FrameReader.read_segment, resized to the model's image size), all of
 them *before* timing starts; then only `ModelRunner.generate` is timed, one
 call per segment, with the service's default prompts. A warm-up generation
@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from video_analysis.model.openblas import preload_openblas
 

@@ -42,8 +42,6 @@ import tempfile
 import time
 from typing import List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 from video_analysis.engine.answers import parse_significance  # noqa: E402  (no mlx import)
 from video_analysis.engine.prompts import HIGHLIGHTS_SYSTEM, HIGHLIGHTS_USER
 

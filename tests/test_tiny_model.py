@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tools import make_tiny_model as mtm  # noqa: E402  (does not import mlx)
+from tools.make_tiny_model import build as mtm_build  # noqa: E402  (where cached_checkpoint finds its helpers)
 
 mtm.preload_openblas()  # before mlx is imported (no-op if absent / already loaded)
 
@@ -125,7 +126,7 @@ def test_cached_checkpoint_reused(tmp_path, monkeypatch):
     def _no_rebuild(*a, **k):
         raise AssertionError("cached_checkpoint rebuilt an existing checkpoint")
 
-    monkeypatch.setattr(mtm, "build_checkpoint", _no_rebuild)
+    monkeypatch.setattr(mtm_build, "build_checkpoint", _no_rebuild)
     p2 = mtm.cached_checkpoint(root, preset="tiny", seed=0)
     assert p2 == p1
     assert (p2 / mtm.WEIGHTS_FILE).stat().st_mtime_ns == mtime
@@ -138,7 +139,7 @@ def test_crashed_build_never_looks_complete(tmp_path, monkeypatch):
     def _boom(*a, **k):
         raise RuntimeError("simulated crash while writing weights")
 
-    monkeypatch.setattr(mtm, "_build_weights", _boom)
+    monkeypatch.setattr(mtm_build, "write_random_weights", _boom)
     with pytest.raises(RuntimeError):
         mtm.cached_checkpoint(root, preset="tiny", seed=3)
     assert not any(p.name.startswith("tiny-3-") for p in root.iterdir())

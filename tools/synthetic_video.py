@@ -2,7 +2,7 @@
 
 A video is a moving, low-saturation background with optional solid squares
 ("markers") shown during chosen time intervals. The marker test model
-(tools/make_tiny_model.py --preset marker) is trained to see such squares, so
+(`python -m tools.make_tiny_model --preset marker`) is trained to see such squares, so
 a test can know which moments a correct analysis must find.
 """
 from __future__ import annotations

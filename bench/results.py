@@ -1,0 +1,92 @@
+"""What a results file holds: the figures, their targets, the machine; and which figures a complete run has."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+from typing import List, Optional, Sequence
+
+from bench.reference_pipeline import openblas_library
+from bench.system import ROOT
+
+TARGETS = {
+    "p1_overhead_ratio_full": ("<=", 1.05),
+    "p1_overhead_ratio_tiny": ("<=", 1.5),
+    "p2_speedup_vs_reference_tiny": (">=", 20.0),
+    "p2_speedup_vs_reference_full": (">=", 1.5),
+    "p3_status_p99_ms": ("<=", 10.0),
+    "p3_status_p99_ms_heavy_job": ("<=", 10.0),
+    "p4_upload_rss_growth_mib": ("<=", 64.0),
+    "p5_rss_growth_ratio": ("<=", 0.10),
+}
+
+# Keys every results file has: every figure bench/README.md's table shows (bench/report.py ROWS),
+# the machine and the targets; a `make bench` run (mode "full") also has FULL_KEYS.
+REQUIRED_KEYS = (
+    "p1_overhead_ratio_tiny", "p1_overhead_ratio_tiny_320x240",
+    "p2_speedup_vs_reference_tiny", "p2_speedup_vs_reference_tiny_320x240",
+    "p3_status_p50_ms", "p3_status_p99_ms", "p3_status_p99_ms_idle", "p3_status_p99_ms_threaded_client",
+    "p3_status_p99_ms_heavy_job",
+    "p4_upload_rss_growth_mib", "p4_upload_mb_per_s", "p5_rss_growth_ratio",
+    "p6_fit_slope_seconds_per_minute", "p6_fit_intercept_seconds", "p6_fit_r2",
+    "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "machine", "targets",
+)
+FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
+             "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
+             "parallel_vision_speedup_full", "fast_activations_speedup_full")
+
+
+def met(key: str, value) -> Optional[bool]:
+    if key not in TARGETS or value is None:
+        return None
+    op, bound = TARGETS[key]
+    return value <= bound if op == "<=" else value >= bound
+
+
+def machine_info(argv: Sequence[str], load_at_start: Optional[Sequence[float]] = None) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def package(name: str) -> Optional[str]:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    memory = next((int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), None)
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mlx": package("mlx"),
+        "mlx_vlm": package("mlx-vlm"),
+        "opencv": package("opencv-python-headless") or package("opencv-python"),
+        "gunicorn": package("gunicorn"),
+        "openblas_library": openblas_library(),
+        "ffmpeg": subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+        if shutil.which("ffmpeg") else None,
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),  # when the run finished
+        "command": " ".join(["python"] + [os.path.relpath(argv[0], ROOT)] + list(argv[1:])),
+        "load_average_at_start": list(load_at_start) if load_at_start else None,
+        "load_average_at_end": list(os.getloadavg()),
+    }
+
+
+def finish(results: dict, argv: Sequence[str], load_at_start: Optional[Sequence[float]] = None) -> dict:
+    """Add the machine and, for every figure with a target, the target and whether it was met."""
+    results["machine"] = machine_info(argv, load_at_start)
+    results["targets"] = {
+        key: {"target": f"{op} {bound:g}", "value": results.get(key), "met": met(key, results.get(key))}
+        for key, (op, bound) in TARGETS.items() if key in results
+    }
+    return results
+
+
+def missing_keys(results: dict) -> List[str]:
+    keys = list(REQUIRED_KEYS) + (list(FULL_KEYS) if results.get("mode") == "full" else [])
+    return [key for key in keys if key not in results]
