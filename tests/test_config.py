@@ -43,15 +43,14 @@ def test_the_defaults():
     assert (config.SESSION_TTL_SECONDS, config.MAX_STORAGE_MB, config.CORS_ORIGINS) == (86400, None, ["*"])
     assert (config.HTTP_THREADS, config.MAX_LEGACY_REQUESTS, config.LOG_LEVEL) == (16, 8, "info")
     assert (config.HEADER_TIMEOUT_SECONDS, config.BODY_TIMEOUT_SECONDS) == (10, 60)
-    assert (config.LEGACY_PROXY_TIMEOUT_SECONDS, config.NGINX, config.GUNICORN_CONFIG) == (86400, None,
-                                                                                           "gunicorn.conf.py")
+    assert (config.LEGACY_PROXY_TIMEOUT_SECONDS, config.NGINX) == (86400, None)
     assert config.BUFFERED_BY_PROXY is False
     assert all(getattr(config, name) is True for name in SWITCHES[1:])
 
 
 def test_every_variable_is_read_from_the_environment():
     given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "HOST": "::1", "NGINX": "/opt/nginx",
-             "GUNICORN_CONFIG": "bench/other.conf.py", "LOG_LEVEL": "warning", "CORS_ORIGINS": "https://a.example",
+             "LOG_LEVEL": "warning", "CORS_ORIGINS": "https://a.example",
              "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_LEGACY_REQUESTS": "3",
              **{name: str(minimum + 7) for name, minimum in WHOLE_NUMBERS.items()},
              **{name: "1" if name == "BUFFERED_BY_PROXY" else "0" for name in SWITCHES}}

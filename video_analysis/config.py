@@ -86,8 +86,6 @@ class Config(BaseSettings):
     LEGACY_PROXY_TIMEOUT_SECONDS: WholeNumber = Field(86400, ge=1)
     # The nginx binary; None: `nginx` on PATH, else /usr/sbin/nginx.
     NGINX: Optional[str] = None
-    # gunicorn's configuration, relative to the repository (the benchmarks' experiments name others).
-    GUNICORN_CONFIG: str = "gunicorn.conf.py"
 
     # -- CPU speed-ups, on by default; 0 turns one off to measure it (bench/) -----------------------
     USE_OPENBLAS: Switch = True  # OpenBLAS under mlx's CPU matrix multiply (~30x faster)

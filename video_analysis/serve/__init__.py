@@ -12,6 +12,6 @@ gunicorn only complete ones, over a unix socket in a private directory.
 `nginx_config` writes nginx's configuration; `launcher` starts and stops the
 two processes. Settings come from `Config` (HOST, PORT, DATA_DIR,
 MAX_UPLOAD_MB, MAX_QUEUED_JOBS, HEADER_TIMEOUT_SECONDS, BODY_TIMEOUT_SECONDS,
-LEGACY_PROXY_TIMEOUT_SECONDS, NGINX, GUNICORN_CONFIG). The launcher imports
+LEGACY_PROXY_TIMEOUT_SECONDS, NGINX). The launcher imports
 the configuration and nothing of the service itself (no flask, no mlx).
 """

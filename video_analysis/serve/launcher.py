@@ -4,7 +4,7 @@
   configuration, pid file, temporary files and gunicorn's socket, and
   `DATA_DIR/.request-bodies` (0700, on the disk uploads go to) for the
   bodies nginx buffers before passing them on;
-- starts gunicorn (GUNICORN_CONFIG, bound to that socket), then nginx in
+- starts gunicorn (gunicorn.conf.py, bound to that socket), then nginx in
   the foreground on HOST:PORT once the socket is there;
 - on SIGTERM or SIGINT sends gunicorn SIGTERM (its graceful shutdown:
   jobs cancelled, their files deleted) and nginx SIGQUIT (stop accepting,
@@ -52,7 +52,7 @@ _ACCESS_LOG_FORMAT = """--access-logformat '%({x-real-ip}i)s %(l)s %(u)s %(t)s "
 
 def _gunicorn_command(config: Config, socket_path: str) -> List[str]:
     return [
-        sys.executable, "-m", "gunicorn", "--config", os.path.join(ROOT, config.GUNICORN_CONFIG),
+        sys.executable, "-m", "gunicorn", "--config", os.path.join(ROOT, "gunicorn.conf.py"),
         "--bind", f"unix:{socket_path}",
         # nginx bounds the request head (a line up to 16 KiB, 4 such buffers). gunicorn's own limits are lower
         # (gunicorn 27 caps limit_request_line at 8190 whatever gunicorn.conf.py asks) and would answer some
