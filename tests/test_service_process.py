@@ -1,8 +1,9 @@
-"""`python app.py` as a person runs it, and the launcher the other tests start the service with.
+"""`python app.py` as a person runs it, and the launcher that tests and benchmarks start the service with.
 
 gunicorn (test_faults, test_hardening, ...) and `make run` (test_slow_clients)
 are exercised at length elsewhere; the development server only here.
 """
+import os
 import signal
 import sys
 import time
@@ -29,10 +30,21 @@ def assert_gone(pids, within: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return handle.read().replace(b"\0", b" ").decode()
+
+
 def test_python_app_py_serves_an_analysis_and_stops_on_ctrl_c(start_service, videos):
     server = start_service(how="app.py")
     started = server.descendants()
     assert started, "the development server runs the analysis in a child process"
+    assert server.worker_pid() == server.process.pid
     with open(videos["short"], "rb") as handle:
         response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
                                  data={"segment_duration": "3"}, timeout=30)
@@ -63,9 +75,27 @@ def test_stop_kills_a_service_that_ignores_sigterm_and_everything_it_started(tin
         server.wait_ready()
         started = server.descendants()
         assert len(started) >= 3, started  # gunicorn's arbiter and worker, the analysis process
+        assert "gunicorn" in command_line(parent(server.worker_pid()))
     finally:
         began = time.monotonic()
         server.stop(grace=1)
     assert server.process.returncode == -signal.SIGKILL
     assert time.monotonic() - began < 10
     assert_gone(started)
+
+
+def test_worker_pid_under_make_run_is_gunicorns_worker_and_env_can_remove_a_variable(start_service, monkeypatch):
+    """The benchmarks read the worker's memory through worker_pid(), and keep the caller's BLAS choice out."""
+    monkeypatch.setenv("LD_PRELOAD_CHOSEN_BY_CALLER", "1")
+    server = start_service(how="make run", env={"LD_PRELOAD_CHOSEN_BY_CALLER": None, "JOB_WORKERS": "1"})
+    worker = server.worker_pid()
+    arbiter = parent(worker)
+    assert parent(arbiter) == server.process.pid  # serve.py started gunicorn (and nginx)
+    assert "gunicorn" in command_line(arbiter) and "gunicorn" in command_line(worker)
+    assert [child for child in server.descendants() if "multiprocessing.spawn" in command_line(child)
+            and parent(child) == worker], "the worker holds the analysis child"
+    with open(f"/proc/{worker}/environ", "rb") as handle:
+        environment = handle.read().split(b"\0")
+    assert b"JOB_WORKERS=1" in environment
+    assert not [item for item in environment if item.startswith(b"LD_PRELOAD_CHOSEN_BY_CALLER=")]
+    assert os.environ["LD_PRELOAD_CHOSEN_BY_CALLER"] == "1"  # removed from the service's environment only

@@ -5,11 +5,11 @@
 - "app.py": `python app.py`, Flask's development server (`make dev`);
 - "make run": the command of the Makefile's `run` target (nginx in front of gunicorn).
 
-The tests use it through the `start_service` fixture (tests/conftest.py). The
-process gets a process group of its own: `stop()` sends SIGTERM, then kills
-the whole group if the service has not exited in time, so nothing it started
-outlives a failed test. Its output goes to a log file, whose end is quoted
-when it fails to start.
+The tests use it through the `start_service` fixture (tests/conftest.py), the
+benchmarks through bench/server.py. The process gets a process group of its
+own: `stop()` sends SIGTERM, then kills the whole group if the service has
+not exited in time, so nothing it started outlives a failed test. Its output
+goes to a log file, whose end is quoted when it fails to start.
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_run_command() -> List[str]:
+def make_run_command(root: str = REPO) -> List[str]:
     """The command of the Makefile's `run` target, with the Makefile's variables filled in."""
-    with open(os.path.join(REPO, "Makefile")) as handle:
+    with open(os.path.join(root, "Makefile")) as handle:
         recipe = re.search(r"^run:.*\n\t(.+)$", handle.read(), re.MULTILINE).group(1)
     venv = os.path.dirname(os.path.dirname(sys.executable))
     words = shlex.split(recipe.replace("$(PY)", sys.executable).replace("$(VENV)", venv))
@@ -46,14 +46,14 @@ def make_run_command() -> List[str]:
     return [word for word in words if not re.match(r"^[A-Z_]+=", word)]  # HOST and PORT come from the caller
 
 
-def _command(how: str) -> List[str]:
+def _command(how: str, root: str) -> List[str]:
     if how == "gunicorn":
         gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
         return [gunicorn, "--config", "gunicorn.conf.py", "app:create_app()"]
     if how == "app.py":
         return [sys.executable, "app.py"]
     if how == "make run":
-        return make_run_command()
+        return make_run_command(root)
     raise ValueError(f"how must be one of {', '.join(HOW)}, got {how!r}")
 
 
@@ -61,8 +61,11 @@ class ServiceProcess:
     """One running service; `base` is its URL, `data_dir` its DATA_DIR, `process` the Popen."""
 
     def __init__(self, model_dir: str, data_dir: str, *, how: str = "gunicorn", env: Optional[dict] = None,
-                 log_path: Optional[str] = None, preexec_fn=None, wrapper: Sequence[str] = ()):
-        """`env` adds to the environment; `wrapper` is a command put in front (it must exec the service)."""
+                 log_path: Optional[str] = None, preexec_fn=None, wrapper: Sequence[str] = (), root: str = REPO):
+        """`env` adds to the environment, a value of None removes the variable; `wrapper` is a command put in
+        front (it must exec the service); `root` is the checkout whose service runs (a worktree of an older
+        commit measures that commit)."""
+        self.how = how
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -70,10 +73,15 @@ class ServiceProcess:
                                                  f"service-{self.port}.log")
         environment = dict(os.environ, MODEL=model_dir, DATA_DIR=data_dir, HOST="127.0.0.1", PORT=str(self.port),
                            PYTHONUNBUFFERED="1", LOG_LEVEL="warning")
-        environment.update(env or {})
+        for name, value in (env or {}).items():
+            if value is None:
+                environment.pop(name, None)
+            else:
+                environment[name] = value
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([*wrapper, *_command(how)], cwd=REPO, env=environment, stdout=self._log,
-                                        stderr=subprocess.STDOUT, preexec_fn=preexec_fn, start_new_session=True)
+        self.process = subprocess.Popen([*wrapper, *_command(how, root)], cwd=root, env=environment,
+                                        stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+                                        start_new_session=True)
 
     def __enter__(self) -> "ServiceProcess":
         return self
@@ -108,20 +116,23 @@ class ServiceProcess:
         """Every process the service started, and theirs, now (Linux /proc)."""
         found, todo = [], [self.process.pid]
         while todo:
-            pid = todo.pop()
-            try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-            except FileNotFoundError:
-                continue
-            for task in tasks:
-                try:
-                    with open(f"/proc/{pid}/task/{task}/children") as handle:
-                        children = [int(child) for child in handle.read().split()]
-                except FileNotFoundError:
-                    continue
-                found.extend(children)
-                todo.extend(children)
+            children = _children(todo.pop())
+            found.extend(children)
+            todo.extend(children)
         return found
+
+    def worker_pid(self) -> int:
+        """The process that answers the requests, for its memory and threads: gunicorn's one worker (the
+        gunicorn whose parent is gunicorn; under `make run` too), or `python app.py` itself."""
+        everyone = [self.process.pid, *self.descendants()]
+        if self.how == "app.py":
+            found = [pid for pid in everyone if _arguments(pid)[1:] == ["app.py"]]
+        else:
+            gunicorn = {pid for pid in everyone if any(word.endswith("gunicorn") for word in _arguments(pid)[:3])}
+            found = [child for pid in gunicorn for child in _children(pid) if child in gunicorn]
+        if len(found) != 1:
+            raise RuntimeError(f"expected one worker process, found {found}")
+        return found[0]
 
     def terminate(self, timeout: float = 15.0) -> float:
         """SIGTERM, as an operator stops it; the seconds until it exited (TimeoutExpired if it did not)."""
@@ -144,3 +155,28 @@ class ServiceProcess:
             pass  # nothing left
         self.process.wait(10)
         self._log.close()
+
+
+def _children(pid: int) -> List[int]:
+    """`pid`'s child processes now; none once it has gone."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    children = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children.extend(int(child) for child in handle.read().split())
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    return children
+
+
+def _arguments(pid: int) -> List[str]:
+    """`pid`'s command line; empty once it has gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().decode("utf-8", "replace").split("\0")[:-1]
+    except FileNotFoundError:
+        return []
