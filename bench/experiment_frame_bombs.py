@@ -20,11 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -32,7 +29,8 @@ import cv2
 import numpy as np
 import requests
 
-from bench.system import ROOT, checkpoint, free_port, reset_peak_rss, rss_kib, say
+from bench.server import running_service
+from bench.system import ROOT, checkpoint, reset_peak_rss, rss_kib, say
 from bench.videos import WORK
 from tools.hostile_media import flat_jpeg, mjpeg_avi
 from tools.synthetic_video import background
@@ -51,31 +49,6 @@ def make_bombs(directory: str) -> dict:
         "ten": mjpeg_avi(os.path.join(directory, "ten.avi"), small[:10] + [huge] * 10),
         "middle": mjpeg_avi(os.path.join(directory, "middle.avi"), small[:10] + [huge] + small[11:]),
     }
-
-
-def start_server(root: str, model: str, data_dir: str, log_path: str):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("USE_OPENBLAS", "LD_PRELOAD")}
-    env.update(MODEL=model, DATA_DIR=data_dir, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warning")
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "app:create_app()"],
-                                   cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited; see {log_path}")
-        try:
-            if requests.get(base + "/health", timeout=2).json()["model"]["loaded"]:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    else:
-        raise RuntimeError(f"the server was not ready in 300 s; see {log_path}")
-    with open(f"/proc/{process.pid}/task/{process.pid}/children") as children:
-        (worker,) = [int(pid) for pid in children.read().split()]
-    return process, base, worker
 
 
 def wait_ended(base: str, session_id: str, timeout: float = 900) -> dict:
@@ -107,10 +80,9 @@ def main(argv=None) -> int:
     label = args.label or commit + ("-dirty" if dirty else "")
     model = checkpoint("tiny")
     bombs = make_bombs(os.path.join(WORK, "frame-bombs"))
-    data_dir = tempfile.mkdtemp(prefix="frame-bombs-data-")
-    log_path = os.path.join(WORK, f"server-frame-bombs-{label}.log")
-    process, base, worker = start_server(root, model, data_dir, log_path)
-    try:
+    # gunicorn alone serving `root`'s code; its log is bench/work/server-frame-bombs-<label>.log.
+    with running_service(f"frame-bombs-{label}", model, how="gunicorn", root=root, timeout=300) as server:
+        base, worker = server.base, server.worker_pid()
         say(f"server of {root} ({commit}) up, worker {worker}; one normal job first")
         with open(bombs["normal"], "rb") as handle:
             warm = requests.post(base + "/api/v1/video/upload", files={"video": handle}, timeout=120)
@@ -159,14 +131,6 @@ def main(argv=None) -> int:
             "peak_growth_mib": round(max(hwm_answered, hwm_ended) - rss_before, 1),
             "rss_growth_after_mib": round(rss_ended - rss_before, 1),
         }
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        shutil.rmtree(data_dir, ignore_errors=True)
     os.makedirs(RESULTS, exist_ok=True)
     out = os.path.join(RESULTS, f"frame-bombs-{label}.json")
     with open(out, "w") as handle:

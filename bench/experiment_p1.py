@@ -20,7 +20,7 @@ import time
 
 from bench.client import run_job
 from bench.experiment_p3 import VARIANTS
-from bench.server import PureWorker, Server
+from bench.server import PureWorker, running_service
 from bench.settings import SEGMENT_SECONDS
 from bench.system import checkpoint, say
 from bench.videos import WORK, bench_video
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     try:
         worker.run(**dict(request, warmup=True))
         for variant in args.variants.split(","):
-            env, front = VARIANTS[variant]
-            with Server(f"exp1-{variant}", model, front=front, **env) as server:
+            env, how = VARIANTS[variant]
+            with running_service(f"exp1-{variant}", model, how=how, **env) as server:
                 run_job(server.base, video, **params)  # warm, same shapes
                 for round_index in range(args.rounds):
                     for poll in polls:

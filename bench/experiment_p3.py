@@ -22,17 +22,17 @@ import sys
 from bench.client import run_job
 from bench.figures.p3_status_latency import p3_status_latency
 from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile
-from bench.server import Server
+from bench.server import running_service
 from bench.system import checkpoint, say
 from bench.videos import WORK, bench_video
 
-# name: (the server's extra environment, nginx in front). The variants that patched the product
-# through bench/gunicorn_experiment.conf.py are gone (bench/README.md, "Tools").
+# name: (the server's extra environment, how it is started: tools/service_process.py). The variants that
+# patched the product through bench/gunicorn_experiment.conf.py are gone (bench/README.md, "Tools").
 VARIANTS = {
-    "product": ({}, True),
-    "nosplit": ({"PARALLEL_VISION": "0"}, True),
+    "product": ({}, "make run"),
+    "nosplit": ({"PARALLEL_VISION": "0"}, "make run"),
     # gunicorn alone on the port, as `make run` served before serve.py put nginx in front
-    "bare": ({}, False),
+    "bare": ({}, "gunicorn"),
 }
 
 
@@ -72,10 +72,10 @@ def main(argv=None) -> int:
     runs = {name: [] for name in names}
     for round_index in range(args.rounds):
         for name in names:
-            env, front = VARIANTS[name]
+            env, how = VARIANTS[name]
             if args.server_times:
                 env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s \"%(a)s\"' --log-level info")
-            with Server(f"exp-{name}", tiny, front=front, JOB_WORKERS=1, **env) as server:
+            with running_service(f"exp-{name}", tiny, how=how, JOB_WORKERS=1, **env) as server:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
                 if args.server_times:

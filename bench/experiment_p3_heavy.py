@@ -17,49 +17,20 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import time
-from types import SimpleNamespace
-
-import requests
 
 from bench.figures.p3_status_latency import p3_status_latency
+from bench.server import running_service
 from bench.settings import HEAVY_JOB
-from bench.system import ROOT, checkpoint, free_port, say
-from bench.videos import WORK, bench_video
+from bench.system import ROOT, checkpoint, say
+from bench.videos import bench_video
 
 
 def _commit(root: str) -> str:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                           text=True).stdout.strip()
-
-
-def serve(root: str, model: str, label: str):
-    """Plain gunicorn of `root`'s code on a free port; returns (process, base URL)."""
-    port = free_port()
-    data_dir = os.path.join(WORK, f"data-p3-heavy-{label}")
-    shutil.rmtree(data_dir, ignore_errors=True)
-    env = dict(os.environ, MODEL=model, DATA_DIR=data_dir, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="warning",
-               JOB_WORKERS="1", MAX_QUEUED_JOBS="32")
-    log = open(os.path.join(WORK, f"server-p3-heavy-{label}.log"), "w")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                                "app:create_app()"],
-                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/health", timeout=2).json()["model"]["loaded"]:
-                return process, base
-        except (requests.RequestException, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"the server of {root} never became ready")
 
 
 def main() -> int:
@@ -79,13 +50,11 @@ def main() -> int:
     runs = {label: [] for label in roots}
     for round_number in range(1, args.rounds + 1):
         for label, root in roots.items():
-            process, base = serve(root, model, label)
-            try:
+            # gunicorn alone serving `root`'s code with its own gunicorn.conf.py
+            with running_service(f"p3-heavy-{label}", model, how="gunicorn", root=root, timeout=120,
+                                 JOB_WORKERS=1, MAX_QUEUED_JOBS=32) as server:
                 say(f"round {round_number}: {label} ({_commit(root)})")
-                result = p3_status_latency(SimpleNamespace(base=base), video, short, args.seconds, **HEAVY_JOB)
-            finally:
-                process.terminate()
-                process.wait(30)
+                result = p3_status_latency(server, video, short, args.seconds, **HEAVY_JOB)
             runs[label].append({"p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
                                 "threaded_p99_ms": result["threaded_client"]["p99_ms"],
                                 "idle_p99_ms": result["idle"]["p99_ms"],

@@ -19,7 +19,7 @@ import sys
 import time
 
 from bench.client import run_job
-from bench.server import Server
+from bench.server import running_service
 from bench.system import ROOT, checkpoint, say
 from bench.videos import WORK, bench_video
 
@@ -62,9 +62,9 @@ def main(argv=None) -> int:
     model = checkpoint(args.preset)
     video = bench_video(args.seconds)
     out = os.path.join(WORK, f"profile-{args.preset}-{args.seconds:g}s.txt")
-    with Server(f"profile-{args.preset}", model, JOB_WORKERS=1) as server:
+    with running_service(f"profile-{args.preset}", model, JOB_WORKERS=1) as server:
         run_job(server.base, bench_video(10))  # warm
-        spy = subprocess.Popen([py_spy, "record", "--pid", str(server.worker_pid), "--threads", "--idle",
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(server.worker_pid()), "--threads", "--idle",
                                 "--rate", str(args.rate), "--format", "raw", "--output", out, "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)

@@ -43,7 +43,7 @@ from bench.figures.p5_queued_jobs import p5_queued
 from bench.figures.p6_scaling import p6_scaling, sampling_vs_decode_all
 from bench.figures.speedups import blas_matmul, segment_ab
 from bench.results import finish, missing_keys
-from bench.server import Server
+from bench.server import running_service
 from bench.settings import FRAMES, HEAVY_JOB, MAX_TOKENS, MIB, SEGMENT_SECONDS
 from bench.system import ROOT, checkpoint, say
 from bench.videos import WORK, bench_video
@@ -76,7 +76,7 @@ def tiny_figures(plan: dict, quick: bool, want: Callable[[str], bool], results: 
     short_video = bench_video(10)
 
     say("tiny server (serve.py: nginx + gunicorn, JOB_WORKERS=1, MAX_QUEUED_JOBS=32)")
-    with Server("tiny", tiny, JOB_WORKERS=1, MAX_QUEUED_JOBS=32) as server:
+    with running_service("tiny", tiny, JOB_WORKERS=1, MAX_QUEUED_JOBS=32) as server:
         run_job(server.base, short_video)  # warm: the first generate compiles kernels
         if want("p1") or want("p2"):
             say(f"P1 tiny: {plan['p1_tiny_rounds']} rounds on {os.path.basename(p1_video)}")
@@ -151,7 +151,7 @@ def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details
     full_video = bench_video(plan["p1_full_video"])
     if want("p1") or want("p2"):
         say("full server (serve.py: nginx + gunicorn)")
-        with Server("full", full) as server:
+        with running_service("full", full) as server:
             run_job(server.base, bench_video(10), max_tokens=1, frames_per_segment=1)  # warm
             say(f"P1 full: pure, job, pure, job, pure on {os.path.basename(full_video)}")
             p1 = p1_overhead(server, full, full_video, plan["p1_full_rounds"])

@@ -6,12 +6,13 @@ import statistics
 import time
 
 from bench.client import run_job
-from bench.server import PureWorker, Server
+from bench.server import PureWorker
 from bench.settings import FRAMES, MAX_TOKENS, SEGMENT_SECONDS
 from bench.system import say
+from tools.service_process import ServiceProcess
 
 
-def p1_overhead(server: Server, model: str, video: str, rounds: int) -> dict:
+def p1_overhead(server: ServiceProcess, model: str, video: str, rounds: int) -> dict:
     """Service job vs pure generate, interleaved: pure, job, pure, job, ..., pure."""
     worker = PureWorker(model)
     try:

@@ -7,11 +7,11 @@ import requests
 
 from bench.client import status, upload, wait_status
 from bench.pollers import combine_windows, poll_one_thread, poll_threads
-from bench.server import Server
 from bench.system import say
+from tools.service_process import ServiceProcess
 
 
-def p3_status_latency(server: Server, long_video: str, short_video: str, seconds: float, pollers: int = 50,
+def p3_status_latency(server: ServiceProcess, long_video: str, short_video: str, seconds: float, pollers: int = 50,
                       interval: float = 0.25, idle_job: Optional[dict] = None, **job) -> dict:
     """GET /status latency: 50 pollers every `interval` s, first with the server idle, then while a job runs.
 

@@ -6,9 +6,9 @@ import json
 import time
 import uuid
 
-from bench.server import Server
 from bench.settings import MIB
 from bench.system import RssSampler, median_rss_mib, reset_peak_rss, rss_kib
+from tools.service_process import ServiceProcess
 
 
 def _send_zeros_upload(port: int, size: int) -> tuple:
@@ -37,9 +37,9 @@ def _send_zeros_upload(port: int, size: int) -> tuple:
     return response.status, body
 
 
-def p4_big_upload(server: Server, size: int) -> dict:
+def p4_big_upload(server: ServiceProcess, size: int) -> dict:
     """Worker RSS while it receives `size` bytes of zeros (stored, then refused with 415: not a video)."""
-    pid = server.worker_pid
+    pid = server.worker_pid()
     baseline = median_rss_mib(pid, 1.0)
     peak_reset = reset_peak_rss(pid)
     with RssSampler(pid) as sampler:

@@ -7,14 +7,14 @@ import time
 import requests
 
 from bench.client import status, upload, wait_status
-from bench.server import Server
 from bench.settings import MIB
 from bench.system import median_rss_mib
+from tools.service_process import ServiceProcess
 
 
-def p5_queued(server: Server, long_video: str, queued_video: str, total_jobs: int = 16) -> dict:
+def p5_queued(server: ServiceProcess, long_video: str, queued_video: str, total_jobs: int = 16) -> dict:
     """Worker RSS with 1 running job vs 1 running + 15 queued (JOB_WORKERS=1)."""
-    pid = server.worker_pid
+    pid = server.worker_pid()
     http = requests.Session()
     first = upload(http, server.base, long_video, segment_duration=1)
     wait_status(http, server.base, first, wanted=("processing",), poll=0.01)

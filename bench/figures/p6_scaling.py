@@ -8,10 +8,10 @@ import subprocess
 from typing import Dict, Sequence
 
 from bench.client import run_job
-from bench.server import Server
 from bench.settings import FRAMES, SEGMENT_SECONDS
 from bench.system import PY, say
 from bench.videos import bench_video
+from tools.service_process import ServiceProcess
 
 
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> Dict[str, float]:
@@ -27,7 +27,7 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> Dict[str, float]:
     return {"slope": slope, "intercept": intercept, "r2": 1 - ss_res / ss_tot if ss_tot else 1.0}
 
 
-def p6_scaling(server: Server, durations_s: Sequence[float]) -> dict:
+def p6_scaling(server: ServiceProcess, durations_s: Sequence[float]) -> dict:
     minutes, seconds = [], []
     for duration in durations_s:
         video = bench_video(duration)
