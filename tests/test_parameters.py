@@ -168,6 +168,34 @@ def test_another_kinds_parameter_is_accepted_checked_and_not_used():
     assert refusal(AnalysisKind.WORKOUT, min_significance="99").extra["field"] == "min_significance"
 
 
+def test_another_kinds_parameter_left_empty_in_params_is_refused_as_before():
+    """An empty plain field is "not given"; an empty value in `params` for a parameter the kind does not use
+    has always been checked like any other value, and refused."""
+    error = refusal(analysis_type="workout", params=json.dumps({"min_significance": ""}))
+    assert error.extra["field"] == "min_significance" and "got ''" in error.detail
+    assert parse(params=json.dumps({"min_significance": ""}))[1].min_significance == 6  # its own kind: default
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"segment_duration": "x", "min_significance": "x"}, "min_significance"),
+    ({"max_tokens": "x", "min_significance": "0"}, "min_significance"),
+    ({"frames_per_segment": "0", "max_highlights": "0"}, "max_highlights"),
+    ({"params": json.dumps({"max_tokens": 0, "min_significance": 0})}, "min_significance"),
+    ({"min_significance": "0", "system_prompt": "<image>"}, "min_significance"),
+    ({"user_prompt": "\x00", "system_prompt": "<image>"}, "system_prompt"),
+])
+def test_of_several_bad_fields_the_first_in_the_contracts_order_is_named(fields, named):
+    """The order of the contract's table (each kind's own parameters, then the shared ones), whatever the
+    order pydantic keeps its fields in."""
+    assert refusal(**fields).extra["field"] == named
+
+
+def test_the_accepted_parameters_are_listed_in_the_contracts_order():
+    assert PARAMETER_NAMES == ("min_significance", "max_highlights", "segment_duration", "frames_per_segment",
+                               "max_tokens", "system_prompt", "user_prompt")
+    assert ", ".join(PARAMETER_NAMES) in refusal(params=json.dumps({"colour": 1})).detail
+
+
 # -- prompts ------------------------------------------------------------------------------------------
 def test_a_prompt_of_exactly_the_byte_limit_is_accepted_one_byte_more_is_not():
     assert parse(user_prompt="x" * MAX_PROMPT_BYTES)[1].user_prompt == "x" * MAX_PROMPT_BYTES

@@ -29,9 +29,18 @@ def _published_schemas() -> Dict[str, dict]:
     return schemas
 
 
+def _own_parameters_first() -> Tuple[str, ...]:
+    """Every parameter some analysis takes: each kind's own first, then the shared ones.
+
+    The order of the contract's table, in which a form is checked: of several bad fields, the first is named.
+    """
+    shared = list(AnalysisParameters.model_fields)
+    own = [name for kind in AnalysisKind for name in kind.parameters.model_fields if name not in shared]
+    return tuple(dict.fromkeys(own + shared))
+
+
 _SCHEMAS = _published_schemas()
-# Every parameter some analysis takes, in the models' order.
-PARAMETER_NAMES = tuple(_SCHEMAS)
+PARAMETER_NAMES = _own_parameters_first()
 # ASCII digits only: `\d` alone would also take "７" or "٧", which int() reads. At most 12 digits: a
 # 5000-digit number is refused as text, never converted.
 _INTEGER_TEXT = re.compile(r"^[+-]?\d{1,12}$", re.ASCII)
@@ -143,11 +152,18 @@ def parse_analysis_request(form, kind: Optional[AnalysisKind] = None) -> Tuple[A
         if name in form and form[name].strip() != "":
             given[name] = form[name]
 
-    values = {name: _from_http(name, given[name]) for name in PARAMETER_NAMES if name in given and given[name] != ""}
     model = kind.parameters
-    for name in [name for name in values if name not in model.model_fields]:
-        owner = next(other.parameters for other in AnalysisKind if name in other.parameters.model_fields)
-        _validated(owner, {name: values.pop(name)})
+    values: Dict[str, Any] = {}
+    for name in PARAMETER_NAMES:  # one at a time, in order: the first bad field is the one named
+        if name not in given:
+            continue
+        if name in model.model_fields:
+            if given[name] != "":  # empty: the default
+                values[name] = _from_http(name, given[name])
+                _validated(model, {name: values[name]})
+        else:  # another kind's parameter: checked, even when empty, and not used
+            owner = next(other.parameters for other in AnalysisKind if name in other.parameters.model_fields)
+            _validated(owner, {name: _from_http(name, given[name])})
     return kind, _validated(model, values)
 
 
