@@ -408,26 +408,29 @@ def form_field(driver, name):
         var input = document.querySelector('#analysis-form [name="' + arguments[0] + '"]');
         var hint = document.getElementById(input.getAttribute('aria-describedby'));
         return {value: input.value, min: input.getAttribute('min'), max: input.getAttribute('max'),
-                step: input.getAttribute('step'), shown: input.offsetParent !== null,
+                step: input.getAttribute('step'), maxlength: input.getAttribute('maxlength'),
+                shown: input.offsetParent !== null,
                 hint: hint ? hint.textContent : null};
     """, name)
 
 
 def expected_field(name, schema):
     """What the page must show for a field the OpenAPI document describes with `schema`."""
-    if "anyOf" in schema:  # optional text: nothing to fill in, no numbers
-        return {"value": "", "min": None, "max": None, "step": None, "shown": True, "hint": None}
+    if "anyOf" in schema:  # optional text: nothing to fill in, no numbers, at most maxLength characters
+        (text,) = [option for option in schema["anyOf"] if option.get("type") == "string"]
+        return {"value": "", "min": None, "max": None, "step": None, "maxlength": str(text["maxLength"]),
+                "shown": True, "hint": None}
     low, high = f"{schema['minimum']:g}", f"{schema['maximum']:g}"
     return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "min": low, "max": high,
-            "step": "1" if schema["type"] == "integer" else "any", "shown": True,
-            "hint": f"{low}–{high}. " + form_hint_sentence(name)}
+            "step": "1" if schema["type"] == "integer" else "any", "maxlength": None, "shown": True,
+            "hint": f"{low}–{high}" + form_hint_words(name)}
 
 
-def form_hint_sentence(name):
-    """The page's own words after the limits (index.html)."""
-    return {"min_significance": "A segment needs at least this score.", "max_highlights": "The best come first.",
-            "segment_duration": "Seconds per analyzed piece.", "frames_per_segment": "Frames the model looks at.",
-            "max_tokens": "Empty uses the server's default."}[name]
+def form_hint_words(name):
+    """The page's own words after the limits (index.html), as the page has always written them."""
+    return {"min_significance": ". A segment needs at least this score.", "max_highlights": ", best first.",
+            "segment_duration": " seconds per analyzed piece.", "frames_per_segment": " frames the model looks at.",
+            "max_tokens": ". Empty uses the server's default."}[name]
 
 
 def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser, make_app):
@@ -443,6 +446,7 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
     for fields in (highlights, workout):
         fields["frames_per_segment"].update(default=3, maximum=32)
         fields["max_tokens"].update(maximum=512)
+        fields["user_prompt"]["anyOf"][0].update(maxLength=5000)
     app.view_functions["openapi"] = lambda: document
 
     with serve(app) as base_url:

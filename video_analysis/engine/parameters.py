@@ -49,7 +49,17 @@ def _plain_prompt(text: Optional[str], info: ValidationInfo) -> Optional[str]:
     return text
 
 
-Prompt = Annotated[Optional[str], AfterValidator(_plain_prompt)]
+def _document_prompt_length(schema: dict) -> None:
+    """Publish the bound a form can enforce: no more characters than MAX_PROMPT_BYTES (a character is 1-4 bytes).
+
+    Documentation only: the byte limit itself is `_plain_prompt`'s, with its own sentence.
+    """
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "string":
+            option["maxLength"] = MAX_PROMPT_BYTES
+
+
+Prompt = Annotated[Optional[str], AfterValidator(_plain_prompt), Field(json_schema_extra=_document_prompt_length)]
 
 
 def _whole_seconds_stay_whole(value, check):

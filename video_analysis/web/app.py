@@ -72,7 +72,8 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     app.register_blueprint(video_api)
     app.register_blueprint(legacy)
     app.add_url_rule("/health", "health", health)
-    app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(openapi_document(config)))
+    document = openapi_document(config)  # built once: the page fetches it on every load
+    app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(document))
     app.add_url_rule("/", "index", lambda: send_from_directory(app.static_folder, "index.html"))
     return app
 

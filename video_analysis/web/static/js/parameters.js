@@ -53,7 +53,8 @@ function applySchema(input, schema) {
   setAttribute(input, "maxlength", numeric ? null : textSchema(schema).maxLength);
   const hint = byId(input.getAttribute("aria-describedby"));
   const limits = hint && hint.querySelector(".limits");
-  if (limits) limits.textContent = numeric ? schema.minimum + "–" + schema.maximum + ". " : "";
+  // The hint's own words go on after the limits: ". " unless the page says otherwise (data-after).
+  if (limits) limits.textContent = numeric ? schema.minimum + "–" + schema.maximum + (limits.dataset.after || ". ") : "";
   input.required = showsDefault(input);
   if (showsDefault(input) && !edited.has(input.name)) {
     input.value = schema.default === undefined || schema.default === null ? "" : String(schema.default);
