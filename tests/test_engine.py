@@ -126,6 +126,25 @@ def test_a_cancel_set_before_the_call_does_no_work(generator, tmp_path):
     assert generator.runner.prefill_chunks == before and progress == []
 
 
+def test_python_callers_may_still_cancel_with_a_threading_event(generator, tmp_path):
+    """Before tokens, the engine took a threading.Event; root video_highlight_generator.py's callers still may."""
+    import threading
+
+    from video_highlight_generator import Cancelled as PublicCancelled
+
+    video = write_video(str(tmp_path / "long.mp4"), duration=20, fps=2, size=(64, 48))
+    event, done_segments = threading.Event(), []
+
+    def progress(done, total, message):
+        done_segments.append(done)
+        if done == 1:
+            event.set()
+
+    with pytest.raises(PublicCancelled):
+        generator.generate_highlights(video, segment_duration=1, progress=progress, cancel=event)
+    assert max(done_segments) == 1
+
+
 def test_a_broken_model_directory_is_a_clear_error(tmp_path):
     broken = tmp_path / "my-model"
     broken.mkdir()

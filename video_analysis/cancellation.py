@@ -18,8 +18,9 @@ class Cancelled(Exception):
 class CancelToken:
     """A one-way switch from "running" to "cancelled", safe to use from any thread."""
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    def __init__(self, event: Optional[threading.Event] = None) -> None:
+        """`event`: one the caller sets to cancel (how the engine's Python callers cancelled before tokens)."""
+        self._event = event if event is not None else threading.Event()
         self._lock = threading.Lock()
         self._callbacks: List[Callable[[], None]] = []
 

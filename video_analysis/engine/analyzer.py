@@ -9,6 +9,7 @@ their classes (highlights.py, workout.py); the loop here is the same for all.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Optional, Tuple
 
@@ -49,16 +50,19 @@ class VideoHighlightGenerator:
 
     # -- public API ----------------------------------------------------------
     def analyze(self, kind: "AnalysisKind | str", video_path: str, *, progress: Optional[Progress] = None,
-                cancel: Optional[CancelToken] = None, video_name: Optional[str] = None,
+                cancel: "CancelToken | threading.Event | None" = None, video_name: Optional[str] = None,
                 video_info: Optional[VideoInfo] = None, **parameters) -> dict:
         """Run the analysis of `kind` on the video and return its result object.
 
         `parameters` are the kind's (engine/parameters.py: defaults and limits; a ValueError
-        names one out of bounds). `cancel` stops the work within a frame or a token (Cancelled).
+        names one out of bounds). `cancel` stops the work within a frame or a token (Cancelled);
+        a threading.Event is taken as a token over it.
         `video_info` is a probe the caller already made of `video_path`, taken as it is;
         `video_name` names the video in the result when the probe is made here.
         """
         analysis = analysis_class(kind).with_parameters(**parameters)
+        if isinstance(cancel, threading.Event):
+            cancel = CancelToken(cancel)
         started = time.perf_counter()
         info, answers = self._answers(analysis, video_path, video_name, video_info, progress or _no_progress,
                                       cancel or CancelToken())
