@@ -33,6 +33,17 @@ import json
 # (the key hashes the training code itself, but not the builder's).
 BUILDER_VERSION = 1
 
+# The vision tower of the tiny and marker presets: the smallest SigLIP-shaped tower that loads.
+_SMALL_VISION = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "patch_size": 16,
+    "image_size": 64,
+    "layer_norm_eps": 1e-6,
+}
+
 PRESETS: dict = {
     "tiny": {
         "text": {
@@ -45,15 +56,7 @@ PRESETS: dict = {
             "rms_norm_eps": 1e-5,
             "max_position_embeddings": 8192,
         },
-        "vision": {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 128,
-            "patch_size": 16,
-            "image_size": 64,
-            "layer_norm_eps": 1e-6,
-        },
+        "vision": dict(_SMALL_VISION),
         "scale_factor": 2,
         "vocab_size": 512,
         "tokenizer_train_vocab": 512,
@@ -72,15 +75,7 @@ PRESETS: dict = {
             "rms_norm_eps": 1e-5,
             "max_position_embeddings": 8192,
         },
-        "vision": {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 128,
-            "patch_size": 16,
-            "image_size": 64,
-            "layer_norm_eps": 1e-6,
-        },
+        "vision": dict(_SMALL_VISION),
         "scale_factor": 2,
         "vocab_size": 768,
         "tokenizer_train_vocab": 768,
