@@ -5,6 +5,7 @@ are exercised at length elsewhere; the development server only here.
 """
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -58,7 +59,12 @@ def test_python_app_py_serves_an_analysis_and_stops_on_ctrl_c(start_service, vid
     assert results["data"]["total_segments_analyzed"] == 2
     assert requests.get(server.base + "/", timeout=5).headers["Content-Type"].startswith("text/html")
     server.process.send_signal(signal.SIGINT)
-    server.process.wait(15)
+    try:
+        server.process.wait(15)
+    except subprocess.TimeoutExpired:
+        server.process.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+        server.process.wait(10)
+        pytest.fail(f"python app.py was still running 15 s after Ctrl-C; its log:\n{server.log()}")
     assert_gone(started)
     assert "Traceback" not in server.log()
 

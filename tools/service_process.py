@@ -72,7 +72,8 @@ class ServiceProcess:
         self.log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(data_dir)),
                                                  f"service-{self.port}.log")
         environment = dict(os.environ, MODEL=model_dir, DATA_DIR=data_dir, HOST="127.0.0.1", PORT=str(self.port),
-                           PYTHONUNBUFFERED="1", LOG_LEVEL="warning")
+                           PYTHONUNBUFFERED="1", LOG_LEVEL="warning",
+                           PYTHONFAULTHANDLER="1")  # a crash, or a SIGABRT sent to a hung service, logs every stack
         for name, value in (env or {}).items():
             if value is None:
                 environment.pop(name, None)
