@@ -13,6 +13,7 @@ goes to a log file, whose end is quoted when it fails to start.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOW = ("gunicorn", "app.py", "make run")
@@ -57,6 +58,18 @@ def _command(how: str, root: str) -> List[str]:
     raise ValueError(f"how must be one of {', '.join(HOW)}, got {how!r}")
 
 
+def _as_from_a_terminal(then: Optional[Callable[[], None]]) -> None:
+    """In the child before exec: Ctrl-C (SIGINT) at its default, as a terminal starts a program.
+
+    A job a non-interactive shell puts in the background (`make test &`, some CI runners) starts with SIGINT
+    ignored, its children too, and Python then installs no KeyboardInterrupt handler: `python app.py` would
+    never see the Ctrl-C a test sends it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if then is not None:
+        then()
+
+
 class ServiceProcess:
     """One running service; `base` is its URL, `data_dir` its DATA_DIR, `process` the Popen."""
 
@@ -81,7 +94,8 @@ class ServiceProcess:
                 environment[name] = value
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen([*wrapper, *_command(how, root)], cwd=root, env=environment,
-                                        stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+                                        stdout=self._log, stderr=subprocess.STDOUT,
+                                        preexec_fn=functools.partial(_as_from_a_terminal, preexec_fn),
                                         start_new_session=True)
 
     def __enter__(self) -> "ServiceProcess":
