@@ -96,7 +96,7 @@ def test_worker_pid_under_make_run_is_gunicorns_worker_and_env_can_remove_a_vari
     server = start_service(how="make run", env={"LD_PRELOAD_CHOSEN_BY_CALLER": None, "JOB_WORKERS": "1"})
     worker = server.worker_pid()
     arbiter = parent(worker)
-    assert parent(arbiter) == server.process.pid  # serve.py started gunicorn (and nginx)
+    assert parent(arbiter) == server.process.pid  # the launcher started gunicorn (and nginx)
     assert "gunicorn" in command_line(arbiter) and "gunicorn" in command_line(worker)
     assert [child for child in server.descendants() if "multiprocessing.spawn" in command_line(child)
             and parent(child) == worker], "the worker holds the analysis child"

@@ -12,7 +12,7 @@ from typing import Annotated, Any, List, Literal, Optional
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# The model `make run` serves when MODEL is not set (model_runner and the CLI use it too).
+# The model `make run` serves when MODEL is not set (the model runner and the CLI use it too).
 DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
 
 

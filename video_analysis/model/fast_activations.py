@@ -81,7 +81,7 @@ def enable(vision_model: nn.Module) -> int:
 
     Only layers shaped like mlx-vlm's SigLIP-style encoder layer (self_attn with
     q/k/v/out projections, an MLP whose activation is the tanh GELU) change;
-    model_runner calls it for SmolVLM/Idefics3 models only.
+    model/loading.py calls it for SmolVLM/Idefics3 models only.
     """
     if not Config.from_env().FAST_ACTIVATIONS:
         return 0

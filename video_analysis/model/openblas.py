@@ -3,7 +3,7 @@
 mlx's CPU wheel ships a slow reference BLAS (~6 GFLOP/s here); with OpenBLAS
 loaded globally first, matrix multiply ran ~30x faster (shared notes, bench/).
 Kept free of any mlx import so it can run before the first one: the service
-(model_runner), the checkpoint builder and the tests all call it.
+(model/loading.py), the checkpoint builder and the tests all call it.
 """
 from __future__ import annotations
 

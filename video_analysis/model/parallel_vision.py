@@ -69,7 +69,7 @@ def enable(model: nn.Module, streams: Optional[int] = None) -> int:
 
     The tower must take a batch of independent images as
     `(x, patch_attention_mask=, output_hidden_states=)` (SmolVLM/Idefics3's;
-    model_runner decides which models get this). Returns the number of streams
+    model/loading.py decides which models get this). Returns the number of streams
     in use, 1 when nothing was changed (one core, no vision tower,
     `PARALLEL_VISION=0`). Call it on the model's thread.
     """
