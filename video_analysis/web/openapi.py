@@ -11,6 +11,7 @@ from typing import Dict
 
 from video_analysis.config import Config
 from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.web.parameters import PARAMETER_SCHEMAS
 
 _KINDS = [kind.value for kind in AnalysisKind]
 
@@ -27,13 +28,11 @@ _PROMPT_TOKENS = (" Also at most what the loaded model's context leaves in token
 
 def _form_fields() -> Dict[str, dict]:
     """The parameters as multipart fields: type and limits from the models, with every analysis's default."""
-    found: Dict[str, tuple] = {}  # name -> (its schema in the first model that has it, defaults by analysis)
-    for kind in AnalysisKind:
-        for name, schema in kind.parameters.model_json_schema()["properties"].items():
-            found.setdefault(name, (schema, []))[1].append(f"{kind.value} {schema['default']}")
     fields = {}
-    for name, (schema, defaults) in found.items():
+    for name, schema in PARAMETER_SCHEMAS.items():
         if schema.get("type") in ("integer", "number"):
+            defaults = [f"{kind.value} {kind.parameters.model_fields[name].default}" for kind in AnalysisKind
+                        if name in kind.parameters.model_fields]
             fields[name] = {"type": schema["type"], "minimum": schema["minimum"], "maximum": schema["maximum"],
                             "description": f"{schema['description']} Default: {', '.join(defaults)}."}
         else:

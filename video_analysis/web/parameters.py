@@ -20,13 +20,6 @@ from video_analysis.engine.prompts import DEFAULT_PROMPTS
 from video_analysis.web.errors import ApiError
 
 
-def _published_schemas() -> Dict[str, dict]:
-    """Each parameter's JSON schema, from the first analysis that takes it (the OpenAPI document shows the same)."""
-    schemas: Dict[str, dict] = {}
-    for kind in AnalysisKind:
-        for name, schema in kind.parameters.model_json_schema()["properties"].items():
-            schemas.setdefault(name, schema)
-    return schemas
 
 
 def _own_parameters_first() -> Tuple[str, ...]:
@@ -39,8 +32,14 @@ def _own_parameters_first() -> Tuple[str, ...]:
     return tuple(dict.fromkeys(own + shared))
 
 
-_SCHEMAS = _published_schemas()
 PARAMETER_NAMES = _own_parameters_first()
+# Each parameter's JSON schema (type, limits), from the first analysis that takes it, in PARAMETER_NAMES' order;
+# the OpenAPI document's form fields are made from these too.
+PARAMETER_SCHEMAS: Dict[str, dict] = {
+    name: next(kind.parameters.model_json_schema()["properties"][name] for kind in AnalysisKind
+               if name in kind.parameters.model_fields)
+    for name in PARAMETER_NAMES
+}
 # ASCII digits only: `\d` alone would also take "７" or "٧", which int() reads. At most 12 digits: a
 # 5000-digit number is refused as text, never converted.
 _INTEGER_TEXT = re.compile(r"^[+-]?\d{1,12}$", re.ASCII)
@@ -52,13 +51,13 @@ def _bad(field: str, sentence: str) -> ApiError:
 
 
 def _limits(name: str) -> str:
-    schema = _SCHEMAS[name]
+    schema = PARAMETER_SCHEMAS[name]
     return f"between {schema['minimum']:g} and {schema['maximum']:g}"
 
 
 def _from_http(name: str, value: Any) -> Any:
     """A value as a form or JSON sent it, made the type its model checks (strictly) against its limits."""
-    kind = _SCHEMAS[name].get("type")
+    kind = PARAMETER_SCHEMAS[name].get("type")
     if kind not in ("integer", "number"):  # a prompt
         if not isinstance(value, str):
             raise _bad(name, f"'{name}' must be text.")
