@@ -15,7 +15,7 @@ from typing import Callable, Optional, Tuple
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import DEFAULT_MODEL
-from video_analysis.engine.analysis import Analysis, Answers
+from video_analysis.engine.analysis import Analysis, Answers, count_of
 from video_analysis.engine.kinds import analysis_class
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.model.runner import ModelLoadError, ModelRunner
@@ -92,7 +92,7 @@ class VideoHighlightGenerator:
         frames_per_segment = analysis.parameters.frames_per_segment
         segments = plan_segments(info.duration_seconds, analysis.parameters.segment_duration)
         total = len(segments)
-        progress(0, total, f"Reading {total} segment{'s' if total != 1 else ''}")
+        progress(0, total, f"Reading {count_of(total, 'segment')}")
         answers: Answers = []
         in_flight = None
         try:

@@ -15,15 +15,15 @@ from typing import Optional
 from flask import request
 from werkzeug.exceptions import HTTPException
 
-from video_analysis.jobs.analysis_process import ModelUnavailable
-from video_analysis.web.errors import ApiError
-from video_analysis.jobs.queue import QueueFull, ShuttingDown
-from video_analysis.web.parameters import check_prompts_fit, parse_analysis_request
-from video_analysis.web.services import services
-from video_analysis.jobs.sessions import SessionState
 from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.jobs.analysis_process import ModelUnavailable
+from video_analysis.jobs.queue import QueueFull, ShuttingDown
+from video_analysis.jobs.sessions import SessionState
 from video_analysis.jobs.storage import StorageError, StorageFull, UploadSpool, display_filename, storage_error
 from video_analysis.video import VideoError, probe_video
+from video_analysis.web.errors import ApiError
+from video_analysis.web.parameters import check_prompts_fit, parse_analysis_request
+from video_analysis.web.services import services
 
 FILE_FIELDS = ("video", "file")
 _MB = 1024 * 1024
