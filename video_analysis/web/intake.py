@@ -152,7 +152,8 @@ def accept_upload(kind: Optional[AnalysisKind] = None, legacy: bool = False) -> 
             info = probe_video(path, name)
         except VideoError as error:
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
-        session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(), legacy=legacy)
+        session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(), legacy=legacy,
+                                      video_path=path, video_info=info.as_dict())
         spool.claim()  # before its job exists: nothing can remove the directory before it is counted as kept
         svc.jobs.submit(slot, session_id, path, info)
         return session
