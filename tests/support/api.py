@@ -13,11 +13,11 @@ from video_analysis.web.services import EXTENSION_KEY
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-def upload(client, video_path, url="/api/v1/video/upload", field="video", filename=None, **fields):
+def upload(client, video_path, url="/api/v1/video/upload", field="video", filename=None, headers=None, **fields):
     """POST a multipart upload with the test client; extra keyword arguments become form fields."""
     with open(video_path, "rb") as handle:
         data = {field: (handle, filename or os.path.basename(video_path)), **fields}
-        return client.post(url, data=data, content_type="multipart/form-data")
+        return client.post(url, data=data, content_type="multipart/form-data", headers=headers)
 
 
 def wait_for_status(client, session_id, statuses=TERMINAL, timeout=60.0) -> List[dict]:
