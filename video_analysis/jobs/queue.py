@@ -68,7 +68,7 @@ class _Job:
     started: bool = False
     cancel: CancelToken = field(default_factory=CancelToken)
     done: threading.Event = field(default_factory=threading.Event)
-    not_saved: Optional[StateNotSaved] = None  # the database refused a write: the job stopped
+    stopped_because: Optional[str] = None  # keeping its progress failed, so the job stopped: why, for its client
 
 
 class JobQueue:
@@ -244,7 +244,7 @@ class JobQueue:
                 self._update(job, **self._progress(done, segments, resumed_at))
 
         def answered(position: int, answer: str) -> None:
-            if job.not_saved is None:
+            if job.stopped_because is None:
                 self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
 
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
@@ -254,8 +254,8 @@ class JobQueue:
         except Cancelled:
             if self._closed and not session.legacy:
                 return  # stopped by the shutdown: left as saved, and resumed at the next start
-            if job.not_saved is not None:
-                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", _NOT_SAVED, INTERNAL)
+            if job.stopped_because is not None:
+                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", job.stopped_because, INTERNAL)
             else:
                 self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
@@ -283,18 +283,21 @@ class JobQueue:
     def _update(self, job: _Job, answer: Optional[tuple] = None, **changes) -> Optional[SessionState]:
         """Change the job's session (keeping `answer` with it); None once the session is gone.
 
-        A session cleaned up under the job's feet stops the job; so does a write the database
-        refuses (the job then ends failed, saying why).
+        A session cleaned up under the job's feet stops the job; so does a change that cannot be
+        kept (the job then ends failed, saying why): a job that went on would lose its answers.
         """
         try:
             if answer is None:
                 return self.sessions.update(job.session_id, **changes)
             return self.sessions.record_answer(job.session_id, *answer, **changes)
         except SessionNotFound:
-            job.cancel.cancel()
-        except StateNotSaved as error:
-            job.not_saved = error
-            job.cancel.cancel()
+            pass
+        except StateNotSaved:
+            job.stopped_because = _NOT_SAVED
+        except Exception:  # noqa: BLE001  (an answer out of order: a fault of ours, never to be hidden)
+            log.exception("Job %s could not keep its progress", job.session_id)
+            job.stopped_because = INTERNAL_ERROR
+        job.cancel.cancel()
         return None
 
     def _finish(self, session_id: str, status: ProcessingStatus, message: str, error: Optional[str] = None,

@@ -113,7 +113,7 @@ class StateDatabase:
                              (session_id, created_at, json.dumps(state, separators=(",", ":"))))
             if answer is not None:
                 position, text, run = answer
-                self._db.execute("INSERT OR REPLACE INTO answers (session_id, position, answer, run) "
+                self._db.execute("INSERT INTO answers (session_id, position, answer, run) "
                                  "VALUES (?, ?, ?, ?)", (session_id, position, text, run))
 
     def delete(self, session_ids: List[str]) -> None:
