@@ -47,7 +47,8 @@ class AnalysisChild:
             runner.wait_until_loaded()
         except ModelLoadError:  # load_error says why
             pass
-        self.send((m.LOADED, {"device": runner.device, "load_error": runner.load_error}))
+        self.send((m.LOADED, {"device": runner.device, "load_error": runner.load_error,
+                              "hub_unreachable": runner.hub_unreachable}))
 
     def start_job(self, job_id: str, kind: str, video_path: str, options: dict) -> None:
         token = CancelToken()

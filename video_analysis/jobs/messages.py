@@ -18,8 +18,9 @@ Parent to child:
         cancel every job, release the model and exit.
 
 Child to parent:
-    (LOADED, {"device": "cpu" | "gpu", "load_error": None | sentence})
-        once, when the model is ready or failed to load.
+    (LOADED, {"device": "cpu" | "gpu", "load_error": None | sentence, "hub_unreachable": bool})
+        once, when the model is ready or failed to load; `hub_unreachable`: it failed only because
+        the Hugging Face Hub could not be reached, so loading it again later may work.
     (PROGRESS, job_id, done, total, message)
         segments done of `total`; `message` describes the step.
     (DONE, job_id, result)

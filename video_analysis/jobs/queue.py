@@ -163,7 +163,8 @@ class JobQueue:
     def _analyse(self, job: _Job) -> None:
         sid = job.session_id
         # A job that starts while the analysis process (re)loads the model waits for it, and says so.
-        message = "Reading the video" if self.analysis.loaded else "Waiting for the model to load"
+        waiting = not self.analysis.loaded
+        message = "Waiting for the model to load" if waiting else "Reading the video"
         try:
             session = self.sessions.update(sid, status=ProcessingStatus.PROCESSING, current_step="reading",
                                            message=message, progress=1)
@@ -183,10 +184,17 @@ class JobQueue:
             except SessionNotFound:
                 job.cancel.cancel()  # cleaned up under our feet: stop the work
 
+        def started() -> None:  # the model is ready: the job goes to the analysis process now
+            if waiting:
+                try:
+                    self.sessions.update(sid, message="Reading the video")
+                except SessionNotFound:
+                    job.cancel.cancel()
+
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info)
         try:
             analysis = analysis_class(session.analysis_type)
-            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel)
+            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, started)
         except Cancelled:
             self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
