@@ -137,6 +137,9 @@ def test_a_model_the_hub_cannot_serve_is_loaded_again_after_a_back_off_and_healt
     assert "set model to a local directory" in reason.lower() and "HF_HUB_OFFLINE" in reason, reason
     next_try = epoch(first["model"]["nextAttemptAt"])
     assert time.time() < next_try <= time.time() + 3.5
+    documented = requests.get(server.base + "/api/v1/openapi.json", timeout=5).json()["components"]["schemas"]["Health"]
+    assert set(first) <= set(documented["properties"])
+    assert set(first["model"]) <= set(documented["properties"]["model"]["properties"])
     # Until that try, uploads are refused with the reason and when to come back.
     with open(videos["short"], "rb") as handle:
         response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
