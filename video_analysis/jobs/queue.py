@@ -225,11 +225,12 @@ class JobQueue:
         resumed_at = len(resume) + 1 if before.runs else None
         if resumed_at is not None:
             of = f" of {before.segments_total}" if before.segments_total else ""
-            message = f"Resumed after a restart at segment {resumed_at}{of}"
+            ready_message = f"Resumed after a restart at segment {resumed_at}{of}"
         else:
-            message = "Reading the video"
-        if not self.analysis.loaded:  # it waits for the analysis process to (re)load the model, and says so
-            message = "Waiting for the model to load"
+            ready_message = "Reading the video"
+        # A job that starts while the analysis process (re)loads the model waits for it, and says so.
+        waiting = not self.analysis.loaded
+        message = "Waiting for the model to load" if waiting else ready_message
         session = self._update(job, status=ProcessingStatus.PROCESSING, current_step="reading", message=message,
                                progress=1, runs=before.runs + 1, resumed_at=resumed_at)
         if session is None or session.status != ProcessingStatus.PROCESSING:
@@ -243,6 +244,10 @@ class JobQueue:
             else:
                 self._update(job, **self._progress(done, segments, resumed_at))
 
+        def started() -> None:  # the model is ready: the job goes to the analysis process now
+            if waiting:
+                self._update(job, message=ready_message)
+
         def answered(position: int, answer: str) -> None:
             if job.stopped_because is None:
                 self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
@@ -250,7 +255,8 @@ class JobQueue:
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
         try:
             analysis = analysis_class(session.analysis_type)
-            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered)
+            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered,
+                                       started)
         except Cancelled:
             if self._closed and not session.legacy:
                 return  # stopped by the shutdown: left as saved, and resumed at the next start
