@@ -47,11 +47,12 @@ def test_the_defaults():
     assert (config.LEGACY_PROXY_TIMEOUT_SECONDS, config.NGINX) == (86400, None)
     assert config.BUFFERED_BY_PROXY is False
     assert config.MODEL_RETRY_SECONDS == 15
+    assert config.STATE_DB is None and config.state_db_path == os.path.join("data", "state.db")
     assert all(getattr(config, name) is True for name in SWITCHES[1:])
 
 
 def test_every_variable_is_read_from_the_environment():
-    given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "HOST": "::1", "NGINX": "/opt/nginx",
+    given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "STATE_DB": "/srv/state/sessions.db", "HOST": "::1", "NGINX": "/opt/nginx",
              "LOG_LEVEL": "warning", "CORS_ORIGINS": "https://a.example",
              "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_LEGACY_REQUESTS": "3", "MODEL_RETRY_SECONDS": "2.5",
              **{name: str(minimum + 7) for name, minimum in WHOLE_NUMBERS.items()},

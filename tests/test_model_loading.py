@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.api import data_dir_entries, stored_entries, upload, wait_for_status
 from tests.support.problems import assert_problem
 from tools.service_process import REPO, free_port
 
@@ -146,7 +146,7 @@ def test_a_model_the_hub_cannot_serve_is_loaded_again_after_a_back_off_and_healt
     assert response.status_code == 503 and 1 <= int(response.headers["Retry-After"]) <= 3
     problem = response.json()
     assert problem["title"] == "Model unavailable" and reason.split(" The service")[0] in problem["error"]
-    assert os.listdir(server.data_dir) == []
+    assert data_dir_entries(server.data_dir) == []
     # The second try happens when due (in a new analysis process) and fails the same way: the next pause is 6 s.
     deadline = time.monotonic() + 60
     while True:

@@ -249,8 +249,7 @@ class JobQueue:
                 self._update(job, message=ready_message)
 
         def answered(position: int, answer: str) -> None:
-            if job.stopped_because is None:
-                self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
+            self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
 
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
         try:
@@ -292,6 +291,8 @@ class JobQueue:
         A session cleaned up under the job's feet stops the job; so does a change that cannot be
         kept (the job then ends failed, saying why): a job that went on would lose its answers.
         """
+        if job.stopped_because is not None:
+            return None  # its last answer was not kept: nothing after it may say otherwise
         try:
             if answer is None:
                 return self.sessions.update(job.session_id, **changes)

@@ -58,6 +58,8 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
 
     sessions = _saved_sessions(config)
     storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
+    if sessions.move_files(storage.session_dir):
+        log.info("DATA_DIR has moved to %s: the sessions now point there", storage.root)
     storage.prepare(sessions=[state.directory for state in sessions.list()], own_files=_state_db_files(config))
     owns_analysis = analysis is None
     if analysis is None:
