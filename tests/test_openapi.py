@@ -100,3 +100,35 @@ def test_the_analysis_types_are_documented_where_the_upload_reads_them(client):
     documented = set(body["properties"]) - {"video", "params", "analysis_type"}
     for kind, schema_name in KINDS.items():
         assert set(document["components"]["schemas"][schema_name]["properties"]) <= documented
+
+
+def _validator(document, schema):
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator({**schema, "components": document["components"]})
+
+
+@pytest.mark.parametrize("key", ["a", "8e03978e-40d5-43e8-bc93-6894a57f9324", "~" * 255, "", "é", "x" * 256, "tab\tkey"])
+def test_the_documented_idempotency_key_is_the_one_the_upload_takes(client, short_video, key):
+    document = _document(client)
+    (header,) = [p for p in document["paths"][UPLOAD]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+    documented = _validator(document, header["schema"]).is_valid(key)
+    response = client.post(UPLOAD, data={"video": (io.BytesIO(short_video), "clip.mp4")},
+                           content_type="multipart/form-data", headers={"Idempotency-Key": key})
+    assert (response.status_code == 202) == documented, (key, response.status_code)
+
+
+def test_partial_and_final_results_match_the_documented_schema(client, videos):
+    document = _document(client)
+    results = _validator(document, {"$ref": "#/components/schemas/Results"})
+    with open(videos["long"], "rb") as handle:
+        session_id = client.post(UPLOAD, data={"video": (handle, "long.mp4"), "segment_duration": "3"},
+                                 content_type="multipart/form-data").get_json()["sessionId"]
+    partial = client.get(f"/api/v1/video/results/{session_id}?partial=true").get_json()
+    results.validate(partial)
+    assert partial["partial"] is True
+    while client.get(f"/api/v1/video/status/{session_id}").get_json()["status"] != "completed":
+        time.sleep(0.05)
+    results.validate(client.get(f"/api/v1/video/results/{session_id}").get_json())
+    names = [p["name"] for p in document["paths"]["/api/v1/video/results/{session_id}"]["get"]["parameters"]]
+    assert "partial" in names

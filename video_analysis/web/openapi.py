@@ -63,19 +63,37 @@ def _upload_body(with_type: bool) -> dict:
 
 _ID = [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _NOT_FOUND = _problem("Unknown, malformed, cleaned-up or expired session id.")
+_NOT_RECORDED = _problem("The change could not be recorded (the server's disk is full or not writable), so nothing "
+                         "changed; Retry-After says when to try again.")
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+    "description": "Makes the upload safe to send again (IETF httpapi draft): the same key with the same file bytes "
+                   "and fields answers the first upload's 202 again (same session, no second job or file); 409 while "
+                   "the first is still being received; 422 with another file or other fields. Quoted as the draft "
+                   "writes it (\"abc\") or bare (abc, without commas). Keys live as long as their session, across "
+                   "restarts too.",
+}
+_PARTIAL = {
+    "name": "partial", "in": "query", "required": False, "schema": {"enum": ["true", "false"], "default": "false"},
+    "description": "true: while the analysis is pending or processing, answer 200 with the result built from the "
+                   "segments finished so far and `partial: true`; once completed, the final result with "
+                   "`partial: false`. Failed or cancelled sessions answer 400 either way.",
+}
 
 
 def _upload_errors() -> dict:
     return {
-        "400": _problem("No file, empty file, bad `params` JSON, unknown field or parameter out of range, or prompts "
-                        "that do not fit the loaded model's context."),
+        "400": _problem("No file, empty file, bad `params` JSON, unknown field or parameter out of range, prompts "
+                        "that do not fit the loaded model's context, or a malformed Idempotency-Key."),
         "413": _problem("Larger than MAX_UPLOAD_MB, or too many form parts."),
         "415": _problem("Not a video OpenCV can decode (text, image, random bytes, truncated file)."),
         "503": _problem("Queue full (with Retry-After); the model could not be loaded, for good or until its next "
                         "try (then with Retry-After: the seconds until it); storage not writable. While the model "
                         "is still loading, uploads are accepted (202) and their jobs wait for it."),
         "507": _problem("The upload would pass MAX_STORAGE_MB (refused before the body is read when its "
-                        "Content-Length cannot fit; a chunked body is cut off), or the server's disk is full."),
+                        "Content-Length cannot fit; a chunked body is cut off), or the server's disk is full "
+                        "(the upload or its session could not be recorded)."),
     }
 
 
@@ -101,26 +119,37 @@ def openapi_document(config: Config) -> dict:
         "paths": {
             "/api/v1/video/upload": {"post": {
                 "summary": "Upload a video and queue its analysis",
+                "parameters": [_IDEMPOTENCY_KEY],
                 "requestBody": _upload_body(with_type=True),
                 "responses": {"202": {**_json("#/components/schemas/Accepted",
                                               "Queued; also while the model is still loading (the job waits for it, "
-                                              "and fails with the reason if it does not load)."),
+                                              "and fails with the reason if it does not load). Sent again with the "
+                                              "same Idempotency-Key: the first upload's answer, its status as it "
+                                              "is now."),
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_upload_errors()}}},
+                              **_upload_errors(),
+                              "409": _problem("An upload with this Idempotency-Key is still being received."),
+                              "422": _problem("This Idempotency-Key was used for another file or other fields.")}}},
             "/api/v1/video/status/{session_id}": {"get": {
                 "summary": "Progress of an analysis", "parameters": _ID,
                 "responses": {"200": _json("#/components/schemas/Status", "The session's status."), "404": _NOT_FOUND}}},
             "/api/v1/video/results/{session_id}": {"get": {
-                "summary": "Results of a completed analysis", "parameters": _ID,
-                "responses": {"200": _json("#/components/schemas/Results", "Completed."),
-                              "400": _problem("Not completed; `sessionStatus` says where it is."), "404": _NOT_FOUND}}},
+                "summary": "Results of a completed analysis, or with ?partial=true the results so far",
+                "parameters": [*_ID, _PARTIAL],
+                "responses": {"200": _json("#/components/schemas/Results",
+                                           "Completed; with ?partial=true also while pending or processing."),
+                              "400": _problem("Not completed (without ?partial=true), failed or cancelled; "
+                                              "`sessionStatus` says where it is. Or `partial` is not true or false."),
+                              "404": _NOT_FOUND}}},
             "/api/v1/video/cancel/{session_id}": {"post": {
                 "summary": "Cancel a pending or running analysis (idempotent)", "parameters": _ID,
                 "responses": {"200": _json("#/components/schemas/Cancelled", "Cancelled."),
-                              "409": _problem("Already completed or failed."), "404": _NOT_FOUND}}},
+                              "409": _problem("Already completed or failed."), "404": _NOT_FOUND,
+                              "503": _NOT_RECORDED}}},
             "/api/v1/video/cleanup/{session_id}": {"delete": {
                 "summary": "Cancel if running, delete every file of the session and forget it", "parameters": _ID,
-                "responses": {"200": _json("#/components/schemas/CleanedUp", "Deleted."), "404": _NOT_FOUND}}},
+                "responses": {"200": _json("#/components/schemas/CleanedUp", "Deleted."), "404": _NOT_FOUND,
+                              "503": _NOT_RECORDED}}},
             "/analyze/highlights": {"post": {
                 "summary": "Legacy: analyse highlights and wait for the result", "requestBody": _upload_body(False),
                 "responses": _legacy_responses()}},
@@ -145,7 +174,12 @@ def openapi_document(config: Config) -> dict:
             "Accepted": {"type": "object", "required": ["sessionId", "status", "analysisType", "message", "statusUrl",
                                                         "resultsUrl", "createdAt"],
                          "properties": {"sessionId": {"type": "string", "format": "uuid"},
-                                        "status": {"const": "pending"}, "analysisType": {"enum": _KINDS},
+                                        "status": {"enum": ["pending", "processing", "completed", "failed",
+                                                            "cancelled"],
+                                                   "description": "pending, unless this answers an upload sent "
+                                                                  "again with its Idempotency-Key: then the "
+                                                                  "session's status now."},
+                                        "analysisType": {"enum": _KINDS},
                                         "message": {"type": "string"}, "statusUrl": {"type": "string"},
                                         "resultsUrl": {"type": "string"}, "createdAt": {"type": "string"}}},
             "Status": {"type": "object", "properties": {
@@ -158,8 +192,16 @@ def openapi_document(config: Config) -> dict:
                 "updatedAt": {"type": "string"}, "startedAt": {"type": ["string", "null"]},
                 "finishedAt": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}},
             "Results": {"type": "object", "properties": {
-                "sessionId": {"type": "string"}, "status": {"const": "completed"}, "analysisType": {"type": "string"},
-                "data": {"type": "object"}, "results": {"type": "object"}}},
+                "sessionId": {"type": "string"},
+                "status": {"enum": ["pending", "processing", "completed"],
+                           "description": "completed, unless asked with ?partial=true."},
+                "analysisType": {"type": "string"},
+                "data": {"type": "object", "description": "The result object; with `partial: true` built from the "
+                                                          "segments finished so far (total_segments_analyzed of "
+                                                          "them), the same shape as the final one."},
+                "results": {"type": "object", "description": "The same as `data`."},
+                "partial": {"type": "boolean", "description": "Present only when asked with ?partial=: whether the "
+                                                              "analysis is still going."}}},
             "Cancelled": {"type": "object", "properties": {"sessionId": {"type": "string"},
                                                            "status": {"const": "cancelled"},
                                                            "message": {"type": "string"}}},
