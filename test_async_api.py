@@ -38,10 +38,11 @@ class Context:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
-    def upload(self, video: str, route: str = "/api/v1/video/upload", field_name: str = "video", **fields):
+    def upload(self, video: str, route: str = "/api/v1/video/upload", field_name: str = "video", headers=None,
+               **fields):
         with open(self.videos[video], "rb") as handle:
             return self.http.post(self.url(route), files={field_name: (os.path.basename(self.videos[video]), handle)},
-                                  data=fields, timeout=self.timeout)
+                                  data=fields, headers=headers, timeout=self.timeout)
 
     def poll(self, session_id: str, until=TERMINAL) -> List[dict]:
         seen, deadline = [], time.monotonic() + self.timeout
@@ -124,6 +125,35 @@ def check_cleanup(ctx: Context) -> None:
     _problem(ctx.http.delete(ctx.url(f"/api/v1/video/cleanup/{session_id}"), timeout=30), 404)
 
 
+def check_partial_results(ctx: Context) -> None:
+    session_id = ctx.upload("long", segment_duration="4").json()["sessionId"]
+    url = ctx.url(f"/api/v1/video/results/{session_id}")
+    counts = []
+    while True:
+        body = ctx.http.get(url + "?partial=true", timeout=30).json()
+        if not body["partial"]:
+            break
+        counts.append(body["data"]["total_segments_analyzed"])
+        assert len(body["data"]["all_analyses"]) == counts[-1]
+        time.sleep(0.05)
+    assert counts == sorted(counts), f"partial results shrank: {counts}"
+    final = ctx.http.get(url, timeout=30).json()
+    assert body == dict(final, partial=False)
+    assert final["data"]["total_segments_analyzed"] == 30
+    ctx.http.delete(ctx.url(f"/api/v1/video/cleanup/{session_id}"), timeout=30)
+
+
+def check_idempotency_key(ctx: Context) -> None:
+    key = {"Idempotency-Key": f"check-{time.time_ns()}"}
+    first = ctx.upload("short", headers=key, segment_duration="8")
+    again = ctx.upload("short", headers=key, segment_duration="8")
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
+    assert again.json()["sessionId"] == first.json()["sessionId"], "a retry made a second session"
+    _problem(ctx.upload("short", headers=key, segment_duration="4"), 422)
+    ctx.poll(first.json()["sessionId"])
+    ctx.http.delete(ctx.url(f"/api/v1/video/cleanup/{first.json()['sessionId']}"), timeout=30)
+
+
 def check_bad_upload(ctx: Context) -> None:
     body = _problem(ctx.upload("text"), 415)
     assert "video" in body["error"]
@@ -146,8 +176,8 @@ def check_legacy_workout(ctx: Context) -> None:
     assert len(body["data"]["segment_analyses"]) == 2 and "summary" in body["data"]
 
 
-CHECKS = [check_health, check_upload_status_results, check_cancel, check_cleanup, check_bad_upload,
-          check_legacy_highlights, check_legacy_workout]
+CHECKS = [check_health, check_upload_status_results, check_partial_results, check_idempotency_key, check_cancel,
+          check_cleanup, check_bad_upload, check_legacy_highlights, check_legacy_workout]
 
 
 # -- pytest ----------------------------------------------------------------------------------
