@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import requests
 
 import video_analysis.web
-from tests.support.api import serve
+from tests.support.api import serve, stored_entries
 from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
 from tools.synthetic_video import Marker, write_video
@@ -531,3 +532,62 @@ def test_the_page_writes_the_times_the_server_does_not_send_as_the_server_would(
         }, function (error) { done(String(error)); });
     """, pairs, live_server + "/static/js/format.js")
     assert written == [[format_range(start, end), Timecode(end).clock()] for start, end in pairs]
+
+
+# -- the model's state, before anyone uploads ---------------------------------------------------
+def model_state(driver):
+    line = by_testid(driver, "model-state")
+    return line.get_attribute("data-model"), line.text
+
+
+def test_the_page_shows_the_model_loading_then_ready(browser, tiny_model_dir, tmp_path):
+    from video_analysis.web.app import create_app
+
+    app = create_app({"MODEL": tiny_model_dir, "DATA_DIR": str(tmp_path / "data")})
+    svc = app.extensions[EXTENSION_KEY]
+    child = svc.analysis.pid
+    # Stopped at once (spawning alone takes longer), the child holds its model load until it is continued:
+    # the page sees the model loading however fast this machine loads it.
+    os.kill(child, signal.SIGSTOP)
+    try:
+        with serve(app) as base_url:
+            open_page(browser, base_url)
+            wait_until(browser, lambda d: model_state(d)[0] == "loading", "the page never said the model is loading")
+            assert "Model loading" in model_state(browser)[1]
+            assert by_testid(browser, "start").is_enabled()  # an upload made now waits in the server's queue
+            os.kill(child, signal.SIGCONT)
+            wait_until(browser, lambda d: model_state(d)[0] == "ready", "the page never said the model is ready",
+                       timeout=60)
+            assert model_state(browser)[1] == "Model ready: tiny-smolvlm on cpu."
+            assert by_testid(browser, "start").is_enabled()
+            assert console_errors(browser) == []
+    finally:
+        try:
+            os.kill(child, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        svc.close()
+
+
+def test_a_model_that_cannot_load_is_said_before_anyone_uploads(browser, make_app, tmp_path, clips):
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    app = make_app(MODEL=str(empty))
+    health = app.test_client().get("/health").get_json()
+    assert health["status"] == "degraded" and "no-model-here" in health["reason"]
+
+    with serve(app) as base_url:
+        open_page(browser, base_url)
+        wait_until(browser, lambda d: model_state(d)[0] == "unavailable",
+                   "the page never said the model cannot be loaded")
+        state, text = model_state(browser)
+        assert text.startswith(health["reason"]) and "uploads are off" in text
+        assert str(tmp_path) not in text
+        start = by_testid(browser, "start")
+        assert not start.is_enabled()
+        # The button says why it cannot be used, to a screen reader too.
+        assert start.get_attribute("aria-describedby") == "model-state"
+        by_testid(browser, "file-input").send_keys(clips["plain"])
+        by_id(browser, "form-fields").find_element("name", "segment_duration").send_keys("\n")  # Enter submits nothing
+        assert by_id(browser, "main").get_attribute("data-state") == "idle"
+        assert stored_entries(app) == []
