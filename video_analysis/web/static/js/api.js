@@ -42,7 +42,9 @@ function sessionUrl(action, sessionId) {
 
 export const openapiDocument = () => call(OPENAPI_DOCUMENT);
 export const jobStatus = (sessionId) => call(sessionUrl("status", sessionId));
-export const jobResults = (sessionId) => call(sessionUrl("results", sessionId));
+/* `partial`: the results so far of a job still running (the answer's `partial` says which it got). */
+export const jobResults = (sessionId, partial = false) =>
+  call(sessionUrl("results", sessionId) + (partial ? "?partial=true" : ""));
 export const serviceHealth = () => call(HEALTH);
 export const cancelJob = (sessionId) => call(sessionUrl("cancel", sessionId), "POST");
 

@@ -9,6 +9,7 @@ const fields = byId("form-fields");
 const start = byId("start");
 const resetSettings = byId("reset-settings");
 const cancel = byId("cancel");
+const newAnalysis = byId("new-analysis");
 const error = byId("error");
 
 let state = "idle";
@@ -27,6 +28,7 @@ export function setState(next) {
   resetSettings.disabled = busy;
   cancel.hidden = !busy;
   cancel.disabled = false;
+  newAnalysis.hidden = busy;  // partial results show while the job runs; Cancel stops it
   start.textContent = busy ? "Working…" : "Analyze video";
 }
 
