@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.api import data_dir_entries, stored_entries, upload, wait_for_status
 from tests.support.http import get_json, host_port, multipart, request_head
 from tests.support.problems import assert_problem
 from tools.hostile_media import blank_avi_frames
@@ -85,7 +85,7 @@ def test_gunicorn_starts_with_a_broken_model_and_stops_cleanly(start_service, tm
     with open(videos["short"], "rb") as handle:
         response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
     assert response.status_code == 503 and response.headers["Content-Type"] == "application/problem+json"
-    assert os.listdir(tmp_path / "data") == []
+    assert data_dir_entries(str(tmp_path / "data")) == []
     assert server.terminate() < 5.0 and server.process.returncode == 0
 
 
@@ -175,9 +175,10 @@ def _chattr(flag: str, path: str) -> bool:
 
 
 @pytest.fixture(params=["replaced-by-a-file", "immutable", "read-only-mode"])
-def unwritable_app(request, make_app):
-    """An app whose DATA_DIR stops taking new files after it started."""
-    app = make_app()
+def unwritable_app(request, make_app, tmp_path):
+    """An app whose DATA_DIR stops taking new files after it started (its state database elsewhere: the
+    directory is replaced or frozen whole)."""
+    app = make_app(STATE_DB=str(tmp_path / "state.db"))
     root = app.extensions[EXTENSION_KEY].storage.root
     if request.param == "replaced-by-a-file":
         os.rmdir(root)
@@ -206,7 +207,7 @@ def test_a_data_dir_that_is_not_writable_is_a_clear_503_and_leaves_nothing(unwri
     assert "cannot store uploads" in problem["error"] and int(response.headers["Retry-After"]) > 0
     assert_no_leak(response, app.extensions[EXTENSION_KEY].storage.root)
     root = app.extensions[EXTENSION_KEY].storage.root
-    assert not os.path.isdir(root) or os.listdir(root) == []
+    assert not os.path.isdir(root) or data_dir_entries(root) == []
     assert client.get("/health").get_json()["status"] == "healthy"
     assert app.extensions[EXTENSION_KEY].jobs.counts() == {"pending": 0, "processing": 0}
 
@@ -233,7 +234,7 @@ def test_a_full_disk_is_507_with_no_partial_file_and_small_uploads_still_work(st
         assert response.headers["Content-Type"] == "application/problem+json"
         assert body["error"] == body["detail"] and "no room left" in body["error"]
         assert data_dir not in response.text and "Traceback" not in response.text
-        assert os.listdir(data_dir) == []
+        assert data_dir_entries(data_dir) == []
     with open(videos["short"], "rb") as handle:
         response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle}, timeout=30)
     assert response.status_code == 202, response.text
@@ -242,7 +243,7 @@ def test_a_full_disk_is_507_with_no_partial_file_and_small_uploads_still_work(st
     while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["status"] != "completed":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert os.listdir(data_dir) == [session_id]
+    assert data_dir_entries(data_dir) == [session_id]
 
 
 # -- SIGTERM under gunicorn ------------------------------------------------------------------------
@@ -262,11 +263,13 @@ def test_sigterm_during_a_long_job_exits_promptly_and_cleanly(make_app, start_se
     assert took < 5.0, f"exit took {took:.1f} s"
     log = server.log()
     assert "Traceback" not in log and "Aborted" not in log
-    # Only the complete upload of the cancelled session is there; a restart clears it.
-    assert os.listdir(data_dir) == [session_id]
+    # Only the complete upload of the stopped session is there; a restart goes on with its job.
+    assert data_dir_entries(data_dir) == [session_id]
     assert os.listdir(os.path.join(data_dir, session_id)) == ["upload-0.bin"]
     restarted = make_app(DATA_DIR=data_dir)
-    assert stored_entries(restarted) == []
+    assert stored_entries(restarted) == [session_id]
+    state = wait_for_status(restarted.test_client(), session_id, timeout=60)[-1]
+    assert state["status"] == "completed" and state["segmentsDone"] == state["segmentsTotal"] == 90
 
 
 def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_app, start_service, tmp_path):
@@ -281,10 +284,10 @@ def test_sigterm_during_a_slow_upload_exits_and_a_restart_leaves_nothing(make_ap
         connection.sendall(request_head("/api/v1/video/upload", len(body)) + body[:sent])
         deadline = time.monotonic() + 10
         # The half-sent upload is being written into DATA_DIR (its directory is made a moment before the file).
-        while not any(os.listdir(os.path.join(data_dir, name)) for name in os.listdir(data_dir)):
+        while not any(os.listdir(os.path.join(data_dir, name)) for name in data_dir_entries(data_dir)):
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.02)
-        (partial,) = os.listdir(data_dir)
+        (partial,) = data_dir_entries(data_dir)
         assert os.listdir(os.path.join(data_dir, partial)) == ["upload-0.bin"]
         took = server.terminate()
         assert server.process.returncode == 0, server.log()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.api import data_dir_entries, stored_entries, upload, wait_for_status
 from tools.hostile_media import flat_jpeg, mjpeg_avi
 from tools.service_process import REPO, ServiceProcess as ServerProcess
 from tools.synthetic_video import background
@@ -223,7 +223,7 @@ def test_gunicorn_refuses_the_bomb_with_415_keeps_nothing_and_stays_small(tiny_m
             assert data_dir not in response.text and "Traceback" not in response.text
         # Four probes at once used to take the worker's peak up by 1.5 GiB.
         assert growth < 300, f"worker peak RSS grew {growth:.0f} MiB"
-        assert os.listdir(data_dir) == [accepted.json()["sessionId"]]  # nothing of the refused uploads
+        assert data_dir_entries(data_dir) == [accepted.json()["sessionId"]]  # nothing of the refused uploads
         assert server.process.poll() is None
     finally:
         server.stop()

@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from tests.support.api import stored_entries, upload, wait_for_status
+from tests.support.api import data_dir_entries, stored_entries, upload, wait_for_status
 from tests.support.http import get_json
 from tools.synthetic_video import write_video
 from video_analysis.web.services import EXTENSION_KEY
@@ -139,7 +139,7 @@ def test_sigterm_answers_every_waiting_legacy_client_and_leaves_no_file(start_se
         assert isinstance(response, requests.Response), f"a client got no answer: {response!r}"
         assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
         assert response.json()["success"] is False and "shutting down" in response.json()["error"]
-    assert os.listdir(server.data_dir) == []
+    assert data_dir_entries(server.data_dir) == []
     assert "Traceback" not in server.log()
 
 
@@ -165,7 +165,7 @@ def test_legacy_requests_work_when_the_server_holds_over_1024_descriptors(start_
                                  timeout=120)
     assert response.status_code == 200, response.text
     assert response.json()["data"]["total_segments_analyzed"] == 90
-    assert os.listdir(server.data_dir) == []
+    assert data_dir_entries(server.data_dir) == []
 
 
 # -- item 9: the analysis in a child process ------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The job queue on its own: a real SessionManager and the run's real analysis process (tiny model).
 
 Admission counts uploads being received and unfinished jobs, once; `cancel` is the one call that
-cancels (the session, then the job's token); shutdown cancels everything.
+cancels (the session, then the job's token); shutdown stops everything.
 """
 import os
 import re
@@ -146,17 +146,26 @@ def test_a_finished_job_says_what_it_found(make_queue, sessions, videos, kind, f
     assert re.match(rf"^Found {found} in 2 segments$", state.message), state.message
 
 
-def test_shutdown_cancels_every_job_and_takes_no_more(make_queue, sessions, videos):
-    queue = make_queue(workers=1, max_queued=3)
+def test_shutdown_stops_every_job_takes_no_more_and_leaves_async_sessions_as_saved(make_queue, sessions, videos):
+    """An async session's job goes on after a restart, so shutdown leaves it pending or processing; a legacy
+    request's job is cancelled (its client is answered now)."""
+    queue = make_queue(workers=1, max_queued=4)
     running = running_long(queue, sessions, videos)
     pending = submit(queue, sessions, videos["short"])
+    slot = queue.reserve()
+    legacy = sessions.new_id()
+    sessions.create(legacy, "highlights", "old.mp4", os.path.dirname(videos["short"]), legacy=True)
+    queue.submit(slot, legacy, videos["short"])
+    done_before = sessions.get(running).segments_done
     started = time.monotonic()
     queue.shutdown(timeout=10)
     assert time.monotonic() - started < 5
-    for session_id in (running, pending):
-        state = sessions.get(session_id)
-        assert (state.status, state.message) == (ProcessingStatus.CANCELLED,
-                                                 "Cancelled because the server is shutting down")
+    assert sessions.get(running).status == ProcessingStatus.PROCESSING
+    assert sessions.get(running).segments_done >= done_before
+    assert len(sessions.answers(running)) == sessions.get(running).segments_done
+    assert sessions.get(pending).status == ProcessingStatus.PENDING
+    assert (sessions.get(legacy).status, sessions.get(legacy).message) == (
+        ProcessingStatus.CANCELLED, "Cancelled because the server is shutting down")
     assert queue.counts() == NOTHING_UNFINISHED
     with pytest.raises(ShuttingDown):
         queue.reserve()

@@ -5,6 +5,7 @@ import time
 
 import requests
 
+from tests.support.api import data_dir_entries
 from tests.support.http import host_port, multipart, request_head
 from tools.synthetic_video import write_video
 
@@ -31,6 +32,6 @@ def test_a_disconnected_legacy_client_cancels_its_job(start_service, tmp_path):
         assert time.monotonic() - hung_up < 5, "the job kept running after its client left"
         time.sleep(0.05)
     deadline = time.monotonic() + 5
-    while os.listdir(server.data_dir) and time.monotonic() < deadline:
+    while data_dir_entries(server.data_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert os.listdir(server.data_dir) == []
+    assert data_dir_entries(server.data_dir) == []

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.support.api import data_dir_entries
+
 pytestmark = pytest.mark.load
 
 CONCURRENCY = 32
@@ -148,7 +150,7 @@ def test_mixed_load_leaves_no_error_and_no_file(start_service, videos):
         assert rec.request("DELETE", f"/api/v1/video/cleanup/{session_id}").status_code == 200
     wall = time.monotonic() - started
     health = rec.request("GET", "/health").json()
-    left = os.listdir(server.data_dir)
+    left = data_dir_entries(server.data_dir)
     print(f"\nload: {rec.total} requests ({len(plan)} scenarios) from {CONCURRENCY} concurrent clients "
           f"in {wall:.1f} s; statuses {dict(sorted(rec.statuses.items()))}; "
           f"5xx: {len(rec.server_errors)}; sessions {len(kept) + 12}; files left: {len(left)}")

@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 
+from tests.support.api import data_dir_entries
 from tests.support.http import get_json, host_port, multipart, raw_http, request_head
 from tests.support.processes import running
 from tools.service_process import ServiceProcess, make_run_command
@@ -290,7 +291,7 @@ def test_sigterm_stops_nginx_and_gunicorn_cleanly(start_make_run, videos):
         log = launched.log()
         assert "Traceback" not in log and "exited by itself" not in log
         # The cancelled job's upload stays until the next start, as under gunicorn alone; nginx's buffer is gone.
-        assert os.listdir(launched.data_dir) == [session]
+        assert data_dir_entries(launched.data_dir) == [session]
     finally:
         close_all(opened)
 

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.support.api import serve, stored_entries, upload
+from tests.support.api import data_dir_entries, serve, stored_entries, upload
+from video_analysis.config import STATE_DB_NAME
 from tests.support.http import RawResponse, multipart, raw_http, request_head
 from tests.support.problems import assert_problem
 from tools.synthetic_video import write_video
@@ -22,10 +23,12 @@ LEGACY = "/analyze/highlights"
 
 
 def held_bytes(data_dir: str) -> int:
-    """The bytes of every file under DATA_DIR right now (files may vanish while it looks)."""
+    """The bytes of every file under DATA_DIR but the state database right now (files may vanish while it looks)."""
     total = 0
     for directory, _, names in os.walk(data_dir):
         for name in names:
+            if directory == data_dir and name.startswith(STATE_DB_NAME):
+                continue  # the state database: not uploads, not under MAX_STORAGE_MB
             try:
                 total += os.path.getsize(os.path.join(directory, name))
             except FileNotFoundError:
@@ -93,7 +96,7 @@ def test_uploads_cancelled_at_once_stop_at_the_bound_with_507_and_cleanup_makes_
             assert data_dir not in response.text
     kept = [session_id for session_id, _ in outcomes if session_id]
     assert peak.most <= 2 * MB, f"DATA_DIR held {peak.most} bytes"
-    assert sorted(os.listdir(data_dir)) == sorted(kept)
+    assert data_dir_entries(data_dir) == sorted(kept)
     assert held_bytes(data_dir) == len(kept) * len(blob) <= 2 * MB
 
     # Full: the legacy route says so the same way, and a declared length is refused before any body is sent.
@@ -101,13 +104,13 @@ def test_uploads_cancelled_at_once_stop_at_the_bound_with_507_and_cleanup_makes_
     assert_storage_full(response, legacy=True)
     head_only = raw_http(server.base, request_head(UPLOAD, len(blob) + 500), timeout=20)
     assert_storage_full(head_only)
-    assert sorted(os.listdir(data_dir)) == sorted(kept)
+    assert data_dir_entries(data_dir) == sorted(kept)
 
     # Cleaning up one session makes room for the next upload at once.
     assert requests.delete(f"{server.base}/api/v1/video/cleanup/{kept[0]}", timeout=30).status_code == 200
     again, response = upload_and_cancel(0)
     assert response.status_code == 202, response.text
-    assert sorted(os.listdir(data_dir)) == sorted(kept[1:] + [again])
+    assert data_dir_entries(data_dir) == sorted(kept[1:] + [again])
     assert held_bytes(data_dir) <= 2 * MB
     assert "Traceback" not in server.log()
 

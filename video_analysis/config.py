@@ -7,10 +7,14 @@ Cheap to import: no mlx, no flask.
 """
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, List, Literal, Optional
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The state database's file name in DATA_DIR when STATE_DB is not set.
+STATE_DB_NAME = "state.db"
 
 # The model `make run` serves when MODEL is not set (the model runner and the CLI use it too).
 DEFAULT_MODEL = "mlx-community/SmolVLM2-500M-Video-Instruct-mlx"
@@ -50,6 +54,9 @@ class Config(BaseSettings):
     # -- the service ---------------------------------------------------------------------------
     MODEL: str = DEFAULT_MODEL
     DATA_DIR: str = "data"
+    # The SQLite file sessions are written through to (jobs/state_db.py); None: DATA_DIR/state.db;
+    # ":memory:" keeps nothing on disk (a restart forgets every session, as before issue 16).
+    STATE_DB: Optional[str] = None
     MAX_UPLOAD_MB: WholeNumber = Field(2048, ge=1)
     MAX_QUEUED_JOBS: WholeNumber = Field(16, ge=1)
     JOB_WORKERS: WholeNumber = Field(2, ge=1)
@@ -110,6 +117,10 @@ class Config(BaseSettings):
                              f"so that waiting legacy requests always leave threads for the others; "
                              f"got {self.MAX_LEGACY_REQUESTS}")
         return self
+
+    @property
+    def state_db_path(self) -> str:
+        return self.STATE_DB or os.path.join(self.DATA_DIR, STATE_DB_NAME)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Config":

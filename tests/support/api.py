@@ -7,16 +7,17 @@ import threading
 import time
 from typing import Iterator, List
 
+from video_analysis.config import STATE_DB_NAME
 from video_analysis.web.services import EXTENSION_KEY
 
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-def upload(client, video_path, url="/api/v1/video/upload", field="video", filename=None, **fields):
+def upload(client, video_path, url="/api/v1/video/upload", field="video", filename=None, headers=None, **fields):
     """POST a multipart upload with the test client; extra keyword arguments become form fields."""
     with open(video_path, "rb") as handle:
         data = {field: (handle, filename or os.path.basename(video_path)), **fields}
-        return client.post(url, data=data, content_type="multipart/form-data")
+        return client.post(url, data=data, content_type="multipart/form-data", headers=headers)
 
 
 def wait_for_status(client, session_id, statuses=TERMINAL, timeout=60.0) -> List[dict]:
@@ -30,6 +31,11 @@ def wait_for_status(client, session_id, statuses=TERMINAL, timeout=60.0) -> List
             return seen
         time.sleep(0.02)
     raise AssertionError(f"session {session_id} never reached {statuses}; last: {seen[-1] if seen else None}")
+
+
+def data_dir_entries(data_dir: str) -> list:
+    """What a DATA_DIR holds besides the state database (state.db and SQLite's files beside it)."""
+    return sorted(name for name in os.listdir(data_dir) if not name.startswith(STATE_DB_NAME))
 
 
 def stored_entries(app) -> list:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import DEFAULT_MODEL
@@ -25,9 +25,15 @@ __all__ = ["VideoHighlightGenerator", "Cancelled", "VideoError", "ModelLoadError
 
 # Called with (segments done, segments in all, a sentence) as the work goes on.
 Progress = Callable[[int, int, str], None]
+# Called with (the segment's position, 0-based; the model's answer) as each segment is answered.
+Answered = Callable[[int, str], None]
 
 
 def _no_progress(done: int, total: int, message: str) -> None:
+    pass
+
+
+def _no_answer(position: int, answer: str) -> None:
     pass
 
 
@@ -51,7 +57,8 @@ class VideoHighlightGenerator:
     # -- public API ----------------------------------------------------------
     def analyze(self, kind: "AnalysisKind | str", video_path: str, *, progress: Optional[Progress] = None,
                 cancel: "CancelToken | threading.Event | None" = None, video_name: Optional[str] = None,
-                video_info: Optional[VideoInfo] = None, **parameters) -> dict:
+                video_info: Optional[VideoInfo] = None, answered: Optional[Answered] = None,
+                resume: Sequence[str] = (), **parameters) -> dict:
         """Run the analysis of `kind` on the video and return its result object.
 
         `parameters` are the kind's (engine/parameters.py: defaults and limits; a ValueError
@@ -59,13 +66,17 @@ class VideoHighlightGenerator:
         a threading.Event is taken as a token over it.
         `video_info` is a probe the caller already made of `video_path`, taken as it is;
         `video_name` names the video in the result when the probe is made here.
+        `answered` hears each segment's answer as it comes (the jobs keep them on disk), and
+        `resume` hands such answers back: the first len(resume) segments take them and are
+        neither decoded nor sent to the model again, so the result is the one a run without
+        the interruption gives.
         """
         analysis = analysis_class(kind).with_parameters(**parameters)
         if isinstance(cancel, threading.Event):
             cancel = CancelToken(cancel)
         started = time.perf_counter()
         info, answers = self._answers(analysis, video_path, video_name, video_info, progress or _no_progress,
-                                      cancel or CancelToken())
+                                      cancel or CancelToken(), answered or _no_answer, list(resume))
         return analysis.result(info, answers, self.model_name, round(time.perf_counter() - started, 3))
 
     def generate_highlights(self, video_path: str, **options) -> dict:
@@ -84,7 +95,8 @@ class VideoHighlightGenerator:
 
     # -- the segment loop ----------------------------------------------------
     def _answers(self, analysis: Analysis, video_path: str, video_name: Optional[str],
-                 video_info: Optional[VideoInfo], progress: Progress, cancel: CancelToken) -> Tuple[VideoInfo, Answers]:
+                 video_info: Optional[VideoInfo], progress: Progress, cancel: CancelToken,
+                 answered: Answered, resume: List[str]) -> Tuple[VideoInfo, Answers]:
         """The model's answer for every segment; the reader and the model both check `cancel`."""
         cancel.raise_if_cancelled()
         self.runner.wait_until_loaded()
@@ -92,20 +104,27 @@ class VideoHighlightGenerator:
         frames_per_segment = analysis.parameters.frames_per_segment
         segments = plan_segments(info.duration_seconds, analysis.parameters.segment_duration)
         total = len(segments)
-        progress(0, total, f"Reading {count_of(total, 'segment')}")
-        answers: Answers = []
+        if len(resume) > total:
+            raise ValueError(f"{len(resume)} answers to resume from, for a video of {total} segments")
+        answers: Answers = list(zip(segments, resume))
+        first = len(answers)
+        progress(first, total, f"Reading {count_of(total, 'segment')}")
+        if first == total:
+            return info, answers
         in_flight = None
         try:
             with FrameReader(video_path, info, max_edge=self.runner.image_size, cancel=cancel) as reader:
-                frames = reader.read_segment(segments[0], frames_per_segment)
-                for position, segment in enumerate(segments):
+                frames = reader.read_segment(segments[first], frames_per_segment)
+                for position in range(first, total):
                     in_flight = self.runner.submit(frames, analysis.user_prompt, system_prompt=analysis.system_prompt,
                                                    max_tokens=analysis.parameters.max_tokens, cancel=cancel)
                     # Decode the next segment's frames while the model works on this one.
                     if position + 1 < total:
                         frames = reader.read_segment(segments[position + 1], frames_per_segment)
-                    answers.append((segment, in_flight.result()))
+                    answer = in_flight.result()
                     in_flight = None
+                    answers.append((segments[position], answer))
+                    answered(position, answer)
                     progress(position + 1, total, f"Analyzed segment {position + 1} of {total}")
         except BaseException:
             cancel.cancel()  # a failed read must not leave the model working for nobody

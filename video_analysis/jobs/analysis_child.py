@@ -59,8 +59,12 @@ class AnalysisChild:
         def progress(done: int, total: int, message: str) -> None:
             self.send((m.PROGRESS, job_id, done, total, message))
 
+        def answered(position: int, answer: str) -> None:
+            self.send((m.ANSWER, job_id, position, answer))
+
         try:
-            result = self.engine.analyze(AnalysisKind(kind), video_path, progress=progress, cancel=token, **options)
+            result = self.engine.analyze(AnalysisKind(kind), video_path, progress=progress, answered=answered,
+                                         cancel=token, **options)
             outcome = (m.DONE, job_id, result)
         except Cancelled as error:
             outcome = (m.ERROR, job_id, m.CANCELLED, str(error))

@@ -36,6 +36,7 @@ from video_analysis.model.errors import ModelLoadError, model_display_name
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+Answered = Callable[[int, str], None]
 # How often a job waiting for the model looks at its cancel token and at shutdown.
 _WAIT_STEP_SECONDS = 0.25
 # The longest pause before starting a child again after children died while loading.
@@ -61,6 +62,7 @@ class ModelUnavailable(Exception):
 @dataclass
 class _Waiter:
     progress: Optional[Progress]
+    answered: Optional[Answered] = None
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Optional[tuple] = None  # (m.DONE, result) or (m.ERROR, kind, message)
 
@@ -111,17 +113,18 @@ class AnalysisProcess:
 
     # -- jobs ------------------------------------------------------------------------------------------
     def run(self, job_id: str, kind: "AnalysisKind | str", video_path: str, options: Dict[str, Any],
-            progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None) -> dict:
+            progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
+            answered: Optional[Answered] = None) -> dict:
         """Analyse one video in the child and return its result object.
 
         Raises Cancelled (once `cancel` is cancelled), AnalysisFailed or ModelUnavailable;
-        ValueError for an unknown kind. `progress` is called from the parent's reader thread
-        as the child reports.
+        ValueError for an unknown kind. `progress` and `answered` (each segment's answer) are
+        called from the parent's reader thread as the child reports.
         """
         kind = AnalysisKind(kind)
         cancel = cancel or CancelToken()
         self._wait_for_model(cancel)
-        waiter = _Waiter(progress)
+        waiter = _Waiter(progress, answered)
         with self._lock:
             if self._closed:
                 raise ModelUnavailable("The analysis process is shutting down.")
@@ -244,6 +247,10 @@ class AnalysisProcess:
         if what == m.PROGRESS:
             if waiter.progress is not None:
                 waiter.progress(*message[2:])
+            return
+        if what == m.ANSWER:
+            if waiter.answered is not None:
+                waiter.answered(*message[2:])
             return
         if what == m.REPLY:
             ok, value = message[2], message[3]

@@ -9,7 +9,8 @@ Parent to child:
     (RUN, job_id, kind, video_path, options)
         analyse one video. `kind` is an AnalysisKind value ("highlights",
         "workout"); `options` are the engine's keyword arguments: the kind's
-        parameters, plus `video_name` and `video_info` (the upload's probe).
+        parameters, plus `video_name`, `video_info` (the upload's probe) and
+        `resume` (the answers of the segments a run before a restart finished).
     (CANCEL, job_id)
         stop that job within one token or one frame; ignored for an unknown id.
     (CALL, call_id, method, args, kwargs)
@@ -20,6 +21,9 @@ Parent to child:
 Child to parent:
     (LOADED, {"device": "cpu" | "gpu", "load_error": None | sentence})
         once, when the model is ready or failed to load.
+    (ANSWER, job_id, position, answer)
+        the model's answer for the segment at `position` (0-based), sent before
+        the PROGRESS that counts it: the parent keeps it for a resume.
     (PROGRESS, job_id, done, total, message)
         segments done of `total`; `message` describes the step.
     (DONE, job_id, result)
@@ -32,7 +36,7 @@ Child to parent:
 from __future__ import annotations
 
 RUN, CANCEL, CALL, STOP = "run", "cancel", "call", "stop"
-LOADED, PROGRESS, DONE, ERROR, REPLY = "loaded", "progress", "done", "error", "reply"
+LOADED, ANSWER, PROGRESS, DONE, ERROR, REPLY = "loaded", "answer", "progress", "done", "error", "reply"
 
 # How a job can fail: cancelled by its caller, a video we cannot read, no model, or a fault of ours.
 CANCELLED, VIDEO, MODEL, INTERNAL = "cancelled", "video", "model", "internal"

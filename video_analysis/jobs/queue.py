@@ -12,23 +12,35 @@ as processing until it has stopped; a pending one gives its slot back at once.
 `cancel` is the one call that cancels: it marks the session cancelled and
 cancels the job's token, which the analysis process forwards to the child.
 Async uploads and legacy /analyze requests both become jobs here.
+
+Each segment's answer is kept with the session as it comes (one write with
+the progress it makes). After a restart `resume_unfinished` queues the jobs
+that had not ended again, running ones first: a job that was running
+starts after its last kept answer, so no segment is sent to the model twice.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Set
 
 from video_analysis.cancellation import CancelToken, Cancelled
+from video_analysis.engine.analysis import count_of
 from video_analysis.engine.kinds import analysis_class
 from video_analysis.jobs.analysis_process import AnalysisFailed, AnalysisProcess, ModelUnavailable
 from video_analysis.jobs.messages import INTERNAL, INTERNAL_ERROR, MODEL
-from video_analysis.jobs.sessions import ProcessingStatus, SessionManager, SessionNotFound, SessionState
+from video_analysis.jobs.sessions import ProcessingStatus, SessionManager, SessionNotFound, SessionState, StateNotSaved
 from video_analysis.video import VideoInfo
 
 log = logging.getLogger(__name__)
+
+_NOT_SAVED = ("The server could not save the analysis's progress (its disk is full or not writable), so it "
+              "stopped. Upload the video again once an operator has made room.")
+_VIDEO_LOST = ("The uploaded video was no longer on the server when it restarted (DATA_DIR was emptied), so the "
+               "analysis cannot go on. Upload the video again.")
 
 
 class QueueFull(Exception):
@@ -56,6 +68,7 @@ class _Job:
     started: bool = False
     cancel: CancelToken = field(default_factory=CancelToken)
     done: threading.Event = field(default_factory=threading.Event)
+    not_saved: Optional[StateNotSaved] = None  # the database refused a write: the job stopped
 
 
 class JobQueue:
@@ -96,6 +109,31 @@ class JobQueue:
             self._jobs[session_id] = job
         self._executor.submit(self._run, job)
 
+    def resume_unfinished(self) -> int:
+        """After a restart: queue again the jobs of sessions that had not ended; returns how many.
+
+        Running ones first, then pending ones in the order they came. Admission is not asked again:
+        these were admitted before the restart.
+        """
+        resumed = 0
+        for state in self.sessions.unfinished():
+            if not state.video_path or not os.path.isfile(state.video_path):
+                self._finish(state.session_id, ProcessingStatus.FAILED, "The analysis failed", _VIDEO_LOST, INTERNAL)
+                continue
+            info = VideoInfo(**state.video_info) if state.video_info else None
+            job = _Job(state.session_id, state.video_path, info)
+            if state.status == ProcessingStatus.PROCESSING:
+                done = len(self.sessions.answers(state.session_id))
+                self._update(job, message=f"Waiting to resume after a restart ({done} of "
+                                          f"{count_of(state.segments_total or 0, 'segment')} done)")
+            with self._lock:
+                self._jobs[state.session_id] = job
+            self._executor.submit(self._run, job)
+            resumed += 1
+        if resumed:
+            log.info("Queued %d unfinished job(s) again after a restart", resumed)
+        return resumed
+
     def counts(self) -> Dict[str, int]:
         """Pending and running jobs: what admission counts too (besides uploads being received)."""
         with self._lock:
@@ -131,12 +169,28 @@ class JobQueue:
         return True if job is None else job.done.wait(timeout)
 
     def begin_shutdown(self) -> None:
-        """Take no new jobs and cancel every job: waiting requests are answered at once. Idempotent."""
+        """Take no new jobs and stop every job: waiting requests are answered at once. Idempotent.
+
+        A legacy request's job is cancelled (its client is answered now and gone after a restart); an
+        async session is left as saved, pending or processing, and its job goes on after a restart.
+        """
         with self._lock:
             self._closed = True
-            session_ids = list(self._jobs)
-        for session_id in session_ids:
-            self.cancel(session_id, "Cancelled because the server is shutting down")
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            try:
+                legacy = self.sessions.get(job.session_id, with_result=False).legacy
+            except SessionNotFound:
+                legacy = False
+            if legacy:
+                self.cancel(job.session_id, "Cancelled because the server is shutting down")
+                continue
+            with self._lock:
+                if not job.started:
+                    self._jobs.pop(job.session_id, None)  # it never starts here
+            job.cancel.cancel()
+            if not job.started:
+                job.done.set()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """`begin_shutdown`, then wait up to `timeout` for running jobs to stop (used at process exit)."""
@@ -162,33 +216,48 @@ class JobQueue:
 
     def _analyse(self, job: _Job) -> None:
         sid = job.session_id
-        # A job that starts while the analysis process (re)loads the model waits for it, and says so.
-        message = "Reading the video" if self.analysis.loaded else "Waiting for the model to load"
         try:
-            session = self.sessions.update(sid, status=ProcessingStatus.PROCESSING, current_step="reading",
-                                           message=message, progress=1)
+            before = self.sessions.get(sid, with_result=False)
+            resume = self.sessions.answers(sid)
         except SessionNotFound:
             return
-        if session.status != ProcessingStatus.PROCESSING:
+        # A session that ran before a restart goes on after its last kept answer, and says so.
+        resumed_at = len(resume) + 1 if before.runs else None
+        if resumed_at is not None:
+            of = f" of {before.segments_total}" if before.segments_total else ""
+            message = f"Resumed after a restart at segment {resumed_at}{of}"
+        else:
+            message = "Reading the video"
+        if not self.analysis.loaded:  # it waits for the analysis process to (re)load the model, and says so
+            message = "Waiting for the model to load"
+        session = self._update(job, status=ProcessingStatus.PROCESSING, current_step="reading", message=message,
+                               progress=1, runs=before.runs + 1, resumed_at=resumed_at)
+        if session is None or session.status != ProcessingStatus.PROCESSING:
             return
+        total = [before.segments_total or 0]
 
-        def progress(done: int, total: int, _message: str) -> None:
-            if done < total:
-                step, message = "analyzing", f"Analyzing segment {done + 1} of {total}"
+        def progress(done: int, segments: int, _message: str) -> None:
+            total[0] = segments
+            if done < segments and done + 1 == resumed_at:  # the resume's own message stays until an answer
+                self._update(job, segments_done=done, segments_total=segments)
             else:
-                step, message = "ranking", "Putting the results together"
-            try:
-                self.sessions.update(sid, current_step=step, message=message, segments_done=done,
-                                     segments_total=total, progress=1 + 98 * done / max(total, 1))
-            except SessionNotFound:
-                job.cancel.cancel()  # cleaned up under our feet: stop the work
+                self._update(job, **self._progress(done, segments, resumed_at))
 
-        options = dict(session.params, video_name=session.video_name, video_info=job.video_info)
+        def answered(position: int, answer: str) -> None:
+            if job.not_saved is None:
+                self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
+
+        options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
         try:
             analysis = analysis_class(session.analysis_type)
-            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel)
+            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered)
         except Cancelled:
-            self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
+            if self._closed and not session.legacy:
+                return  # stopped by the shutdown: left as saved, and resumed at the next start
+            if job.not_saved is not None:
+                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", _NOT_SAVED, INTERNAL)
+            else:
+                self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
             self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
         except ModelUnavailable as error:
@@ -199,10 +268,44 @@ class JobQueue:
         else:
             self._finish(sid, ProcessingStatus.COMPLETED, analysis.summary(result), result=result)
 
+    @staticmethod
+    def _progress(done: int, total: int, resumed_at: Optional[int]) -> dict:
+        """What the session shows with `done` of `total` segments answered."""
+        if done < total:
+            step, message = "analyzing", f"Analyzing segment {done + 1} of {total}"
+            if resumed_at is not None:
+                message += f" (resumed after a restart at segment {resumed_at})"
+        else:
+            step, message = "ranking", "Putting the results together"
+        return dict(current_step=step, message=message, segments_done=done, segments_total=total,
+                    progress=1 + 98 * done / max(total, 1))
+
+    def _update(self, job: _Job, answer: Optional[tuple] = None, **changes) -> Optional[SessionState]:
+        """Change the job's session (keeping `answer` with it); None once the session is gone.
+
+        A session cleaned up under the job's feet stops the job; so does a write the database
+        refuses (the job then ends failed, saying why).
+        """
+        try:
+            if answer is None:
+                return self.sessions.update(job.session_id, **changes)
+            return self.sessions.record_answer(job.session_id, *answer, **changes)
+        except SessionNotFound:
+            job.cancel.cancel()
+        except StateNotSaved as error:
+            job.not_saved = error
+            job.cancel.cancel()
+        return None
+
     def _finish(self, session_id: str, status: ProcessingStatus, message: str, error: Optional[str] = None,
                 error_kind: Optional[str] = None, result: Optional[dict] = None) -> None:
+        changes = dict(status=status, message=message, error=error, error_kind=error_kind, result=result)
         try:
-            self.sessions.update(session_id, status=status, message=message, error=error, error_kind=error_kind,
-                                 result=result)
+            self.sessions.update(session_id, **changes)
         except SessionNotFound:
             pass
+        except StateNotSaved:
+            # The client is told at least (the one change not on disk first): after a restart the job
+            # resumes from its last saved segment.
+            self.sessions.update(session_id, saved=False, status=ProcessingStatus.FAILED, message="The analysis failed",
+                                 error=_NOT_SAVED, error_kind=INTERNAL)

@@ -27,7 +27,7 @@ import os
 import shutil
 import threading
 import unicodedata
-from typing import BinaryIO, Callable, Dict, List, Optional
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional
 
 from video_analysis.jobs.session_ids import is_session_id
 
@@ -69,22 +69,37 @@ class Storage:
         self._lock = threading.Lock()
         self._used = 0  # bytes kept by sessions + bytes taken by uploads being received
         self._kept: Dict[str, int] = {}  # session directory -> bytes its files hold
+        self._own: set = set()  # names in DATA_DIR that are the service's own files (the state database)
 
-    def prepare(self) -> None:
-        """Create DATA_DIR owner-only; remove what an earlier process left (its sessions are gone); set the bound.
+    def prepare(self, sessions: Iterable[str] = (), own_files: Iterable[str] = ()) -> None:
+        """Create DATA_DIR owner-only; remove what an earlier process left that no session owns; set the bound.
 
-        Only entries named like a session (a session id) are removed: a DATA_DIR set
-        by mistake to a directory holding other files loses none of them.
-        After that no session holds anything, so the count starts at zero.
+        `sessions`: the directories of the sessions that came back from the state database: they are
+        kept and counted. Any other entry named like a session (an upload cut off by a crash, a
+        legacy request's files) is removed; only such entries: a DATA_DIR set by mistake to a
+        directory holding other files loses none of them. `own_files`: names in DATA_DIR that are
+        the service's own and not sessions' (the state database), left alone without a warning.
         """
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
+        kept = {os.path.abspath(directory) for directory in sessions}
+        self._own = set(own_files)
+        quiet = {_PROXY_BODY_DIR, *self._own}
         for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
             if is_session_id(name):
-                self.remove(os.path.join(self.root, name))
-            elif name != _PROXY_BODY_DIR:
+                if path in kept:
+                    self._take_kept(path, _size_of(path))
+                else:
+                    self.remove(path)
+            elif name not in quiet:
                 log.warning("DATA_DIR holds %r, which this service did not create; leaving it alone", name)
         self._set_limit()
+
+    def _take_kept(self, directory: str, nbytes: int) -> None:
+        with self._lock:
+            self._used += nbytes
+            self._kept[directory] = self._kept.get(directory, 0) + nbytes
 
     def _set_limit(self) -> None:
         free = shutil.disk_usage(self.root).free
@@ -147,8 +162,9 @@ class Storage:
             self._used -= self._kept.pop(path, 0)
 
     def entries(self) -> List[str]:
+        """What DATA_DIR holds besides the service's own files (the state database)."""
         try:
-            return sorted(os.listdir(self.root))
+            return sorted(name for name in os.listdir(self.root) if name not in self._own)
         except FileNotFoundError:
             return []
 
@@ -223,6 +239,17 @@ class UploadSpool:
             self.storage.remove(self.directory)
         self.storage.give_back(self.taken)
         self.taken = self.written = 0
+
+
+def _size_of(directory: str) -> int:
+    total = 0
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(parent, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 # Controls (C0, DEL, C1), invisible format characters (bidi overrides that

@@ -8,6 +8,7 @@ requests are jobs in the same queue, waited for by their HTTP request.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Optional, Union
 
@@ -19,6 +20,7 @@ from video_analysis.jobs.analysis_process import AnalysisProcess
 from video_analysis.jobs.expiry import SessionSweeper
 from video_analysis.jobs.queue import JobQueue
 from video_analysis.jobs.sessions import SessionManager
+from video_analysis.jobs.state_db import StateDatabase, StateDatabaseError
 from video_analysis.jobs.storage import Storage
 from video_analysis.web.errors import register_error_handlers
 from video_analysis.web.legacy import legacy
@@ -53,13 +55,14 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     )
     app.json.sort_keys = False
 
+    sessions = _saved_sessions(config)
     storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
-    storage.prepare()
+    storage.prepare(sessions=[state.directory for state in sessions.list()], own_files=_state_db_files(config))
     owns_analysis = analysis is None
     if analysis is None:
         analysis = AnalysisProcess(config.MODEL)  # loads in its child; /health tells when ready
-    sessions = SessionManager(config.SESSION_TTL_SECONDS)
     jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
+    jobs.resume_unfinished()
     sweeper = SessionSweeper(sessions, storage, min(config.SWEEP_INTERVAL_SECONDS, config.SESSION_TTL_SECONDS)).start()
     legacy_requests = threading.BoundedSemaphore(config.MAX_LEGACY_REQUESTS)
     app.extensions[EXTENSION_KEY] = Services(config, analysis, sessions, jobs, storage, sweeper, legacy_requests,
@@ -76,6 +79,29 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(document))
     app.add_url_rule("/", "index", lambda: send_from_directory(app.static_folder, "index.html"))
     return app
+
+
+def _saved_sessions(config: Config) -> SessionManager:
+    """The sessions an earlier run left in the state database, those past their TTL already gone."""
+    try:
+        sessions = SessionManager(config.SESSION_TTL_SECONDS, StateDatabase(config.state_db_path))
+    except StateDatabaseError as error:
+        raise SystemExit(str(error)) from None
+    sessions.expire()
+    kept = sessions.counts()
+    if any(kept.values()):
+        log.info("Sessions back from %s: %s", config.state_db_path,
+                 ", ".join(f"{count} {status}" for status, count in kept.items() if count))
+    return sessions
+
+
+def _state_db_files(config: Config) -> list:
+    """The state database's files (with SQLite's -wal and -shm beside it), by name, when they are in DATA_DIR."""
+    path = os.path.abspath(config.state_db_path)
+    if os.path.dirname(path) != os.path.abspath(config.DATA_DIR):
+        return []
+    name = os.path.basename(path)
+    return [name, name + "-wal", name + "-shm", name + "-journal"]
 
 
 def _close_before_thread_joins(svc: Services) -> None:

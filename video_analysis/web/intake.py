@@ -18,12 +18,13 @@ from werkzeug.exceptions import HTTPException
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.jobs.analysis_process import ModelUnavailable
 from video_analysis.jobs.queue import QueueFull, ShuttingDown
-from video_analysis.jobs.sessions import SessionState
+from video_analysis.jobs.sessions import KeyInUse, SessionState, StateNotSaved
 from video_analysis.jobs.storage import StorageError, StorageFull, UploadSpool, display_filename, storage_error
 from video_analysis.video import VideoError, probe_video
 from video_analysis.web.errors import ApiError
+from video_analysis.web.idempotency import idempotency_key, in_progress, reused, upload_fingerprint
 from video_analysis.web.parameters import check_prompts_fit, parse_analysis_request
-from video_analysis.web.services import services
+from video_analysis.web.services import Services, services
 
 FILE_FIELDS = ("video", "file")
 _MB = 1024 * 1024
@@ -110,9 +111,44 @@ def accept_upload(kind: Optional[AnalysisKind] = None, legacy: bool = False) -> 
     """Store, check and queue the request's video; returns the new (pending) session.
 
     `kind` fixes the analysis (legacy routes); otherwise the form's `analysis_type` chooses it.
+    An async upload sent again with the same Idempotency-Key returns the session the first one made.
     Raises ApiError with the contract's status for every refusal.
     """
     svc = services()
+    key = None if legacy else idempotency_key()
+    if key is not None:
+        try:
+            earlier = svc.sessions.claim_key(key)
+        except KeyInUse:
+            raise in_progress() from None
+        if earlier is not None:
+            return _same_upload_again(svc, earlier)
+    try:
+        return _accept_new(svc, kind, legacy, key)
+    finally:
+        svc.sessions.release_key(key)  # a no-op once the session holds it
+
+
+def _same_upload_again(svc: Services, earlier: SessionState) -> SessionState:
+    """A retry with a known key: read it (counted against the bound like any upload), compare, keep nothing."""
+    spool = UploadSpool(svc.storage, svc.storage.session_dir(svc.sessions.new_id()))
+    request.spool_uploads_to(spool)
+    try:
+        _reserve_declared_length(spool)
+        files, form = _read_form()
+        upload = _the_one_video(files)
+        try:
+            upload.stream.flush()
+            if upload_fingerprint(spool.paths[0], form) != earlier.fingerprint:
+                raise reused()
+        finally:
+            upload.close()
+        return earlier
+    finally:
+        spool.discard()
+
+
+def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: Optional[str]) -> SessionState:
     _require_model()
     try:
         slot = svc.jobs.reserve()
@@ -152,7 +188,14 @@ def accept_upload(kind: Optional[AnalysisKind] = None, legacy: bool = False) -> 
             info = probe_video(path, name)
         except VideoError as error:
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
-        session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(), legacy=legacy)
+        fingerprint = upload_fingerprint(path, form) if key is not None else None
+        try:
+            session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(),
+                                          legacy=legacy, video_path=path, video_info=info.as_dict(),
+                                          idempotency_key=key, fingerprint=fingerprint)
+        except StateNotSaved:
+            raise ApiError(507, "The server could not record this upload (its disk is full or not writable), so "
+                                "it kept none of it; try again later.", "Storage full") from None
         spool.claim()  # before its job exists: nothing can remove the directory before it is counted as kept
         svc.jobs.submit(slot, session_id, path, info)
         return session

@@ -43,6 +43,7 @@ class Services:
         self.jobs.shutdown()
         if self.owns_analysis:
             self.analysis.close()
+        self.sessions.close()
 
 
 def services() -> Services:

@@ -5,8 +5,11 @@ or on a job (the work happens in `jobs`).
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, url_for
+from typing import Optional
 
+from flask import Blueprint, jsonify, request, url_for
+
+from video_analysis.jobs.partial_results import partial_result
 from video_analysis.jobs.session_ids import is_session_id
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, iso_utc
 from video_analysis.web.errors import ApiError, register_error_handlers
@@ -66,7 +69,12 @@ def status(session_id: str):
 
 @video_api.get("/results/<session_id>")
 def results(session_id: str):
+    partial = _partial_asked()
     state = _session(session_id, with_result=True)
+    if partial and not state.status.terminal:
+        svc = services()
+        result = partial_result(state, svc.sessions.answers(session_id), svc.analysis.name)
+        return jsonify(_results_body(state, result, partial=True)), 200, {"Retry-After": POLL_AFTER_SECONDS}
     if state.status != ProcessingStatus.COMPLETED:
         extra = {"sessionStatus": state.status.value}
         if state.status == ProcessingStatus.FAILED:
@@ -75,15 +83,33 @@ def results(session_id: str):
             detail = "The analysis was cancelled, so there are no results; upload the video again to analyse it."
         else:
             detail = (f"The analysis is not finished yet ({state.status.value}, {state.progress:.0f}%); "
-                      "poll the status URL and fetch results once it says completed.")
+                      "poll the status URL and fetch results once it says completed, or ask for the results "
+                      "so far with ?partial=true.")
         raise ApiError(400, detail, "Results not ready", **extra)
-    return jsonify({
+    return jsonify(_results_body(state, state.result, partial=False if partial else None))
+
+
+def _partial_asked() -> bool:
+    value = request.args.get("partial")
+    if value is None or value.lower() == "false":
+        return False
+    if value.lower() == "true":
+        return True
+    raise ApiError(400, f"The query parameter 'partial' must be true or false, not '{value[:32]}'.", field="partial")
+
+
+def _results_body(state: SessionState, result: dict, partial: Optional[bool]) -> dict:
+    """The results route's body; with `partial` (asked for with ?partial=) saying whether the job is still going."""
+    body = {
         "sessionId": state.session_id,
         "status": state.status.value,
         "analysisType": state.analysis_type,
-        "data": state.result,
-        "results": state.result,
-    })
+        "data": result,
+        "results": result,
+    }
+    if partial is not None:
+        body["partial"] = partial
+    return body
 
 
 @video_api.post("/cancel/<session_id>")

@@ -1,0 +1,139 @@
+"""The session store's copy on disk: one SQLite file (stdlib `sqlite3`), written through, read at start.
+
+The sessions themselves live in memory (sessions.py); this file is what a
+restart finds. Each write is one transaction, committed before the change it
+records can be seen by a client: WAL journal, `synchronous=FULL` (a commit
+is on the disk itself, not only in the kernel's cache, so a power cut loses
+nothing committed either), and one connection used by one writer at a time
+(`SessionManager` holds its write lock around every call here).
+
+Tables:
+    sessions(id, created_at, state)        the session as JSON: its result once ended, its upload's
+                                           Idempotency-Key and fingerprint (keys live as long as their session)
+    answers(session_id, position, answer, run)
+                                           each finished segment's answer; `run` counts the job's starts
+                                           (1, then 2 after a resume), so a test can see which run
+                                           asked the model about which segment
+Rows of a session go when it does (cleanup, expiry). Legacy /analyze
+requests are never written: their client is gone after a restart.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+# Not written to disk at all: what the service did before issue 16 (tests, and STATE_DB=:memory:).
+IN_MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS answers (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    answer TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    PRIMARY KEY (session_id, position)
+);
+"""
+
+
+class StateDatabaseError(RuntimeError):
+    """The state database cannot be opened or is not ours; the message says what to do."""
+
+
+@dataclass
+class StoredSession:
+    state: dict
+    answers: List[str]
+    runs_of_answers: List[int]
+
+
+class StateDatabase:
+    """The SQLite file; not thread-safe by itself: its one caller serialises the writes."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.durable = path != IN_MEMORY
+        if self.durable:
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        try:
+            # check_same_thread=False: request and job threads all write, one at a time (the caller's lock).
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if self.durable:
+                os.chmod(path, 0o600)
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    log.warning("STATE_DB %s could not use a write-ahead log (journal mode %s)", path, mode)
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise StateDatabaseError(
+                f"The state database {path} cannot be used ({error}). Move it aside to start with no sessions, "
+                "or restore it from a backup (guides/operations.md, 'Sessions on disk').") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- reading at start ------------------------------------------------------------------------
+    def load(self) -> Iterator[Tuple[str, StoredSession]]:
+        """Every stored session with its answers, oldest first."""
+        answers: Dict[str, List[Tuple[int, str, int]]] = {}
+        for session_id, position, answer, run in self._db.execute(
+                "SELECT session_id, position, answer, run FROM answers ORDER BY session_id, position"):
+            answers.setdefault(session_id, []).append((position, answer, run))
+        for session_id, state in self._db.execute("SELECT id, state FROM sessions ORDER BY created_at, id"):
+            # Only an unbroken run from the first segment counts: a resume starts after its last answer.
+            kept: List[Tuple[int, str, int]] = []
+            for row in answers.get(session_id, []):
+                if row[0] != len(kept):
+                    break
+                kept.append(row)
+            yield session_id, StoredSession(json.loads(state), [a for _, a, _ in kept], [r for _, _, r in kept])
+
+    # -- writing ------------------------------------------------------------------------------------
+    def save(self, session_id: str, created_at: float, state: dict,
+             answer: Optional[Tuple[int, str, int]] = None) -> None:
+        """Write the session's state (and one more answer) in one transaction."""
+        with self._transaction():
+            self._db.execute("INSERT INTO sessions (id, created_at, state) VALUES (?, ?, ?) "
+                             "ON CONFLICT(id) DO UPDATE SET state = excluded.state",
+                             (session_id, created_at, json.dumps(state, separators=(",", ":"))))
+            if answer is not None:
+                position, text, run = answer
+                self._db.execute("INSERT OR REPLACE INTO answers (session_id, position, answer, run) "
+                                 "VALUES (?, ?, ?, ?)", (session_id, position, text, run))
+
+    def delete(self, session_ids: List[str]) -> None:
+        """Forget sessions, their answers and keys with them."""
+        if not session_ids:
+            return
+        with self._transaction():
+            self._db.executemany("DELETE FROM sessions WHERE id = ?", [(sid,) for sid in session_ids])
+
+    def integrity_problems(self) -> List[str]:
+        """What `PRAGMA integrity_check` finds; empty when the file is sound."""
+        rows = [row[0] for row in self._db.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
