@@ -601,6 +601,46 @@ def test_a_model_that_cannot_load_is_said_before_anyone_uploads(browser, make_ap
         assert stored_entries(app) == []
 
 
+def test_a_load_to_be_tried_again_says_when_and_the_page_stops_asking_once_ready(browser, make_app):
+    """/health as the server answers while it waits to try a model hub again (`model.nextAttemptAt`), then ready."""
+    from datetime import datetime, timedelta, timezone
+
+    app = make_app()
+    real_health = app.view_functions["health"]
+    asked = []
+    reason = ("Model 'org/some-model' could not be loaded: the model hub could not be reached. "
+              "Set MODEL to a local directory, or connect this machine to the network.")
+
+    def waiting_to_try_again():
+        asked.append(time.monotonic())
+        body = real_health().get_json()
+        body["status"], body["reason"] = "degraded", reason
+        body["model"].update(loaded=False, nextAttemptAt=(datetime.now(timezone.utc) + timedelta(seconds=200))
+                             .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        return body
+
+    def ready():
+        asked.append(time.monotonic())
+        return real_health()
+
+    app.view_functions["health"] = waiting_to_try_again
+    with serve(app) as base_url:
+        open_page(browser, base_url)
+        wait_until(browser, lambda d: model_state(d)[0] == "retrying", "the page never said the load is tried again")
+        text = model_state(browser)[1]
+        assert text.startswith(reason + " The server tries again at ") and text.endswith(" (in about 3 min).")
+        assert by_testid(browser, "start").is_enabled()  # an upload waits for the next try
+        asked_before = len(asked)
+        app.view_functions["health"] = ready
+        wait_until(browser, lambda d: model_state(d)[0] == "ready", "the page never saw the model ready")
+        assert len(asked) > asked_before
+        # Ready: the page asks no more (it asked every 3 s until then).
+        asked_when_ready = len(asked)
+        time.sleep(3.5)
+        assert len(asked) == asked_when_ready
+        assert console_errors(browser) == []
+
+
 # -- results that fill in as segments finish ---------------------------------------------------
 # One look at the page, taken many times a second while the job runs: the state, the partial note, and
 # whether every row seen before is still the same element at the same place (drawn in place, never rebuilt).
