@@ -2,7 +2,7 @@
  *
  * An upload made while the model loads waits in the server's queue, so only a model that failed to load
  * with no further try scheduled disables the Start button. /health is asked every few seconds until the
- * model is ready, then no more (a status read costs the server microseconds).
+ * model is ready, then no more (each read costs the server microseconds).
  */
 import { serviceHealth } from "./api.js";
 import { byId } from "./dom.js";
@@ -21,7 +21,7 @@ function show(state, text) {
   refuseUploads(state === "unavailable");
 }
 
-/* "14:05:30 (in 4 min)": the local time of an ISO instant and how far off it is; null if it is not a time. */
+/* "14:05:30 (in about 4 min)": the local time of an ISO instant and how far off it is; null if it is not a time. */
 function when(iso) {
   const at = new Date(iso);
   if (isNaN(at.getTime())) return null;
