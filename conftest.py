@@ -39,7 +39,8 @@ def make_app(tiny_model_dir, tiny_analysis, tmp_path):
     """Build an app on the tiny model with a temporary DATA_DIR; `make_app(**overrides)`.
 
     The app uses the run's shared analysis process unless it names another
-    MODEL or is built with `own_analysis=True`.
+    MODEL or is built with `own_analysis=True`. It is returned once its model
+    has loaded (or failed to), or at once with `wait_for_model=False`.
     """
     from video_analysis.web.app import create_app
     from video_analysis.model.runner import ModelLoadError
@@ -47,13 +48,15 @@ def make_app(tiny_model_dir, tiny_analysis, tmp_path):
 
     built = []
 
-    def factory(own_analysis=False, **overrides):
+    def factory(own_analysis=False, wait_for_model=True, **overrides):
         settings = {"MODEL": tiny_model_dir, "DATA_DIR": str(tmp_path / f"data{len(built)}")}
         settings.update(overrides)
         shared = tiny_analysis if settings["MODEL"] == tiny_model_dir and not own_analysis else None
         app = create_app(settings, analysis=shared)
         app.config["TESTING"] = True
         built.append(app)
+        if not wait_for_model:
+            return app
         try:
             app.extensions[EXTENSION_KEY].analysis.wait_until_loaded(120)
         except ModelLoadError:

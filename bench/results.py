@@ -20,6 +20,7 @@ TARGETS = {
     "p3_status_p99_ms_heavy_job": ("<=", 10.0),
     "p4_upload_rss_growth_mib": ("<=", 64.0),
     "p5_rss_growth_ratio": ("<=", 0.10),
+    "store_cost_ratio_full": ("<=", 1.02),
 }
 
 # Keys every results file has: every figure bench/README.md's table shows (bench/report.py ROWS),
@@ -31,11 +32,12 @@ REQUIRED_KEYS = (
     "p3_status_p99_ms_heavy_job",
     "p4_upload_rss_growth_mib", "p4_upload_mb_per_s", "p5_rss_growth_ratio",
     "p6_fit_slope_seconds_per_minute", "p6_fit_intercept_seconds", "p6_fit_r2",
-    "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "machine", "targets",
+    "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "store_cost_ratio_tiny", "store_db_bytes_per_segment",
+    "store_restart_load_seconds_1000", "store_restart_ready_ratio_1000", "machine", "targets",
 )
 FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
              "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
-             "parallel_vision_speedup_full", "fast_activations_speedup_full")
+             "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full")
 
 
 def met(key: str, value) -> Optional[bool]:

@@ -15,6 +15,8 @@ Figures (see bench/README.md for targets and the latest values; one module each 
   P4 big upload           server RSS growth while receiving 1 GiB (quick: 256 MiB); MB/s
   P5 queued jobs          server RSS with 16 queued jobs / with 1
   P6 scaling              job time for 1/2/4/8 min of video: linear fit; sampling vs decoding all frames
+  store                   durable sessions: job time with the state database / without, bytes per segment,
+                          restart with 1,000 ended sessions
   BLAS                    one full-size segment on OpenBLAS vs mlx's bundled BLAS
 
 This module decides what runs in which order, on which server and video,
@@ -35,6 +37,7 @@ import time
 from typing import Callable, List, Optional
 
 from bench.client import run_job
+from bench.figures.durable_store import restart_with_ended_sessions, store_cost
 from bench.figures.p1_overhead import p1_overhead
 from bench.figures.p2_reference import p2_reference
 from bench.figures.p3_status_latency import p3_status_latency
@@ -133,6 +136,17 @@ def tiny_figures(plan: dict, quick: bool, want: Callable[[str], bool], results: 
             results["p6_fit_slope_seconds_per_minute"] = p6["slope"]
             results["p6_fit_intercept_seconds"] = p6["intercept"]
             results["p6_fit_r2"] = p6["r2"]
+    if want("store"):
+        say(f"Durable sessions: {plan['p1_tiny_rounds']} tiny jobs each with and without the state database")
+        cost = store_cost(tiny, "tiny", p1_video, plan["p1_tiny_rounds"])
+        details["store_cost_tiny"] = cost
+        results["store_cost_ratio_tiny"] = cost["ratio"]
+        results["store_db_bytes_per_segment"] = cost["db_bytes_per_segment_wchar"]
+        say("Durable sessions: a restart with 1,000 ended sessions")
+        restart = restart_with_ended_sessions(tiny, short_video)
+        details["store_restart"] = restart
+        results["store_restart_load_seconds_1000"] = restart["load_seconds"]
+        results["store_restart_ready_ratio_1000"] = restart["ready_ratio"]
     if want("p6"):
         say("P6: frame sampling vs decoding every frame")
         sampling = sampling_vs_decode_all(bench_video(plan["p6_durations"][-1]), repeats=2 if quick else 3)
@@ -170,6 +184,11 @@ def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details
             p2 = p2_reference(full, full_video, statistics.median(p1["job_wall_seconds"]))
             details["p2_full"] = p2
             results["p2_speedup_vs_reference_full"] = p2["speedup"]
+    if want("store"):
+        say(f"Durable sessions: {plan['p1_full_rounds']} full-size jobs each with and without the state database")
+        cost = store_cost(full, "full", full_video, plan["p1_full_rounds"])
+        details["store_cost_full"] = cost
+        results["store_cost_ratio_full"] = cost["ratio"]
     if want("blas"):
         # A whole 8-frame, 32-token segment on the bundled BLAS would take ~20 min here
         # (matmul ~30x slower): measure 1 frame + 8 tokens, identical for both.
@@ -210,7 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
-    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,blas,vision")
+    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")
     parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")
     parser.add_argument("--no-readme", action="store_true", help="do not update the table in bench/README.md")

@@ -46,13 +46,15 @@ def test_the_defaults():
     assert (config.HEADER_TIMEOUT_SECONDS, config.BODY_TIMEOUT_SECONDS) == (10, 60)
     assert (config.LEGACY_PROXY_TIMEOUT_SECONDS, config.NGINX) == (86400, None)
     assert config.BUFFERED_BY_PROXY is False
+    assert config.MODEL_RETRY_SECONDS == 15
+    assert config.STATE_DB is None and config.state_db_path == os.path.join("data", "state.db")
     assert all(getattr(config, name) is True for name in SWITCHES[1:])
 
 
 def test_every_variable_is_read_from_the_environment():
-    given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "HOST": "::1", "NGINX": "/opt/nginx",
+    given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "STATE_DB": "/srv/state/sessions.db", "HOST": "::1", "NGINX": "/opt/nginx",
              "LOG_LEVEL": "warning", "CORS_ORIGINS": "https://a.example",
-             "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_LEGACY_REQUESTS": "3",
+             "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_LEGACY_REQUESTS": "3", "MODEL_RETRY_SECONDS": "2.5",
              **{name: str(minimum + 7) for name, minimum in WHOLE_NUMBERS.items()},
              **{name: "1" if name == "BUFFERED_BY_PROXY" else "0" for name in SWITCHES}}
     for name, value in given.items():
@@ -75,6 +77,10 @@ def test_a_whole_number_that_is_not_one_or_too_small_stops_the_start(name):
     assert refused(**{name: "1.5"}) == f"{name} must be a whole number, got '1.5'"
     below = WHOLE_NUMBERS[name] - 1
     assert refused(**{name: str(below)}) == f"{name} must be at least {WHOLE_NUMBERS[name]}, got {below}"
+
+
+def test_the_models_retry_pause_must_be_more_than_zero():
+    assert refused(MODEL_RETRY_SECONDS="0") == "MODEL_RETRY_SECONDS must be more than 0, got 0"
 
 
 def test_an_empty_variable_counts_as_not_set():

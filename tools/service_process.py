@@ -156,6 +156,14 @@ class ServiceProcess:
         self.process.wait(timeout)
         return time.monotonic() - started
 
+    def kill(self) -> None:
+        """SIGKILL every process of the service at once, as a crash or the OOM killer would; waits for it."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM; after `grace` seconds, SIGKILL. Then kill whatever is left of its process group."""
         if self.process.poll() is None:

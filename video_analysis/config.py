@@ -53,6 +53,9 @@ class Config(BaseSettings):
 
     # -- the service ---------------------------------------------------------------------------
     MODEL: str = DEFAULT_MODEL
+    # The first pause before loading MODEL again when the Hugging Face Hub could not be reached; it doubles
+    # after each failed try, up to 300 s (or this, if longer).
+    MODEL_RETRY_SECONDS: float = Field(15.0, gt=0)
     DATA_DIR: str = "data"
     # The SQLite file sessions are written through to (jobs/state_db.py); None: DATA_DIR/state.db;
     # ":memory:" keeps nothing on disk (a restart forgets every session, as before issue 16).
@@ -148,7 +151,7 @@ def _sentence(problem: dict) -> str:
     if problem["type"] == "greater_than_equal":
         return f"{name} must be at least {context['ge']}, got {problem['input']}"
     if problem["type"] == "greater_than":
-        return f"{name} must be more than {context['gt']}, got {problem['input']}"
+        return f"{name} must be more than {context['gt']:g}, got {problem['input']}"  # 0, not 0.0
     if problem["type"] == "literal_error":
         return f"{name} must be one of {context['expected']}, got {problem['input']!r}"
     return f"{name}: {problem['msg']}, got {problem['input']!r}"

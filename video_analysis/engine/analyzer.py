@@ -18,6 +18,7 @@ from video_analysis.config import DEFAULT_MODEL
 from video_analysis.engine.analysis import Analysis, Answers, count_of
 from video_analysis.engine.kinds import analysis_class
 from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.engine.prompts import PromptsDoNotFit, prompts_problem
 from video_analysis.model.runner import ModelLoadError, ModelRunner
 from video_analysis.video import FrameReader, VideoError, VideoInfo, plan_segments, probe_video
 
@@ -100,6 +101,10 @@ class VideoHighlightGenerator:
         """The model's answer for every segment; the reader and the model both check `cancel`."""
         cancel.raise_if_cancelled()
         self.runner.wait_until_loaded()
+        # Checked at upload when the model was loaded by then; an upload taken while it loaded is checked here.
+        problem = prompts_problem(self.runner.prompt_problem, analysis.kind, analysis.parameters)
+        if problem is not None:
+            raise PromptsDoNotFit(*problem)
         info = video_info or probe_video(video_path, video_name)
         frames_per_segment = analysis.parameters.frames_per_segment
         segments = plan_segments(info.duration_seconds, analysis.parameters.segment_duration)

@@ -16,6 +16,7 @@ from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import Config
 from video_analysis.engine.analyzer import VideoHighlightGenerator
 from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.engine.prompts import PromptsDoNotFit
 from video_analysis.jobs import messages as m
 from video_analysis.model.errors import ModelLoadError, RunnerClosed
 from video_analysis.video import VideoError
@@ -46,7 +47,8 @@ class AnalysisChild:
             runner.wait_until_loaded()
         except ModelLoadError:  # load_error says why
             pass
-        self.send((m.LOADED, {"device": runner.device, "load_error": runner.load_error}))
+        self.send((m.LOADED, {"device": runner.device, "load_error": runner.load_error,
+                              "hub_unreachable": runner.hub_unreachable}))
 
     def start_job(self, job_id: str, kind: str, video_path: str, options: dict) -> None:
         token = CancelToken()
@@ -70,6 +72,8 @@ class AnalysisChild:
             outcome = (m.ERROR, job_id, m.CANCELLED, str(error))
         except VideoError as error:
             outcome = (m.ERROR, job_id, m.VIDEO, str(error))
+        except PromptsDoNotFit as error:
+            outcome = (m.ERROR, job_id, m.PARAMETERS, str(error))
         except (ModelLoadError, RunnerClosed) as error:
             outcome = (m.ERROR, job_id, m.MODEL, str(error))
         except Exception:  # noqa: BLE001  (one job's failure must not reach the others)

@@ -9,13 +9,17 @@ never loads mlx.
 
 `AnalysisProcess` is the parent's handle: it starts the child with the
 `spawn` method (no fork of a process that has threads), mirrors the model's
-state (`loaded`, `load_error`, `name`, `device`) for /health and admission,
+state (`state()`, `loaded`, `load_error`, `name`, `device`) for /health and admission,
 and runs jobs: `run(job_id, kind, path, options, progress, cancel)` blocks the
 calling thread until the child answers, with progress coming back as the
 child reports it; cancelling the job's token reaches the child at once, and
-the job there stops within one token or one frame. If the child dies
-(killed, out of memory), its running jobs fail with a sentence and a new
-child is started; queued jobs wait for it to load. The child is
+the job there stops within one token or one frame. Jobs handed over while
+the model loads wait for it, and fail with the reason if it does not load.
+If the child dies (killed, out of memory), its running jobs fail with a
+sentence and a new child is started; queued jobs wait for it to load. A
+load that failed only because the Hugging Face Hub could not be reached is
+tried again by a new child after a back-off (`retry_seconds`, doubling, at
+most every 5 minutes); any other load error is final. The child is
 `analysis_child`, the pipe to it `child_connection`, and the messages
 between them are described in `messages`.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
@@ -41,6 +46,8 @@ Answered = Callable[[int, str], None]
 _WAIT_STEP_SECONDS = 0.25
 # The longest pause before starting a child again after children died while loading.
 _MAX_RESTART_DELAY = 60
+# The longest pause between two tries to load a model the Hugging Face Hub did not serve.
+_MAX_RETRY_DELAY = 300.0
 # How long a stopping child may take to cancel its jobs and release the model before it is killed.
 _STOP_SECONDS = 3.0
 _DIED = ("The analysis process stopped unexpectedly (it may have run out of memory); "
@@ -59,6 +66,17 @@ class ModelUnavailable(Exception):
     """The model is loading, failed to load, or the analysis process is stopping; the message says which."""
 
 
+@dataclass(frozen=True)
+class ModelState:
+    """The model as /health and admission see it, taken at one moment."""
+
+    loaded: bool
+    load_error: Optional[str]  # why it is not loaded: final, or until `next_attempt_at`
+    next_attempt_at: Optional[float]  # time.time() of the next try to load it, while one is due
+    failed_attempts: int  # loads in a row that failed because the Hub could not be reached
+    last_error: Optional[str]  # the reason of the last of those, kept while the next try runs
+
+
 @dataclass
 class _Waiter:
     progress: Optional[Progress]
@@ -70,11 +88,17 @@ class _Waiter:
 class AnalysisProcess:
     """The parent's handle on the child that holds the model; every method may be called from any thread."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, retry_seconds: float = 15.0):
+        """`retry_seconds`: the first pause before loading again after the Hub could not be reached."""
         self.model_ref = model
         self.name = model_display_name(model)
         self.device = "cpu"
         self.load_error: Optional[str] = None
+        self.retry_seconds = retry_seconds
+        self._next_attempt_at: Optional[float] = None
+        self._failed_loads = 0  # in a row, for want of the Hub
+        self._last_hub_error: Optional[str] = None
+        self._retiring: Optional[ChildConnection] = None  # a child told to exit so that another tries again
         self._lock = threading.Lock()
         self._loaded = threading.Event()
         self._jobs: Dict[str, _Waiter] = {}
@@ -90,6 +114,11 @@ class AnalysisProcess:
     @property
     def loaded(self) -> bool:
         return self._loaded.is_set() and self.load_error is None
+
+    def state(self) -> ModelState:
+        with self._lock:
+            return ModelState(self._loaded.is_set() and self.load_error is None, self.load_error,
+                              self._next_attempt_at, self._failed_loads, self._last_hub_error)
 
     @property
     def pid(self) -> Optional[int]:
@@ -114,16 +143,19 @@ class AnalysisProcess:
     # -- jobs ------------------------------------------------------------------------------------------
     def run(self, job_id: str, kind: "AnalysisKind | str", video_path: str, options: Dict[str, Any],
             progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
-            answered: Optional[Answered] = None) -> dict:
+            answered: Optional[Answered] = None, started: Optional[Callable[[], None]] = None) -> dict:
         """Analyse one video in the child and return its result object.
 
-        Raises Cancelled (once `cancel` is cancelled), AnalysisFailed or ModelUnavailable;
-        ValueError for an unknown kind. `progress` and `answered` (each segment's answer) are
-        called from the parent's reader thread as the child reports.
+        Waits while the model loads. Raises Cancelled (once `cancel` is cancelled), AnalysisFailed
+        or ModelUnavailable (the model did not load: the reason); ValueError for an unknown kind.
+        `started` is called once the model is ready, before the job is handed over; `progress` and
+        `answered` (each segment's answer) from the parent's reader thread as the child reports.
         """
         kind = AnalysisKind(kind)
         cancel = cancel or CancelToken()
         self._wait_for_model(cancel)
+        if started is not None:
+            started()
         waiter = _Waiter(progress, answered)
         with self._lock:
             if self._closed:
@@ -201,7 +233,13 @@ class AnalysisProcess:
     def _start(self) -> None:
         self._loaded.clear()
         self.load_error = None
+        self._next_attempt_at = None
+        self._retiring = None
         self._child = ChildConnection(self.model_ref, self._dispatch, self._child_exited)
+
+    def _retry_delay(self) -> float:
+        """15, 30, 60 ... s (from `retry_seconds`), at most _MAX_RETRY_DELAY (or `retry_seconds` if longer)."""
+        return min(max(self.retry_seconds, _MAX_RETRY_DELAY), self.retry_seconds * 2 ** (self._failed_loads - 1))
 
     def _send(self, message: tuple, quiet: bool = False) -> None:
         """Queue a message for the child, never waiting on it; ModelUnavailable (unless `quiet`) when the
@@ -210,21 +248,28 @@ class AnalysisProcess:
             raise ModelUnavailable("The analysis process is not taking work right now; try again in a minute.")
 
     def _child_exited(self, child: ChildConnection) -> None:
-        """On the child's death (after its pipe closed), fail its jobs and start another."""
+        """On the child's exit (after its pipe closed): one told to exit because the Hub could not be reached
+        is followed by a new try when it is due; after a death, its jobs fail and another child starts."""
         with self._lock:
-            if self._closed:
+            if self._closed or child is not self._child:
                 return
-        if not self._loaded.is_set():
-            self._failed_starts += 1  # it died before it had loaded the model
-        self._loaded.clear()  # from now on uploads are told the model is loading; queued jobs wait
-        self._fail_everything(m.MODEL, _DIED)
-        # A child that keeps dying while it loads is started again less and less often (2, 4, ... 60 s):
-        # a model the child reports it cannot load is a load_error instead, and the child stays up.
-        delay = min(_MAX_RESTART_DELAY, 2 ** self._failed_starts) if self._failed_starts else 0
-        log.error("The analysis process exited unexpectedly (exit code %s); starting a new one%s",
-                  child.process.exitcode, f" in {delay} s" if delay else "")
-        if delay and self._stopped.wait(delay):
-            return
+            retry_at = self._next_attempt_at if child is self._retiring else None
+        if retry_at is not None:
+            # Meanwhile load_error stands: uploads are refused until the try, jobs still queued fail with it.
+            if self._stopped.wait(max(0.0, retry_at - time.time())):
+                return
+        else:
+            if not self._loaded.is_set():
+                self._failed_starts += 1  # it died before it had loaded the model
+            self._loaded.clear()  # from now on uploads are told the model is loading; queued jobs wait
+            self._fail_everything(m.MODEL, _DIED)
+            # A child that keeps dying while it loads is started again less and less often (2, 4, ... 60 s):
+            # a model the child reports it cannot load is a load_error instead, and the child stays up.
+            delay = min(_MAX_RESTART_DELAY, 2 ** self._failed_starts) if self._failed_starts else 0
+            log.error("The analysis process exited unexpectedly (exit code %s); starting a new one%s",
+                      child.process.exitcode, f" in {delay} s" if delay else "")
+            if delay and self._stopped.wait(delay):
+                return
         with self._lock:
             if self._closed:
                 return
@@ -233,11 +278,7 @@ class AnalysisProcess:
     def _dispatch(self, message: tuple) -> None:
         what = message[0]
         if what == m.LOADED:
-            info = message[1]
-            self.device = info["device"]
-            self.load_error = info["load_error"]
-            self._failed_starts = 0
-            self._loaded.set()
+            self._loaded_or_not(message[1])
             return
         table = self._calls if what == m.REPLY else self._jobs
         with self._lock:
@@ -260,6 +301,28 @@ class AnalysisProcess:
         else:
             waiter.outcome = (m.ERROR, message[2], message[3])
         waiter.done.set()
+
+    def _loaded_or_not(self, info: dict) -> None:
+        """The child's LOADED: ready, failed for good, or failed for want of the Hub (then: try again later)."""
+        error = info["load_error"]
+        retry = bool(error) and bool(info.get("hub_unreachable"))
+        with self._lock:
+            self.device = info["device"]
+            self.load_error = error
+            self._failed_starts = 0
+            if retry:
+                self._failed_loads += 1
+                self._last_hub_error = error
+                delay = self._retry_delay()
+                self._next_attempt_at = time.time() + delay
+                self._retiring = self._child
+            else:
+                self._failed_loads, self._last_hub_error = 0, None
+            self._loaded.set()  # jobs waiting for the model run now, or fail with load_error
+        if retry:
+            log.warning("%s Loading it again in %.0f s.", error, delay)
+            # The child exits; _child_exited starts the next try when it is due, in a fresh process.
+            self._send((m.STOP,), quiet=True)
 
     def _fail_everything(self, kind: str, sentence: str) -> None:
         with self._lock:

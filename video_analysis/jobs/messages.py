@@ -19,8 +19,9 @@ Parent to child:
         cancel every job, release the model and exit.
 
 Child to parent:
-    (LOADED, {"device": "cpu" | "gpu", "load_error": None | sentence})
-        once, when the model is ready or failed to load.
+    (LOADED, {"device": "cpu" | "gpu", "load_error": None | sentence, "hub_unreachable": bool})
+        once, when the model is ready or failed to load; `hub_unreachable`: it failed only because
+        the Hugging Face Hub could not be reached, so loading it again later may work.
     (ANSWER, job_id, position, answer)
         the model's answer for the segment at `position` (0-based), sent before
         the PROGRESS that counts it: the parent keeps it for a resume.
@@ -29,7 +30,7 @@ Child to parent:
     (DONE, job_id, result)
         the contract's result object.
     (ERROR, job_id, error_kind, sentence)
-        `error_kind` is CANCELLED, VIDEO, MODEL or INTERNAL; the sentence is for a person.
+        `error_kind` is CANCELLED, VIDEO, MODEL, PARAMETERS or INTERNAL; the sentence is for a person.
     (REPLY, call_id, ok, value)
         the query's answer, or when not ok the reason it failed.
 """
@@ -38,8 +39,10 @@ from __future__ import annotations
 RUN, CANCEL, CALL, STOP = "run", "cancel", "call", "stop"
 LOADED, ANSWER, PROGRESS, DONE, ERROR, REPLY = "loaded", "answer", "progress", "done", "error", "reply"
 
-# How a job can fail: cancelled by its caller, a video we cannot read, no model, or a fault of ours.
-CANCELLED, VIDEO, MODEL, INTERNAL = "cancelled", "video", "model", "internal"
+# How a job can fail: cancelled by its caller, a video we cannot read, no model, a fault of ours, or
+# parameters the loaded model cannot take (prompts too long for its context: an upload taken while the
+# model loaded could not be checked before it was queued; the sentence names the field).
+CANCELLED, VIDEO, MODEL, INTERNAL, PARAMETERS = "cancelled", "video", "model", "internal", "parameters"
 
 # The queries a CALL may name (the model runner's methods of the same name).
 QUERIES = ("prompt_problem",)

@@ -68,7 +68,7 @@ class _Job:
     started: bool = False
     cancel: CancelToken = field(default_factory=CancelToken)
     done: threading.Event = field(default_factory=threading.Event)
-    not_saved: Optional[StateNotSaved] = None  # the database refused a write: the job stopped
+    stopped_because: Optional[str] = None  # keeping its progress failed, so the job stopped: why, for its client
 
 
 class JobQueue:
@@ -225,11 +225,12 @@ class JobQueue:
         resumed_at = len(resume) + 1 if before.runs else None
         if resumed_at is not None:
             of = f" of {before.segments_total}" if before.segments_total else ""
-            message = f"Resumed after a restart at segment {resumed_at}{of}"
+            ready_message = f"Resumed after a restart at segment {resumed_at}{of}"
         else:
-            message = "Reading the video"
-        if not self.analysis.loaded:  # it waits for the analysis process to (re)load the model, and says so
-            message = "Waiting for the model to load"
+            ready_message = "Reading the video"
+        # A job that starts while the analysis process (re)loads the model waits for it, and says so.
+        waiting = not self.analysis.loaded
+        message = "Waiting for the model to load" if waiting else ready_message
         session = self._update(job, status=ProcessingStatus.PROCESSING, current_step="reading", message=message,
                                progress=1, runs=before.runs + 1, resumed_at=resumed_at)
         if session is None or session.status != ProcessingStatus.PROCESSING:
@@ -243,19 +244,23 @@ class JobQueue:
             else:
                 self._update(job, **self._progress(done, segments, resumed_at))
 
+        def started() -> None:  # the model is ready: the job goes to the analysis process now
+            if waiting:
+                self._update(job, message=ready_message)
+
         def answered(position: int, answer: str) -> None:
-            if job.not_saved is None:
-                self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
+            self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
 
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
         try:
             analysis = analysis_class(session.analysis_type)
-            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered)
+            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered,
+                                       started)
         except Cancelled:
             if self._closed and not session.legacy:
                 return  # stopped by the shutdown: left as saved, and resumed at the next start
-            if job.not_saved is not None:
-                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", _NOT_SAVED, INTERNAL)
+            if job.stopped_because is not None:
+                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", job.stopped_because, INTERNAL)
             else:
                 self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
@@ -283,18 +288,23 @@ class JobQueue:
     def _update(self, job: _Job, answer: Optional[tuple] = None, **changes) -> Optional[SessionState]:
         """Change the job's session (keeping `answer` with it); None once the session is gone.
 
-        A session cleaned up under the job's feet stops the job; so does a write the database
-        refuses (the job then ends failed, saying why).
+        A session cleaned up under the job's feet stops the job; so does a change that cannot be
+        kept (the job then ends failed, saying why): a job that went on would lose its answers.
         """
+        if job.stopped_because is not None:
+            return None  # its last answer was not kept: nothing after it may say otherwise
         try:
             if answer is None:
                 return self.sessions.update(job.session_id, **changes)
             return self.sessions.record_answer(job.session_id, *answer, **changes)
         except SessionNotFound:
-            job.cancel.cancel()
-        except StateNotSaved as error:
-            job.not_saved = error
-            job.cancel.cancel()
+            pass
+        except StateNotSaved:
+            job.stopped_because = _NOT_SAVED
+        except Exception:  # noqa: BLE001  (an answer out of order: a fault of ours, never to be hidden)
+            log.exception("Job %s could not keep its progress", job.session_id)
+            job.stopped_because = INTERNAL_ERROR
+        job.cancel.cancel()
         return None
 
     def _finish(self, session_id: str, status: ProcessingStatus, message: str, error: Optional[str] = None,

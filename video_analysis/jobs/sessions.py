@@ -15,12 +15,13 @@ from __future__ import annotations
 import copy
 import enum
 import logging
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from video_analysis.jobs.session_ids import new_session_id
 from video_analysis.jobs.state_db import IN_MEMORY, StateDatabase
@@ -305,6 +306,23 @@ class SessionManager:
         except sqlite3.Error as error:
             log.error("Could not save session %s to the state database: %s", state.session_id, error)
             raise StateNotSaved(f"the state database refused the write: {error}") from None
+
+    def move_files(self, directory_of: Callable[[str], str]) -> int:
+        """Point every session whose directory is not `directory_of(its id)` there (DATA_DIR was moved);
+        returns how many moved. Saved like any change."""
+        moved = 0
+        with self._write_lock:
+            for state in self.list():
+                directory = directory_of(state.session_id)
+                if state.directory == directory:
+                    continue
+                video_path = os.path.join(directory, os.path.basename(state.video_path)) if state.video_path else None
+                updated = replace(state, directory=directory, video_path=video_path)
+                self._save(updated)
+                with self._lock:
+                    self._sessions[state.session_id] = updated
+                moved += 1
+        return moved
 
     def delete(self, session_id: str) -> SessionState:
         with self._write_lock:

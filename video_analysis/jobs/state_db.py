@@ -113,7 +113,7 @@ class StateDatabase:
                              (session_id, created_at, json.dumps(state, separators=(",", ":"))))
             if answer is not None:
                 position, text, run = answer
-                self._db.execute("INSERT OR REPLACE INTO answers (session_id, position, answer, run) "
+                self._db.execute("INSERT INTO answers (session_id, position, answer, run) "
                                  "VALUES (?, ?, ?, ?)", (session_id, position, text, run))
 
     def delete(self, session_ids: List[str]) -> None:
@@ -134,6 +134,7 @@ class StateDatabase:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite has rolled back by itself after some errors (a full disk)
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")

@@ -219,6 +219,21 @@ class UploadSpool:
         self.files.append(stream)
         return stream
 
+    def sync(self) -> None:
+        """Force the files and their directory entry onto the disk (StorageError if it fails): a session the
+        state database keeps must not outlive its upload in a power cut."""
+        try:
+            for stream in self.files:
+                stream.flush()
+                os.fsync(stream.fileno())
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as error:
+            raise storage_error(error) from error
+
     def claim(self) -> None:
         """A session owns the files now: they stay counted until its directory is removed; the rest is given back."""
         self.storage.keep(self.directory, self.written)

@@ -12,6 +12,10 @@ class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message names it and says why."""
 
 
+class HubUnreachable(ModelLoadError):
+    """The model is not on this machine and the Hugging Face Hub could not be reached: worth trying again later."""
+
+
 class RunnerClosed(RuntimeError):
     """The model thread has stopped; no more requests are taken."""
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from video_analysis.model.openblas import preload_openblas
 
@@ -21,7 +23,7 @@ preload_openblas()
 import mlx.core as mx  # noqa: E402  (after OpenBLAS, on purpose)
 
 from video_analysis.model import fast_activations, parallel_vision  # noqa: E402
-from video_analysis.model.errors import ModelLoadError  # noqa: E402
+from video_analysis.model.errors import HubUnreachable, ModelLoadError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,9 @@ def current_device() -> str:
 def load_model(model_ref: str, name: str) -> LoadedModel:
     """Load `model_ref` (a Hugging Face id or a local directory) on the calling thread; ModelLoadError saying why.
 
-    Call it on the thread that will generate: mlx streams belong to the thread that made them.
+    HubUnreachable (a ModelLoadError) when the model had to be downloaded and the Hub could not be
+    reached: the one failure that may go away by itself. Call it on the thread that will generate:
+    mlx streams belong to the thread that made them.
     """
     started = time.perf_counter()
     try:
@@ -56,10 +60,10 @@ def load_model(model_ref: str, name: str) -> LoadedModel:
 
         model, processor = load(model_ref)
     except Exception as error:  # noqa: BLE001
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if os.path.isabs(model_ref) or os.path.isdir(model_ref):
-            reason = reason.replace(os.path.abspath(model_ref), name).replace(model_ref, name)
-        raise ModelLoadError(f"Model '{name}' could not be loaded: {reason}") from None
+        unreachable = _hub_unreachable(error, model_ref, name)
+        if unreachable is not None:
+            raise unreachable from None
+        raise ModelLoadError(f"Model '{name}' could not be loaded: {_first_line(error, model_ref, name)}") from None
     loaded = LoadedModel(model, processor, current_device(), _longest_edge(processor))
     if loaded.device == "cpu":
         # float32 on CPU: bfloat16/float16 are several times slower there.
@@ -77,6 +81,68 @@ def load_model(model_ref: str, name: str) -> LoadedModel:
     log.info("Loaded model %s in %.2f s on %s (vision tower on %d streams, %d layers with fast activations)",
              name, loaded.seconds, loaded.device, loaded.vision_streams, loaded.fast_activation_layers)
     return loaded
+
+
+def _first_line(error: BaseException, model_ref: str, name: str) -> str:
+    """The error's first line, with a local model's path replaced by its name (no server path in an answer)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if os.path.isabs(model_ref) or os.path.isdir(model_ref):
+        reason = reason.replace(os.path.abspath(model_ref), name).replace(model_ref, name)
+    return reason
+
+
+def _chain(error: BaseException) -> List[BaseException]:
+    """The error and those it was raised from or while handling, outermost first."""
+    seen: List[BaseException] = []
+    while error is not None and error not in seen and len(seen) < 20:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+def _network_errors() -> tuple:
+    """What a failed connection raises: the standard library's, and the HTTP clients' already imported (the
+    Hub's client was httpx, then httpx2; requests before that)."""
+    kinds = [ConnectionError, TimeoutError, socket.gaierror]
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests", ("ConnectionError", "Timeout"))):
+        found = sys.modules.get(module)
+        kinds.extend(getattr(found, attribute) for attribute in names if hasattr(found, attribute))
+    return tuple(kinds)
+
+
+def _hub_unreachable(error: BaseException, model_ref: str, name: str) -> Optional[HubUnreachable]:
+    """A HubUnreachable saying what to do when `error` means the Hub could not be reached; None otherwise.
+
+    huggingface_hub raises LocalEntryNotFoundError when the model is not in its cache and the Hub did
+    not answer (from OfflineModeIsEnabled under HF_HUB_OFFLINE=1, from the connection's error
+    otherwise); a download cut off half-way raises the connection's error itself. A repository that
+    does not exist, or needs a token, is not retried.
+    """
+    try:
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    except ImportError:  # an mlx-vlm without the Hub's client: only local directories load
+        return None
+    chain = _chain(error)
+    where = (f"Model '{name}' is not on this machine (neither a directory nor in the Hugging Face cache), and ")
+    if any(isinstance(link, OfflineModeIsEnabled) for link in chain):
+        return HubUnreachable(
+            where + "downloads are turned off (HF_HUB_OFFLINE is set). Set MODEL to a local directory that holds "
+                    "the model, or put the model in the Hugging Face cache, or unset HF_HUB_OFFLINE.")
+    network = _network_errors()
+
+    def server_trouble(link: BaseException) -> bool:  # the Hub answered, but could not serve it now
+        status = getattr(getattr(link, "response", None), "status_code", None)
+        return isinstance(link, HfHubHTTPError) and isinstance(status, int) and (status >= 500 or status == 429)
+
+    causes = [link for link in chain if isinstance(link, network) or server_trouble(link)]
+    if not causes and not any(isinstance(link, LocalEntryNotFoundError) for link in chain):
+        return None
+    detail = _first_line(causes[-1], model_ref, name)[:120] if causes else "no answer"
+    return HubUnreachable(
+        where + f"the Hugging Face Hub could not be reached to download it ({detail}). If this machine has no "
+                "network, set MODEL to a local directory that holds the model, or put the model in the Hugging "
+                "Face cache; otherwise check its network connection or proxy.")
 
 
 def release_thread_streams() -> None:

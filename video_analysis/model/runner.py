@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import DEFAULT_MODEL
-from video_analysis.model.errors import ModelLoadError, RunnerClosed, model_display_name
+from video_analysis.model.errors import HubUnreachable, ModelLoadError, RunnerClosed, model_display_name
 from video_analysis.model.loading import LoadedModel, current_device, load_model, release_thread_streams
 from video_analysis.model.prompt_budget import PromptBudget
 
@@ -54,6 +54,7 @@ class ModelRunner:
         self.model_ref = model
         self.name = model_display_name(model)
         self.load_error: Optional[str] = None
+        self.hub_unreachable = False  # the load failed only because the Hugging Face Hub could not be reached
         self.load_seconds: Optional[float] = None  # bench.pure_inference reports it
         self.image_size: Optional[int] = None
         self.vision_streams = 1
@@ -140,6 +141,7 @@ class ModelRunner:
             self._take(load_model(self.model_ref, self.name))
         except Exception as error:  # noqa: BLE001  (reported to every caller)
             self.load_error = str(error)
+            self.hub_unreachable = isinstance(error, HubUnreachable)
             log.error("%s", self.load_error)
         finally:
             self._loaded.set()

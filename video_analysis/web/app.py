@@ -19,10 +19,11 @@ from video_analysis.config import Config
 from video_analysis.jobs.analysis_process import AnalysisProcess
 from video_analysis.jobs.expiry import SessionSweeper
 from video_analysis.jobs.queue import JobQueue
-from video_analysis.jobs.sessions import SessionManager
+from video_analysis.jobs.sessions import SessionManager, iso_utc
 from video_analysis.jobs.state_db import StateDatabase, StateDatabaseError
 from video_analysis.jobs.storage import Storage
 from video_analysis.web.errors import register_error_handlers
+from video_analysis.web.intake import next_try_in
 from video_analysis.web.legacy import legacy
 from video_analysis.web.openapi import openapi_document
 from video_analysis.web.request_body import LargeBodyReads
@@ -57,10 +58,12 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
 
     sessions = _saved_sessions(config)
     storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
+    if sessions.move_files(storage.session_dir):
+        log.info("DATA_DIR has moved to %s: the sessions now point there", storage.root)
     storage.prepare(sessions=[state.directory for state in sessions.list()], own_files=_state_db_files(config))
     owns_analysis = analysis is None
     if analysis is None:
-        analysis = AnalysisProcess(config.MODEL)  # loads in its child; /health tells when ready
+        analysis = AnalysisProcess(config.MODEL, config.MODEL_RETRY_SECONDS)  # loads in its child; /health tells when ready
     jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
     jobs.resume_unfinished()
     sweeper = SessionSweeper(sessions, storage, min(config.SWEEP_INTERVAL_SECONDS, config.SESSION_TTL_SECONDS)).start()
@@ -121,16 +124,26 @@ def _close_before_thread_joins(svc: Services) -> None:
 def health():
     svc = services()
     model = svc.analysis
+    state = model.state()
     body = {
-        "status": "degraded" if model.load_error else "healthy",
-        "model": {"id": model.name, "loaded": model.loaded, "device": model.device},
+        "status": "degraded" if state.load_error else "healthy",
+        "model": {"id": model.name, "loaded": state.loaded, "device": model.device},
         "queue": svc.jobs.counts(),
         "version": __version__,
     }
-    if model.load_error:
-        body["reason"] = model.load_error
-    elif not model.loaded:
+    if state.next_attempt_at is not None:
+        body["model"]["nextAttemptAt"] = iso_utc(state.next_attempt_at)
+    if state.failed_attempts:
+        body["model"]["failedAttempts"] = state.failed_attempts
+    if state.next_attempt_at is not None:
+        body["reason"] = f"{state.load_error} The service tries again by itself {next_try_in(state)}."
+    elif state.load_error:
+        body["reason"] = state.load_error
+    elif not state.loaded:
         body["reason"] = "The model is still loading."
+        if state.failed_attempts:  # a try after the Hub could not be reached
+            body["reason"] = (f"The model is loading again (try {state.failed_attempts + 1}); the last try failed: "
+                              f"{state.last_error}")
     return jsonify(body)
 
 

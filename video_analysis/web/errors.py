@@ -15,6 +15,8 @@ from typing import Optional, Union
 from flask import Blueprint, Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
+from video_analysis.jobs.sessions import StateNotSaved
+
 log = logging.getLogger(__name__)
 
 # A sentence a person can act on, for errors raised by routing or werkzeug.
@@ -127,6 +129,12 @@ def register_error_handlers(scope: Union[Flask, Blueprint], **always) -> None:
             if handler is not None:
                 return handler(error)
         return _http_problem(error, always)
+
+    @scope.errorhandler(StateNotSaved)
+    def _not_saved(error: StateNotSaved):
+        return problem(503, "The server could not record this change because its disk is full or not writable, so "
+                            "nothing was changed; try again later.", "Storage unavailable", {"Retry-After": "60"},
+                       **always)
 
     @scope.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -1,7 +1,11 @@
 """Receiving an upload: admission, streaming to disk, validation, probing, job submission.
 
-Admission is a queue slot (503 when MAX_QUEUED_JOBS are unfinished), then
-room under MAX_STORAGE_MB for the declared body (507 before reading it).
+Admission is a model that loads or has loaded (503 when it failed to load, for
+good or until its next try), a queue slot (503 when MAX_QUEUED_JOBS are
+unfinished), then room under MAX_STORAGE_MB for the declared body (507
+before reading it). An upload taken while the model loads is queued, and its
+job waits for the model; its prompts are checked against the model's context
+then, by the job, rather than here.
 
 Shared by the async upload route and the legacy /analyze routes so that both
 refuse the same bad input the same way. Whatever goes wrong, the files this
@@ -9,16 +13,18 @@ request wrote are gone before the answer leaves.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 from typing import Optional
 
 from flask import request
 from werkzeug.exceptions import HTTPException
 
 from video_analysis.engine.parameters import AnalysisKind
-from video_analysis.jobs.analysis_process import ModelUnavailable
+from video_analysis.jobs.analysis_process import ModelState, ModelUnavailable
 from video_analysis.jobs.queue import QueueFull, ShuttingDown
-from video_analysis.jobs.sessions import KeyInUse, SessionState, StateNotSaved
+from video_analysis.jobs.sessions import KeyInUse, SessionState, StateNotSaved, iso_utc
 from video_analysis.jobs.storage import StorageError, StorageFull, UploadSpool, display_filename, storage_error
 from video_analysis.video import VideoError, probe_video
 from video_analysis.web.errors import ApiError
@@ -30,15 +36,32 @@ FILE_FIELDS = ("video", "file")
 _MB = 1024 * 1024
 
 
-def _require_model() -> None:
-    model = services().analysis
-    if model.load_error:
-        raise ApiError(503, "The service cannot analyse videos because its model could not be loaded; "
-                            "an operator must fix the MODEL setting (GET /health says why).",
-                       "Model unavailable")
-    if not model.loaded:
-        raise ApiError(503, "The model is still loading; try again in a few seconds.", "Model loading",
-                       headers={"Retry-After": "5"})
+def seconds_to_next_try(state: ModelState) -> int:
+    return max(1, math.ceil(state.next_attempt_at - time.time()))
+
+
+def next_try_in(state: ModelState) -> str:
+    """When the model's next try to load is: "in 15 s (at 2026-11-28T13:36:00.000Z)"."""
+    return f"in {seconds_to_next_try(state)} s (at {iso_utc(state.next_attempt_at)})"
+
+
+def _full_stop(text: str) -> str:
+    return text if text.rstrip().endswith((".", "!", "?")) else text.rstrip() + "."
+
+
+def _require_model() -> ModelState:
+    """Refuse an upload only when no load of the model is under way; while it loads, its job will wait for it."""
+    state = services().analysis.state()
+    if state.next_attempt_at is not None:  # the Hub could not be reached; the next try is due at a known time
+        seconds = seconds_to_next_try(state)
+        raise ApiError(503, f"The service cannot analyse videos until its model has loaded. {state.load_error} "
+                            f"It tries again by itself in {seconds} s; send the video after that.",
+                       "Model unavailable", headers={"Retry-After": str(seconds)})
+    if state.load_error:
+        raise ApiError(503, "The service cannot analyse videos because its model could not be loaded. "
+                            f"{_full_stop(state.load_error)} An operator must fix the MODEL setting and restart the "
+                            "service (GET /health says the same).", "Model unavailable")
+    return state
 
 
 # What to do when MAX_STORAGE_MB is reached: room comes back only when sessions are cleaned up or expire.
@@ -149,7 +172,7 @@ def _same_upload_again(svc: Services, earlier: SessionState) -> SessionState:
 
 
 def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: Optional[str]) -> SessionState:
-    _require_model()
+    model = _require_model()
     try:
         slot = svc.jobs.reserve()
     except QueueFull:
@@ -178,11 +201,12 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
             raise ApiError(413, f"The video is larger than the limit of {svc.config.MAX_UPLOAD_MB} MB; "
                                 "upload a shorter or more compressed video.")
         kind, parameters = parse_analysis_request(form, kind)
-        try:
-            check_prompts_fit(svc.analysis.prompt_problem, kind, parameters)
-        except ModelUnavailable:  # the analysis process is restarting, or did not answer in time
-            raise ApiError(503, "The model is not answering right now (it may be restarting); try again in a "
-                                "minute.", "Model unavailable", headers={"Retry-After": "30"}) from None
+        if model.loaded:  # otherwise the job checks, once the model has loaded
+            try:
+                check_prompts_fit(svc.analysis.prompt_problem, kind, parameters)
+            except ModelUnavailable:  # the analysis process is restarting, or did not answer in time
+                raise ApiError(503, "The model is not answering right now (it may be restarting); try again in a "
+                                    "minute.", "Model unavailable", headers={"Retry-After": "30"}) from None
         name = display_filename(upload.filename)
         try:
             info = probe_video(path, name)
@@ -190,9 +214,13 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
         fingerprint = upload_fingerprint(path, form) if key is not None else None
         try:
+            if not legacy:  # kept across restarts: on the disk itself before the session says it is
+                spool.sync()
             session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(),
                                           legacy=legacy, video_path=path, video_info=info.as_dict(),
                                           idempotency_key=key, fingerprint=fingerprint)
+        except StorageError as error:
+            raise _storage_problem(error) from None
         except StateNotSaved:
             raise ApiError(507, "The server could not record this upload (its disk is full or not writable), so "
                                 "it kept none of it; try again later.", "Storage full") from None

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 legacy = Blueprint("legacy", __name__, url_prefix="/analyze")
 register_error_handlers(legacy, success=False)
 
-# How a failed legacy job is answered, by what failed.
-_FAILURE_STATUS = {"video": 422, "model": 503, "internal": 500}
+# How a failed legacy job is answered, by what failed. "parameters": prompts too long for the model's context,
+# found by the job when the request came while the model loaded (otherwise the upload's own 400).
+_FAILURE_STATUS = {"video": 422, "model": 503, "internal": 500, "parameters": 400}
+_FAILURE_TITLE = {"parameters": "Invalid parameter"}
 # The name of the result in the old answer, by analysis.
 _RESULT_NAME = {AnalysisKind.HIGHLIGHTS: "highlights", AnalysisKind.WORKOUT: "workout_timestamps"}
 _POLL_SECONDS = 0.25
@@ -82,8 +84,9 @@ def _wait_for_analysis(svc: Services, kind: AnalysisKind):
     if state.status == ProcessingStatus.CANCELLED:
         raise ApiError(503, "The analysis was cancelled because the server is shutting down; send it again later.",
                        headers={"Retry-After": "30"})
-    status = _FAILURE_STATUS.get(state.error_kind or "internal", 500)
-    raise ApiError(status, state.error or "The analysis failed.", "Analysis failed")
+    kind_of_failure = state.error_kind or "internal"
+    raise ApiError(_FAILURE_STATUS.get(kind_of_failure, 500), state.error or "The analysis failed.",
+                   _FAILURE_TITLE.get(kind_of_failure, "Analysis failed"))
 
 
 def _client_disconnected() -> bool:

@@ -67,20 +67,28 @@ _NOT_FOUND = _problem("Unknown, malformed, cleaned-up or expired session id.")
 
 def _upload_errors() -> dict:
     return {
-        "400": _problem("No file, empty file, bad `params` JSON, unknown field or parameter out of range."),
+        "400": _problem("No file, empty file, bad `params` JSON, unknown field or parameter out of range, or prompts "
+                        "that do not fit the loaded model's context."),
         "413": _problem("Larger than MAX_UPLOAD_MB, or too many form parts."),
         "415": _problem("Not a video OpenCV can decode (text, image, random bytes, truncated file)."),
-        "503": _problem("Queue full (with Retry-After), model loading or not loadable, storage not writable."),
+        "503": _problem("Queue full (with Retry-After); the model could not be loaded, for good or until its next "
+                        "try (then with Retry-After: the seconds until it); storage not writable. While the model "
+                        "is still loading, uploads are accepted (202) and their jobs wait for it."),
         "507": _problem("The upload would pass MAX_STORAGE_MB (refused before the body is read when its "
                         "Content-Length cannot fit; a chunked body is cut off), or the server's disk is full."),
     }
 
 
 def _legacy_responses() -> dict:
-    return {"200": _json("#/components/schemas/LegacyResult", "Done."), **_upload_errors(),
+    errors = _upload_errors()
+    return {"200": _json("#/components/schemas/LegacyResult", "Done (sent while the model loaded: once it had)."),
+            **errors,
+            "400": _problem(errors["400"]["description"] + " Sent while the model loaded, the prompts are checked "
+                            "once it has, with the same sentence."),
             "422": _problem("The video failed part-way through."),
-            "503": _problem("Queue full, model loading or not loadable, storage not writable, "
-                            "MAX_LEGACY_REQUESTS synchronous analyses already running (Retry-After: 60), "
+            "503": _problem("Queue full; the model could not be loaded (before or while the request waited; for "
+                            "good, or until its next try: Retry-After); storage not writable; "
+                            "MAX_LEGACY_REQUESTS synchronous analyses already running (Retry-After: 60); "
                             "or cancelled because the server is shutting down (Retry-After: 30).")}
 
 
@@ -94,7 +102,9 @@ def openapi_document(config: Config) -> dict:
             "/api/v1/video/upload": {"post": {
                 "summary": "Upload a video and queue its analysis",
                 "requestBody": _upload_body(with_type=True),
-                "responses": {"202": {**_json("#/components/schemas/Accepted", "Queued."),
+                "responses": {"202": {**_json("#/components/schemas/Accepted",
+                                              "Queued; also while the model is still loading (the job waits for it, "
+                                              "and fails with the reason if it does not load)."),
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
                               **_upload_errors()}}},
             "/api/v1/video/status/{session_id}": {"get": {
@@ -159,11 +169,21 @@ def openapi_document(config: Config) -> dict:
                 "success": {"const": True}, "analysis_type": {"enum": ["highlights", "workout_timestamps"]},
                 "data": {"type": "object"}}},
             "Health": {"type": "object", "properties": {
-                "status": {"enum": ["healthy", "degraded"]},
-                "model": {"type": "object", "properties": {"id": {"type": "string"}, "loaded": {"type": "boolean"},
-                                                           "device": {"type": "string"}}},
+                "status": {"enum": ["healthy", "degraded"],
+                           "description": "degraded: the model could not be loaded (`reason` says why and what to do)."},
+                "model": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "loaded": {"type": "boolean"}, "device": {"type": "string"},
+                    "nextAttemptAt": {"type": "string", "format": "date-time",
+                                      "description": "When the model is loaded again, after a try that failed "
+                                                     "because the Hugging Face Hub could not be reached; present "
+                                                     "only while such a try is due."},
+                    "failedAttempts": {"type": "integer", "minimum": 1,
+                                       "description": "Tries in a row that failed because the Hub could not be "
+                                                      "reached; absent once the model has loaded."}}},
                 "queue": {"type": "object", "properties": {"pending": {"type": "integer"},
                                                            "processing": {"type": "integer"}}},
-                "version": {"type": "string"}, "reason": {"type": "string"}}},
+                "version": {"type": "string"},
+                "reason": {"type": "string", "description": "Why the model is not loaded yet (still loading, or the "
+                                                           "failure and what to do), in plain words."}}},
         }},
     }

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 from pydantic import ValidationError
 
 from video_analysis.engine.parameters import AnalysisKind, AnalysisParameters
-from video_analysis.engine.prompts import DEFAULT_PROMPTS
+from video_analysis.engine.prompts import prompts_problem
 from video_analysis.web.errors import ApiError
 
 
@@ -173,10 +173,7 @@ def check_prompts_fit(prompt_problem: Callable[..., Optional[Tuple[str, str]]], 
     `prompt_problem` is the model runner's (`ModelRunner.prompt_problem`): it counts tokens with the
     loaded tokenizer; prompts not given are counted as the analysis kind's defaults.
     """
-    default_system, default_user = DEFAULT_PROMPTS[kind]
-    problem = prompt_problem(parameters.system_prompt, parameters.user_prompt, parameters.frames_per_segment,
-                             parameters.max_tokens, default_system_prompt=default_system,
-                             default_user_prompt=default_user)
+    problem = prompts_problem(prompt_problem, kind, parameters)
     if problem is not None:
         field, sentence = problem
         raise _bad(field, sentence)
