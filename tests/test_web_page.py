@@ -548,12 +548,16 @@ def model_state(driver):
     return line.get_attribute("data-model"), line.text
 
 
-def test_the_page_shows_the_model_loading_then_ready(browser, tiny_model_dir, tmp_path):
-    from video_analysis.web.app import create_app
+def health_reads(driver):
+    """How many times the page has asked /health (the browser's own record of its requests)."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(function (e) {"
+        "  return new URL(e.name).pathname === '/health'; }).length")
 
-    app = create_app({"MODEL": tiny_model_dir, "DATA_DIR": str(tmp_path / "data")})
-    svc = app.extensions[EXTENSION_KEY]
-    child = svc.analysis.pid
+
+def test_the_page_shows_the_model_loading_takes_an_upload_then_says_ready(browser, make_app, videos):
+    app = make_app(own_analysis=True, wait_for_model=False)
+    child = app.extensions[EXTENSION_KEY].analysis.pid
     # Stopped at once (spawning alone takes longer), the child holds its model load until it is continued:
     # the page sees the model loading however fast this machine loads it.
     os.kill(child, signal.SIGSTOP)
@@ -561,12 +565,24 @@ def test_the_page_shows_the_model_loading_then_ready(browser, tiny_model_dir, tm
         with serve(app) as base_url:
             open_page(browser, base_url)
             wait_until(browser, lambda d: model_state(d)[0] == "loading", "the page never said the model is loading")
-            assert "Model loading" in model_state(browser)[1]
-            assert by_testid(browser, "start").is_enabled()  # an upload made now waits in the server's queue
+            assert model_state(browser)[1] == "Model loading… A video uploaded now waits until it is ready."
+            # Start stays usable: the upload is taken, and its job waits for the model.
+            choose(browser, videos["short"], "highlights", segment_duration=2)
+            by_testid(browser, "start").click()
+            sid = session_id(browser)
+            wait_until(browser, lambda d: by_testid(d, "status-message").text == "Waiting for the model to load",
+                       "the page never showed the job waiting for the model")
             os.kill(child, signal.SIGCONT)
             wait_until(browser, lambda d: model_state(d)[0] == "ready", "the page never said the model is ready",
                        timeout=60)
+            ready_at, reads = time.monotonic(), health_reads(browser)
             assert model_state(browser)[1] == "Model ready: tiny-smolvlm on cpu."
+            wait_until(browser, lambda d: by_id(d, "main").get_attribute("data-state") == "completed",
+                       "the upload made while the model loaded never completed")
+            assert api(base_url, f"status/{sid}")[1]["segmentsDone"] == 3
+            # Once the model is ready the page asks /health no more (it asked every 3 s until then).
+            time.sleep(max(0.0, ready_at + 3.5 - time.monotonic()))
+            assert health_reads(browser) == reads > 1
             assert by_testid(browser, "start").is_enabled()
             assert console_errors(browser) == []
     finally:
@@ -574,7 +590,6 @@ def test_the_page_shows_the_model_loading_then_ready(browser, tiny_model_dir, tm
             os.kill(child, signal.SIGCONT)
         except ProcessLookupError:
             pass
-        svc.close()
 
 
 def test_a_model_that_cannot_load_is_said_before_anyone_uploads(browser, make_app, tmp_path, clips):
@@ -601,43 +616,26 @@ def test_a_model_that_cannot_load_is_said_before_anyone_uploads(browser, make_ap
         assert stored_entries(app) == []
 
 
-def test_a_load_to_be_tried_again_says_when_and_the_page_stops_asking_once_ready(browser, make_app):
-    """/health as the server answers while it waits to try a model hub again (`model.nextAttemptAt`), then ready."""
-    from datetime import datetime, timedelta, timezone
-
-    app = make_app()
-    real_health = app.view_functions["health"]
-    asked = []
-    reason = ("Model 'org/some-model' could not be loaded: the model hub could not be reached. "
-              "Set MODEL to a local directory, or connect this machine to the network.")
-
-    def waiting_to_try_again():
-        asked.append(time.monotonic())
-        body = real_health().get_json()
-        body["status"], body["reason"] = "degraded", reason
-        body["model"].update(loaded=False, nextAttemptAt=(datetime.now(timezone.utc) + timedelta(seconds=200))
-                             .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-        return body
-
-    def ready():
-        asked.append(time.monotonic())
-        return real_health()
-
-    app.view_functions["health"] = waiting_to_try_again
+def test_a_model_the_hub_cannot_serve_says_when_the_server_tries_again(browser, make_app, monkeypatch, tmp_path):
+    """No network for the model hub (HF_HUB_OFFLINE, an empty cache): the server tries again later, and until then
+    refuses uploads; the page says why and when, in local time."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the analysis child inherits it
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    app = make_app(MODEL="test-org/not-in-the-cache", MODEL_RETRY_SECONDS=90, wait_for_model=False)
     with serve(app) as base_url:
         open_page(browser, base_url)
-        wait_until(browser, lambda d: model_state(d)[0] == "retrying", "the page never said the load is tried again")
+        wait_until(browser, lambda d: model_state(d)[0] == "retrying", "the page never said the load is tried again",
+                   timeout=60)
+        health = app.test_client().get("/health").get_json()
+        reason, next_try = health["reason"], health["model"]["nextAttemptAt"]
+        assert next_try in reason  # the server's own sentence on the next try, in UTC …
+        why = reason[:reason.index(" The service tries again")]
         text = model_state(browser)[1]
-        assert text.startswith(reason + " The server tries again at ") and text.endswith(" (in about 3 min).")
-        assert by_testid(browser, "start").is_enabled()  # an upload waits for the next try
-        asked_before = len(asked)
-        app.view_functions["health"] = ready
-        wait_until(browser, lambda d: model_state(d)[0] == "ready", "the page never saw the model ready")
-        assert len(asked) > asked_before
-        # Ready: the page asks no more (it asked every 3 s until then).
-        asked_when_ready = len(asked)
-        time.sleep(3.5)
-        assert len(asked) == asked_when_ready
+        # … which the page says in local time, counting down.
+        assert re.fullmatch(re.escape(why) + r" The server tries again at \d\d:\d\d:\d\d( [AP]M)? "
+                            r"\(in (about 1 min|[1-9]\d s)\); uploads are off until then\.", text), text
+        assert "set model to a local directory" in text.lower() and next_try not in text
+        assert not by_testid(browser, "start").is_enabled()  # the server refuses uploads until its next try
         assert console_errors(browser) == []
 
 

@@ -1,14 +1,15 @@
 /* The model's state, shown before anyone uploads: loading, ready, or not loadable and why (GET health).
  *
- * An upload made while the model loads waits in the server's queue, so only a model that failed to load
- * with no further try scheduled disables the Start button. /health is asked every few seconds until the
+ * An upload made while the model loads waits in the server's queue, so Start stays usable then. A model
+ * that could not be loaded disables it: the server refuses uploads until its next try (model.nextAttemptAt,
+ * when the model hub could not be reached) or for good. /health is asked every few seconds until the
  * model is ready, then no more (each read costs the server microseconds).
  */
 import { serviceHealth } from "./api.js";
 import { byId } from "./dom.js";
 import { refuseUploads } from "./page.js";
 
-const POLL_MS = 3000;            // while the model loads, or waits for its next try
+const POLL_MS = 3000;            // while the model loads, or waits for its next try (the line counts down)
 const POLL_UNAVAILABLE_MS = 15000;  // a model that will not be tried again (an operator may restart the service)
 
 const line = byId("model-state");
@@ -18,7 +19,7 @@ let timer = null;
 function show(state, text) {
   line.setAttribute("data-model", state);
   line.textContent = text;
-  refuseUploads(state === "unavailable");
+  refuseUploads(state === "unavailable" || state === "retrying");
 }
 
 /* "14:05:30 (in about 4 min)": the local time of an ISO instant and how far off it is; null if it is not a time. */
@@ -35,6 +36,16 @@ function sentence(text) {
   return s && !/[.!?]$/.test(s) ? s + "." : s;
 }
 
+/* `text` without its sentence that holds `needle` (the server's own word on the next try, in UTC), which
+ * the page says in local time instead. */
+function withoutSentenceHolding(text, needle) {
+  const at = needle ? text.indexOf(needle) : -1;
+  if (at < 0) return text;
+  const start = text.lastIndexOf(". ", at) + 1;  // 0: the text's first sentence
+  const end = text.indexOf(". ", at);
+  return (text.slice(0, start) + (end < 0 ? "" : text.slice(end + 1))).trim();
+}
+
 /* Shows what a /health body says; returns how long to wait before asking again (null: not again). */
 function showHealth(body) {
   const model = (body && body.model) || {};
@@ -47,7 +58,8 @@ function showHealth(body) {
     const reason = sentence(body.reason) || "The model could not be loaded.";
     const next = model.nextAttemptAt ? when(model.nextAttemptAt) : null;
     if (next) {
-      show("retrying", reason + " The server tries again at " + next + ".");
+      const why = sentence(withoutSentenceHolding(reason, model.nextAttemptAt)) || "The model could not be loaded.";
+      show("retrying", why + " The server tries again at " + next + "; uploads are off until then.");
       return POLL_MS;
     }
     show("unavailable", reason + " No video can be analyzed until the service is fixed, so uploads are off.");
