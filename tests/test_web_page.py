@@ -7,15 +7,18 @@ tests (it does not skip them): `make setup` installs both (tools/install_system_
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
 import video_analysis.web
-from tests.support.api import serve
+from tests.support.api import serve, stored_entries
 from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
 from tools.synthetic_video import Marker, write_video
@@ -339,13 +342,19 @@ def test_cancelling_a_long_job(browser, live_server, videos):
     wait_until(browser, lambda d: "of 90" in by_testid(d, "status-message").text,  # "Analyzing segment N of 90"
                "the page never showed the analysis running")
     assert float(by_testid(browser, "progress").get_attribute("value")) > 0
+    wait_until(browser, lambda d: by_testid(d, "partial-note").is_displayed(), "no results so far were shown")
     cancel.click()
 
     wait_until(browser, lambda d: "cancelled" in by_testid(d, "status-message").text.lower(),
                "the page never said the analysis was cancelled")
     assert browser.find_element("id", "main").get_attribute("data-state") == "cancelled"
     assert float(by_testid(browser, "progress").get_attribute("value")) < 100
-    assert not by_testid(browser, "cancel").is_displayed() and not by_testid(browser, "results").is_displayed()
+    assert not by_testid(browser, "cancel").is_displayed()
+    # What was analyzed before the cancel stays on the page, and says it is all there will be.
+    assert by_testid(browser, "results").is_displayed()
+    assert re.fullmatch(r"Partial results: \d+ of 90 segments\. The analysis was cancelled, so no more will come\.",
+                        by_testid(browser, "partial-note").text), by_testid(browser, "partial-note").text
+    assert by_id(browser, "new-analysis").is_displayed()
     status_code, status = api(live_server, f"status/{sid}")
     assert status_code == 200 and status["status"] == "cancelled"
 
@@ -531,3 +540,185 @@ def test_the_page_writes_the_times_the_server_does_not_send_as_the_server_would(
         }, function (error) { done(String(error)); });
     """, pairs, live_server + "/static/js/format.js")
     assert written == [[format_range(start, end), Timecode(end).clock()] for start, end in pairs]
+
+
+# -- the model's state, before anyone uploads ---------------------------------------------------
+def model_state(driver):
+    line = by_testid(driver, "model-state")
+    return line.get_attribute("data-model"), line.text
+
+
+def health_reads(driver):
+    """How many times the page has asked /health (the browser's own record of its requests)."""
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(function (e) {"
+        "  return new URL(e.name).pathname === '/health'; }).length")
+
+
+def test_the_page_shows_the_model_loading_takes_an_upload_then_says_ready(browser, make_app, videos):
+    app = make_app(own_analysis=True, wait_for_model=False)
+    child = app.extensions[EXTENSION_KEY].analysis.pid
+    # Stopped at once (spawning alone takes longer), the child holds its model load until it is continued:
+    # the page sees the model loading however fast this machine loads it.
+    os.kill(child, signal.SIGSTOP)
+    try:
+        with serve(app) as base_url:
+            open_page(browser, base_url)
+            wait_until(browser, lambda d: model_state(d)[0] == "loading", "the page never said the model is loading")
+            assert model_state(browser)[1] == "Model loading… A video uploaded now waits until it is ready."
+            # Start stays usable: the upload is taken, and its job waits for the model.
+            choose(browser, videos["short"], "highlights", segment_duration=2)
+            by_testid(browser, "start").click()
+            sid = session_id(browser)
+            wait_until(browser, lambda d: by_testid(d, "status-message").text == "Waiting for the model to load",
+                       "the page never showed the job waiting for the model")
+            os.kill(child, signal.SIGCONT)
+            wait_until(browser, lambda d: model_state(d)[0] == "ready", "the page never said the model is ready",
+                       timeout=60)
+            ready_at, reads = time.monotonic(), health_reads(browser)
+            assert model_state(browser)[1] == "Model ready: tiny-smolvlm on cpu."
+            wait_until(browser, lambda d: by_id(d, "main").get_attribute("data-state") == "completed",
+                       "the upload made while the model loaded never completed")
+            assert api(base_url, f"status/{sid}")[1]["segmentsDone"] == 3
+            # Once the model is ready the page asks /health no more (it asked every 3 s until then).
+            time.sleep(max(0.0, ready_at + 3.5 - time.monotonic()))
+            assert health_reads(browser) == reads > 1
+            assert by_testid(browser, "start").is_enabled()
+            assert console_errors(browser) == []
+    finally:
+        try:
+            os.kill(child, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_model_that_cannot_load_is_said_before_anyone_uploads(browser, make_app, tmp_path, clips):
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    app = make_app(MODEL=str(empty))
+    health = app.test_client().get("/health").get_json()
+    assert health["status"] == "degraded" and "no-model-here" in health["reason"]
+
+    with serve(app) as base_url:
+        open_page(browser, base_url)
+        wait_until(browser, lambda d: model_state(d)[0] == "unavailable",
+                   "the page never said the model cannot be loaded")
+        state, text = model_state(browser)
+        assert text.startswith(health["reason"]) and "uploads are off" in text
+        assert str(tmp_path) not in text
+        start = by_testid(browser, "start")
+        assert not start.is_enabled()
+        # The button says why it cannot be used, to a screen reader too.
+        assert start.get_attribute("aria-describedby") == "model-state"
+        by_testid(browser, "file-input").send_keys(clips["plain"])
+        by_id(browser, "form-fields").find_element("name", "segment_duration").send_keys("\n")  # Enter submits nothing
+        assert by_id(browser, "main").get_attribute("data-state") == "idle"
+        assert stored_entries(app) == []
+
+
+def test_a_model_the_hub_cannot_serve_says_when_the_server_tries_again(browser, make_app, monkeypatch, tmp_path):
+    """No network for the model hub (HF_HUB_OFFLINE, an empty cache): the server tries again later, and until then
+    refuses uploads; the page says why and when, in local time."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the analysis child inherits it
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    app = make_app(MODEL="test-org/not-in-the-cache", MODEL_RETRY_SECONDS=90, wait_for_model=False)
+    with serve(app) as base_url:
+        open_page(browser, base_url)
+        wait_until(browser, lambda d: model_state(d)[0] == "retrying", "the page never said the load is tried again",
+                   timeout=60)
+        health = app.test_client().get("/health").get_json()
+        reason, next_try = health["reason"], health["model"]["nextAttemptAt"]
+        assert next_try in reason  # the server's own sentence on the next try, in UTC …
+        why = reason[:reason.index(" The service tries again")]
+        text = model_state(browser)[1]
+        # … which the page says in local time, counting down.
+        assert re.fullmatch(re.escape(why) + r" The server tries again at \d\d:\d\d:\d\d( [AP]M)? "
+                            r"\(in (about 1 min|[1-9]\d s)\); uploads are off until then\.", text), text
+        assert "set model to a local directory" in text.lower() and next_try not in text
+        assert not by_testid(browser, "start").is_enabled()  # the server refuses uploads until its next try
+        assert console_errors(browser) == []
+
+
+# -- results that fill in as segments finish ---------------------------------------------------
+# One look at the page, taken many times a second while the job runs: the state, the partial note, and
+# whether every row seen before is still the same element at the same place (drawn in place, never rebuilt).
+SAMPLE_TABLES = """
+    var seen = window.__seenRows || (window.__seenRows = {segments: [], steps: []});
+    function look(name, rows) {
+      var kept = seen[name].every(function (row, i) { return rows[i] === row; });
+      seen[name] = Array.prototype.slice.call(rows);
+      return {count: rows.length, kept: kept};
+    }
+    var results = document.querySelector('[data-testid=results]');
+    return {state: document.getElementById('main').getAttribute('data-state'),
+            shown: !results.hidden, partial: results.getAttribute('data-partial'),
+            note: document.querySelector('[data-testid=partial-note]').textContent,
+            segments: look('segments', document.querySelectorAll('#segments-body tr')),
+            steps: look('steps', document.querySelectorAll('[data-testid=step-item]')),
+            marks: document.querySelectorAll('[data-testid=timeline-mark]').length,
+            player: document.querySelector('[data-testid=player]').getAttribute('src')};
+"""
+# The text of each cell of each row of a table body, by CSS selector.
+TABLE_TEXT = """
+    return Array.prototype.map.call(document.querySelectorAll(arguments[0]), function (tr) {
+      return Array.prototype.map.call(tr.cells, function (td) { return td.textContent; });
+    });
+"""
+
+
+SEGMENTS = 150
+
+
+def test_partial_results_fill_the_table_as_segments_finish(browser, marker_server, tmp_path):
+    """150 one-second segments of red and blue squares in turn (about 3 s of work on the marker model, three
+    polls or so): rows appear while the job runs, grow in place, and end as the completed result."""
+    from video_analysis.video.timecode import format_range
+
+    video = write_video(str(tmp_path / "long workout.webm"), duration=SEGMENTS, fps=2,
+                        markers=[Marker(start, start + 2, "red" if start % 4 == 0 else "blue")
+                                 for start in range(0, SEGMENTS, 2)])
+    open_page(browser, marker_server)
+    choose(browser, video, "workout", segment_duration=1, frames_per_segment=2)
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+
+    samples = []
+    deadline = time.monotonic() + 2 * WAIT
+    while time.monotonic() < deadline:
+        sample = browser.execute_script(SAMPLE_TABLES)
+        samples.append(sample)
+        if sample["state"] != "processing" and sample["state"] != "uploading":
+            break
+        time.sleep(0.05)
+    assert samples[-1]["state"] == "completed", samples[-1]
+    during = [s for s in samples if s["state"] == "processing" and s["shown"]]
+    assert during, "no results were shown before the analysis completed"
+    # While it runs the results say they are partial, with how many segments are in so far.
+    for sample in during:
+        assert sample["partial"] == "true" and re.fullmatch(
+            rf"Partial results: \d+ of {SEGMENTS} segments so far; more appear as the analysis goes on\.", sample["note"]), sample
+    assert any(0 < s["segments"]["count"] < SEGMENTS and s["steps"]["count"] > 0 and s["marks"] > 0 for s in during)
+    # Rows only grow, and a row once shown stays the same element (the final results included);
+    # the last step's row alone may be redrawn as its exercise goes on into the next segment.
+    counts = [s["segments"]["count"] for s in samples if s["shown"]]
+    assert counts == sorted(counts) and len(set(counts)) >= 2, counts
+    assert all(s["segments"]["kept"] for s in samples), "a segment row shown before was rebuilt or moved"
+    step_counts = [s["steps"]["count"] for s in samples if s["shown"]]
+    assert step_counts == sorted(step_counts), step_counts
+    # The player got the file once: drawing more results does not load it again.
+    assert len({s["player"] for s in samples if s["shown"]}) == 1
+
+    # The final table is the completed result.
+    final = samples[-1]
+    assert final["partial"] == "false" and not by_testid(browser, "partial-note").is_displayed()
+    _, results = api(marker_server, f"results/{sid}")
+    data = results["data"]
+    assert data["total_segments_analyzed"] == SEGMENTS and len(data["exercise_steps"]) > 1
+    assert browser.execute_script(TABLE_TEXT, "[data-testid=step-item]") == [
+        [s["exercise_name"], s["timestamp_formatted"], f"{s['duration']:g}\u00a0s"] for s in data["exercise_steps"]]
+    assert len(all_by_testid(browser, "timeline-mark")) == len(data["exercise_steps"])
+    assert browser.execute_script(TABLE_TEXT, "#segments-body tr") == [
+        [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], s["analysis"]]
+        for s in data["segment_analyses"]]
+    assert by_id(browser, "segments-summary").text == f"Every analyzed segment ({SEGMENTS})"
+    assert console_errors(browser) == []

@@ -2,10 +2,11 @@
  *
  * Plain JavaScript modules, no build step, no dependencies; guides/web-page.md
  * says what each module in js/ does. This file only wires the page's buttons
- * to them. The page talks only to the public API, with URLs relative to the page.
+ * to them. The page talks only to the public API and /health, with URLs relative to the page.
  */
 import { byId } from "./js/dom.js";
 import { bindFileChoice, focusPicker, forgetChosenFile } from "./js/file-choice.js";
+import { watchModel } from "./js/model.js";
 import { clearError, setState } from "./js/page.js";
 import { bindParameters, loadParameters } from "./js/parameters.js";
 import { showPanel } from "./js/progress.js";
@@ -42,3 +43,4 @@ bindParameters();
 bindTimeline();
 setState("idle");
 loadParameters();
+watchModel();

@@ -6,6 +6,7 @@
 
 const VIDEO_API = "api/v1/video/";
 const OPENAPI_DOCUMENT = "api/v1/openapi.json";
+const HEALTH = "health";
 
 export const NETWORK_SENTENCE =
   "The server could not be reached. Check your connection (and that the service is running), then try again.";
@@ -41,7 +42,10 @@ function sessionUrl(action, sessionId) {
 
 export const openapiDocument = () => call(OPENAPI_DOCUMENT);
 export const jobStatus = (sessionId) => call(sessionUrl("status", sessionId));
-export const jobResults = (sessionId) => call(sessionUrl("results", sessionId));
+/* `partial`: the results so far of a job still running (the answer's `partial` says which it got). */
+export const jobResults = (sessionId, partial = false) =>
+  call(sessionUrl("results", sessionId) + (partial ? "?partial=true" : ""));
+export const serviceHealth = () => call(HEALTH);
 export const cancelJob = (sessionId) => call(sessionUrl("cancel", sessionId), "POST");
 
 /* Deletes a finished run's files on the server; a failure does not matter, they expire on their own. */

@@ -1,9 +1,12 @@
 /* What an analysis found: highlights as a list (best first) or workout steps as a table,
  * each with its mark on the timeline; or a sentence saying why nothing was found.
+ *
+ * Drawn again each time partial results grow: an item that has not changed keeps its
+ * elements (dom.js KeyedNodes), so the list grows in place.
  */
-import { byId, clearChildren, make, plural } from "./dom.js";
+import { KeyedNodes, byId, make, plural } from "./dom.js";
 import { seconds } from "./format.js";
-import { addMark, sayNothingToMark, seekOnClick, trackTime } from "./timeline.js";
+import { drawMarks, sayNothingToMark, seekOnClick, trackTimes } from "./timeline.js";
 
 const STEP_COLOURS = 6;  // .step-colour-0 … -5 in style.css
 
@@ -11,32 +14,47 @@ const listTitle = byId("list-title");
 const emptyNote = byId("empty-note");
 const highlightList = byId("highlight-list");
 const stepsWrap = byId("steps-wrap");
-const stepsBody = byId("steps-body");
+const highlightItems = new KeyedNodes(highlightList);
+const stepRows = new KeyedNodes(byId("steps-body"));
 
-function start(title, showList, showTable) {
-  listTitle.textContent = title;
-  clearChildren(highlightList);
-  clearChildren(stepsBody);
-  highlightList.hidden = !showList;
-  stepsWrap.hidden = !showTable;
+export function clearFindings() {
+  highlightItems.clear();
+  stepRows.clear();
   emptyNote.hidden = true;
 }
 
+function start(title, showList, showTable) {
+  listTitle.textContent = title;
+  highlightList.hidden = !showList;
+  stepsWrap.hidden = !showTable;
+}
+
+/* Why nothing is listed (a sentence), or null when something is. */
 function sayNothingFound(sentence, timelineText) {
-  emptyNote.textContent = sentence;
-  emptyNote.hidden = false;
-  sayNothingToMark(timelineText);
+  emptyNote.textContent = sentence || "";
+  emptyNote.hidden = !sentence;
+  sayNothingToMark(sentence ? timelineText : null);
+}
+
+/* Draws `items` ([{key, look, build, mark: {start, end, label, className, style}}]) and their marks, and
+ * ties each to its mark for the player's current time; `current(node)` is the element to mark, if not the node. */
+function draw(list, items, current = (node) => node) {
+  const nodes = list.render(items);
+  const marks = drawMarks(items.map((item) => ({ key: item.key, ...item.mark })));
+  trackTimes(items.map((item, i) => ({ start: item.mark.start, end: item.mark.end, nodes: [current(nodes[i]), marks[i]] })));
+}
+
+function highlightLabel(h, index) {
+  return "Highlight " + (index + 1) + ": " + h.timestamp_formatted + ", score " + h.significance_score + " of 10";
 }
 
 function highlightItem(h, index) {
   const score = Number(h.significance_score) || 0;
-  const label = "Highlight " + (index + 1) + ": " + h.timestamp_formatted + ", score " + h.significance_score + " of 10";
-  const mark = addMark(h.start_time, h.end_time, label, "score-mark", { "--strength": String(0.35 + score / 15.4) });
   const button = make("button", "highlight-item");
   button.type = "button";
   button.setAttribute("data-testid", "highlight-item");
   button.setAttribute("data-start", String(h.start_time));
-  button.setAttribute("aria-label", label + ". Play from here.");
+  button.setAttribute("aria-label", highlightLabel(h, index) + ". Play from here.");
   const head = make("span", "item-head");
   head.appendChild(make("span", "rank", index + 1));
   head.appendChild(make("span", "time", h.timestamp_formatted));
@@ -44,40 +62,56 @@ function highlightItem(h, index) {
   button.appendChild(head);
   button.appendChild(make("span", "description", h.description || "No description."));
   seekOnClick(button, h.start_time);
-  trackTime(h.start_time, h.end_time, [button, mark]);
   const li = make("li");
   li.appendChild(button);
   return li;
 }
 
-export function showHighlights(data) {
+/* `partial`: the results so far of a run still going (nothing found yet is not nothing found). */
+export function showHighlights(data, partial = false) {
   const highlights = data.highlights || [];
-  start(highlights.length ? plural(highlights.length, "highlight") + ", best first" : "Highlights",
-    highlights.length > 0, false);
-  highlights.forEach((h, index) => highlightList.appendChild(highlightItem(h, index)));
-  if (highlights.length) return;
-
+  const count = plural(highlights.length, "highlight") + (partial ? " so far" : "");
+  start(highlights.length ? count + ", best first" : "Highlights", highlights.length > 0, false);
+  stepRows.clear();
+  draw(highlightItems, highlights.map((h, index) => ({
+    key: h.start_time,
+    look: JSON.stringify([h, index]),
+    build: () => highlightItem(h, index),
+    mark: { start: h.start_time, end: h.end_time, label: highlightLabel(h, index), className: "score-mark",
+            style: { "--strength": String(0.35 + (Number(h.significance_score) || 0) / 15.4) } },
+  })), (li) => li.firstElementChild);
+  if (highlights.length) {
+    sayNothingFound(null);
+    return;
+  }
   const analyses = data.all_analyses || [];
-  const unscored = analyses.filter((a) => a.significance_score === null || a.significance_score === undefined).length;
   const minimum = data.settings && data.settings.min_significance;
-  let text = "No highlights found: no segment scored " + (minimum ? "at least " + minimum + "/10" : "high enough") + ".";
+  const bar = minimum ? "at least " + minimum + "/10" : "high enough";
+  if (partial) {
+    sayNothingFound("No highlights so far: no segment analyzed yet scored " + bar + ".", "No highlights yet");
+    return;
+  }
+  const unscored = analyses.filter((a) => a.significance_score === null || a.significance_score === undefined).length;
+  let text = "No highlights found: no segment scored " + bar + ".";
   if (unscored) text += " The model gave no readable score for " + unscored + " of " + plural(analyses.length, "segment") + ".";
   text += " Every segment's answer is listed below; a lower minimum score may find more.";
   sayNothingFound(text, "No highlights to mark");
 }
 
+function stepLabel(step, index) {
+  return "Step " + (index + 1) + ": " + (step.exercise_name || "exercise") + ", " + step.timestamp_formatted;
+}
+
 function stepRow(step, index, colour) {
   const name = step.exercise_name || "exercise";
   const time = step.timestamp_formatted;
-  const label = "Step " + (index + 1) + ": " + name + ", " + time;
-  const mark = addMark(step.start_timestamp, step.end_timestamp, label, "step-mark " + colour);
   const row = make("tr", "step-item");
   row.setAttribute("data-testid", "step-item");
   row.setAttribute("data-start", String(step.start_timestamp));
   const nameCell = make("td", "exercise");
   const button = make("button", "row-button");
   button.type = "button";
-  button.setAttribute("aria-label", label + ". Play from here.");
+  button.setAttribute("aria-label", stepLabel(step, index) + ". Play from here.");
   button.appendChild(make("span", "swatch " + colour));
   button.appendChild(make("span", "exercise-name", name));
   nameCell.appendChild(button);
@@ -90,21 +124,31 @@ function stepRow(step, index, colour) {
   row.appendChild(make("td", "num", seconds(step.duration)));
   // The whole row seeks on click; its button makes it keyboard operable.
   seekOnClick(row, step.start_timestamp);
-  trackTime(step.start_timestamp, step.end_timestamp, [row, mark]);
   return row;
 }
 
-export function showSteps(data) {
+export function showSteps(data, partial = false) {
   const steps = data.exercise_steps || [];
-  start(steps.length ? plural(steps.length, "exercise step") : "Exercise steps", false, steps.length > 0);
+  const count = plural(steps.length, "exercise step") + (partial ? " so far" : "");
+  start(steps.length ? count : "Exercise steps", false, steps.length > 0);
+  highlightItems.clear();
   const colours = {};  // one colour per exercise name, in order of appearance
   let next = 0;
-  steps.forEach((step, index) => {
+  draw(stepRows, steps.map((step, index) => {
     const name = step.exercise_name || "exercise";
     if (!(name in colours)) { colours[name] = next % STEP_COLOURS; next += 1; }
-    stepsBody.appendChild(stepRow(step, index, "step-colour-" + colours[name]));
-  });
-  if (!steps.length) {
+    const colour = "step-colour-" + colours[name];
+    return {
+      key: step.start_timestamp,
+      look: JSON.stringify([step, index, colour]),
+      build: () => stepRow(step, index, colour),
+      mark: { start: step.start_timestamp, end: step.end_timestamp, label: stepLabel(step, index),
+              className: "step-mark " + colour },
+    };
+  }));
+  if (steps.length) sayNothingFound(null);
+  else if (partial) sayNothingFound("No exercise so far in the segments analyzed yet.", "No exercise steps yet");
+  else {
     sayNothingFound("No exercise found: every segment looked like rest, or the model named no exercise. "
       + "Every segment's answer is listed below.", "No exercise steps to mark");
   }

@@ -1,5 +1,5 @@
 /* What the page is doing (idle | uploading | processing | completed | cancelled | failed),
- * which controls that leaves usable, and the error area.
+ * which controls that leaves usable (and whether the model lets anyone upload), and the error area.
  */
 import { byId } from "./dom.js";
 import { setStatus } from "./progress.js";
@@ -9,9 +9,11 @@ const fields = byId("form-fields");
 const start = byId("start");
 const resetSettings = byId("reset-settings");
 const cancel = byId("cancel");
+const newAnalysis = byId("new-analysis");
 const error = byId("error");
 
 let state = "idle";
+let uploadsRefused = false;  // the model cannot be loaded, and the server will not try again
 
 export function currentState() {
   return state;
@@ -22,11 +24,18 @@ export function setState(next) {
   main.setAttribute("data-state", next);
   const busy = next === "uploading" || next === "processing";
   fields.disabled = busy;
-  start.disabled = busy;
+  start.disabled = busy || uploadsRefused;
   resetSettings.disabled = busy;
   cancel.hidden = !busy;
   cancel.disabled = false;
+  newAnalysis.hidden = busy;  // partial results show while the job runs; Cancel stops it
   start.textContent = busy ? "Working…" : "Analyze video";
+}
+
+/* No upload can succeed while the model cannot be loaded (js/model.js says why); the Start button waits. */
+export function refuseUploads(refused) {
+  uploadsRefused = refused;
+  start.disabled = state === "uploading" || state === "processing" || refused;
 }
 
 /* The form's fields are disabled while a run is under way (drops are ignored then). */

@@ -1,7 +1,7 @@
 /* The player and the timeline under it: marks placed by their start and end, the playhead,
  * seeking, and marking what is playing as current.
  */
-import { byId, clearChildren, make } from "./dom.js";
+import { KeyedNodes, byId, make } from "./dom.js";
 import { clock } from "./format.js";
 
 const player = byId("player");
@@ -14,6 +14,8 @@ const scaleEnd = byId("scale-end");
 let duration = 0;     // of the analyzed video, in seconds
 let timedItems = [];  // [{start, end, nodes: [elements to mark as current]}]
 let videoUrl = null;  // object URL of the run's file
+const marks = new KeyedNodes(timeline, playhead);  // kept across renders of growing partial results
+let nothingToMark = null;  // the sentence shown on an empty timeline
 
 function markCurrent(t) {
   if (duration > 0) playhead.style.left = Math.min(100, (t / duration) * 100) + "%";
@@ -52,49 +54,61 @@ export function unloadPlayer() {
   timedItems = [];
 }
 
-/* An empty timeline over `seconds` of video, its scale written at the middle and the end. */
-export function resetTimeline(seconds, label) {
+/* The timeline over `seconds` of video, its scale written at the middle and the end; its marks stay. */
+export function setTimeline(seconds, label) {
   duration = seconds;
-  clearChildren(timeline);
-  timeline.appendChild(playhead);
-  playhead.style.left = "0%";
   scaleMid.textContent = duration ? clock(duration / 2) : "";
   scaleEnd.textContent = duration ? clock(duration) : "";
   timeline.setAttribute("aria-label", label);
-  timedItems = [];
 }
 
-export function addMark(start, end, label, className, style) {
-  const mark = make("button", "timeline-mark " + (className || ""));
+/* No marks and the playhead at the start, for a new run's results. */
+export function clearTimeline() {
+  marks.clear();
+  sayNothingToMark(null);
+  timedItems = [];
+  playhead.style.left = "0%";
+}
+
+function buildMark(m) {
+  const mark = make("button", "timeline-mark " + (m.className || ""));
   mark.type = "button";
   mark.setAttribute("data-testid", "timeline-mark");
-  mark.setAttribute("data-start", String(start));
-  mark.setAttribute("aria-label", label);
-  mark.title = label;
-  const left = duration > 0 ? (start / duration) * 100 : 0;
-  const width = duration > 0 ? ((end - start) / duration) * 100 : 0;
+  mark.setAttribute("data-start", String(m.start));
+  mark.setAttribute("aria-label", m.label);
+  mark.title = m.label;
+  const left = duration > 0 ? (m.start / duration) * 100 : 0;
+  const width = duration > 0 ? ((m.end - m.start) / duration) * 100 : 0;
   mark.style.left = Math.max(0, Math.min(100, left)) + "%";
   // 2px less than its share, so that marks of adjacent segments stay apart.
   mark.style.width = "calc(" + Math.max(0.8, Math.min(100 - left, width)) + "% - 2px)";
-  if (style) for (const key in style) mark.style.setProperty(key, style[key]);
-  seekOnClick(mark, start);
-  timeline.appendChild(mark);
+  if (m.style) for (const key in m.style) mark.style.setProperty(key, m.style[key]);
+  seekOnClick(mark, m.start);
   return mark;
 }
 
-/* `nodes` are marked current while the player is between start and end. */
-export function trackTime(start, end, nodes) {
-  timedItems.push({ start, end, nodes });
+/* The marks, in order: [{key, start, end, label, className, style}]; a mark drawn before with the same
+ * everything is kept as it is. Returns the mark elements. */
+export function drawMarks(list) {
+  return marks.render(list.map((m) => ({ key: m.key, look: JSON.stringify([m, duration]), build: () => buildMark(m) })));
 }
 
+/* `items`: [{start, end, nodes}], each marked current while the player is between start and end. */
+export function trackTimes(items) {
+  timedItems = items;
+  markCurrent(player.currentTime || 0);
+}
+
+/* A sentence across an empty timeline, or none (null). */
 export function sayNothingToMark(text) {
-  const none = make("span", "timeline-empty", text);
-  none.setAttribute("aria-hidden", "true");
-  timeline.appendChild(none);
-}
-
-export function showStart() {
-  markCurrent(0);
+  if (nothingToMark && (!text || nothingToMark.textContent !== text)) {
+    nothingToMark.remove();
+    nothingToMark = null;
+  }
+  if (!text || nothingToMark) return;
+  nothingToMark = make("span", "timeline-empty", text);
+  nothingToMark.setAttribute("aria-hidden", "true");
+  timeline.appendChild(nothingToMark);
 }
 
 export function bindTimeline() {
