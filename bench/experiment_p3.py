@@ -31,6 +31,8 @@ from bench.videos import WORK, bench_video
 VARIANTS = {
     "product": ({}, "make run"),
     "nosplit": ({"PARALLEL_VISION": "0"}, "make run"),
+    # the product without its state database (nothing written to disk): what durable sessions cost P3
+    "nostore": ({"STATE_DB": ":memory:"}, "make run"),
     # gunicorn alone on the port, as `make run` served before serve.py put nginx in front
     "bare": ({}, "gunicorn"),
 }
