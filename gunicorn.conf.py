@@ -2,6 +2,22 @@
 from video_analysis.config import Config
 
 _config = Config.from_env()  # an invalid variable stops gunicorn here, with the sentence that names it
+
+
+def _check_state_db(config: Config) -> None:
+    """A state database the service cannot use (not a database, another program's, in use by another service)
+    stops gunicorn here with its sentence: found in the worker, the same error would have gunicorn start the
+    worker again and again."""
+    from video_analysis.jobs.sessions import SessionManager
+    from video_analysis.jobs.state_db import StateDatabaseError
+
+    try:
+        SessionManager(database=config.state_db_path).close()
+    except StateDatabaseError as error:
+        raise SystemExit(str(error)) from None
+
+
+_check_state_db(_config)
 bind = f"{_config.HOST}:{_config.PORT}"
 workers = 1  # one process = one model in memory; never raise this
 worker_class = "gthread"

@@ -271,3 +271,41 @@ def test_cleanup_after_a_restart_deletes_every_file(start_service, videos):
     with sqlite3.connect(os.path.join(again.data_dir, STATE_DB_NAME)) as db:
         assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 0
+
+
+# -- what a restart cannot do -------------------------------------------------------------------------------
+def test_a_state_db_gunicorn_cannot_use_stops_it_with_the_sentence(start_service, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 200)
+    service = start_service(env={"STATE_DB": str(notes)}, ready=False)
+    service.process.wait(30)  # it stops: no worker started over and over
+    assert service.process.returncode != 0
+    assert "cannot be used" in service.log() and "Move it aside" in service.log()
+    assert notes.read_text() == "not a database\n" * 200
+
+
+def test_jobs_queued_again_after_a_restart_wait_through_the_models_retries(start_service, tiny_model_dir, videos):
+    """A restart whose model cannot be fetched yet (the Hub unreachable) leaves the restored jobs waiting, not
+    failed: they were accepted while the model worked, and keep their finished segments for a later start."""
+    first = start_service(env={"JOB_WORKERS": "1"})
+    api = Client(first)
+    session_id = api.upload(videos["long"], segment_duration="1")["sessionId"]
+    api.wait(session_id, lambda body: body["segmentsDone"] >= 5)
+    first.kill()
+    done = len(answer_runs(first.data_dir, session_id))
+
+    offline = start_service(model_dir="test-org/not-in-the-cache", data_dir=first.data_dir, ready=False,
+                            env={"HF_HUB_OFFLINE": "1", "MODEL_RETRY_SECONDS": "1", "JOB_WORKERS": "1"})
+    offline.wait_ready()  # degraded: the first try failed
+    deadline = time.monotonic() + 30
+    while requests.get(f"{offline.base}/health", timeout=5).json()["model"].get("failedAttempts", 0) < 2:
+        assert time.monotonic() < deadline, offline.log()  # a second try, failing too
+        time.sleep(0.1)
+    waiting = Client(offline).status(session_id)
+    assert waiting["status"] == "processing" and waiting["error"] is None, waiting
+    assert waiting["message"] == "Waiting for the model to load"
+    offline.kill()
+
+    api = Client(start_service(data_dir=first.data_dir, env={"JOB_WORKERS": "1"}))
+    assert api.wait_ended(session_id)["status"] == "completed"
+    assert answer_runs(first.data_dir, session_id)[:done] == [1] * done

@@ -34,6 +34,7 @@ def test_the_same_upload_again_gets_the_first_answer_and_no_second_job(app, clie
     once_done = send(client, videos["short"], key, segment_duration="3")  # also after it has finished
     assert once_done.status_code == 202 and once_done.get_json()["sessionId"] == first.get_json()["sessionId"]
     assert once_done.get_json()["status"] == "completed"
+    assert "received before" in once_done.get_json()["message"] and "is completed" in once_done.get_json()["message"]
 
 
 def test_the_key_quoted_as_the_draft_writes_it_is_the_same_key(client, videos):
@@ -58,7 +59,8 @@ def test_the_same_key_with_another_file_or_fields_is_a_422(app, client, videos, 
     assert stored_entries(app) == [first.get_json()["sessionId"]]  # the refused retry left nothing
 
 
-@pytest.mark.parametrize("key", ["", "é", "a" * 256, "tab\there", '""'])
+@pytest.mark.parametrize("key", ["", "é", "a" * 256, "tab\there", '""', '"a2", "a3"', '"a4", b4', '"a\\x"',
+                                 '"unclosed'])
 def test_a_malformed_key_is_a_400_and_nothing_is_stored(app, client, videos, key):
     problem = assert_problem(send(client, videos["short"], key), 400)
     assert problem["field"] == "Idempotency-Key" and "printable ASCII" in problem["error"]

@@ -188,3 +188,4 @@ def test_only_a_hub_that_cannot_be_reached_is_worth_another_try(tmp_path, tiny_m
     assert verdict == "again" and "could not be reached" in sentence and "Connection refused" in sentence
     assert "set MODEL to a local directory" in sentence
     assert found[str(not_a_model)][0] == "final" and found["/no/such/model"][0] == "final"
+    assert "the directory /no/such/model does not exist" in found["/no/such/model"][1]

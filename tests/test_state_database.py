@@ -6,6 +6,7 @@ database's size (`PRAGMA max_page_count`), the very error a full disk gives.
 import os
 import shutil
 import sqlite3
+import time
 
 import pytest
 
@@ -27,36 +28,65 @@ def make_room(app) -> None:
     app.extensions[EXTENSION_KEY].sessions.database._db.execute("PRAGMA max_page_count = 1073741823")
 
 
-def test_a_full_disk_stops_the_job_with_a_sentence_and_refuses_uploads_and_a_restart_shows_the_same(
-        make_app, videos, tmp_path):
-    data_dir = str(tmp_path / "data")
-    app = make_app(DATA_DIR=data_dir)
+def test_a_full_disk_pauses_jobs_refuses_uploads_and_with_room_again_they_go_on_by_themselves(make_app, videos):
+    app = make_app(JOB_WORKERS=2)
+    svc = app.extensions[EXTENSION_KEY]
+    svc.jobs.pause_seconds = 0.3
     client = app.test_client()
-    session_id = upload(client, videos["long"], segment_duration="1").get_json()["sessionId"]
-    wait_for_status(client, session_id, statuses=("processing",))
-    while client.get(f"/api/v1/video/status/{session_id}").get_json()["segmentsDone"] < 3:
+    running = upload(client, videos["long"], segment_duration="1").get_json()["sessionId"]
+    while client.get(f"/api/v1/video/status/{running}").get_json()["segmentsDone"] < 3:
         pass
     fill_the_disk(app)
-    ended = wait_for_status(client, session_id)[-1]
-    assert ended["status"] == "failed" and "disk is full" in ended["error"], ended
-    saved = len(app.extensions[EXTENSION_KEY].sessions.answers(session_id))
-    assert 3 <= saved < 90
-    database = app.extensions[EXTENSION_KEY].sessions.database._db
-    database.execute("PRAGMA query_only = ON")  # now no write at all succeeds, as on a full or read-only disk
-    refused = upload(client, videos["short"])
-    problem = assert_problem(refused, 507)
-    assert "could not record this upload" in problem["error"]
-    assert stored_entries(app) == [session_id]  # the refused upload left nothing
-    database.execute("PRAGMA query_only = OFF")
-    make_room(app)
-    app.extensions[EXTENSION_KEY].close()
+    deadline = time.monotonic() + 30
+    while "Paused" not in client.get(f"/api/v1/video/status/{running}").get_json()["message"]:
+        assert time.monotonic() < deadline
+    paused = client.get(f"/api/v1/video/status/{running}").get_json()
+    assert paused["status"] == "processing" and "disk is full" in paused["message"], paused
+    saved = len(svc.sessions.answers(running))
+    assert 3 <= saved < 90 and paused["segmentsDone"] == saved  # nothing shown that is not kept
+    assert client.get("/health").get_json()["queue"]["processing"] == 1
 
-    # The failure fitted in the database (a changed row needs no new page): a restart shows what the client saw.
-    again = make_app(DATA_DIR=data_dir)
-    state = again.test_client().get(f"/api/v1/video/status/{session_id}").get_json()
-    assert (state["status"], state["error"], state["segmentsDone"]) == ("failed", ended["error"], saved)
-    assert again.extensions[EXTENSION_KEY].sessions.answers(session_id) == \
-        app.extensions[EXTENSION_KEY].sessions.answers(session_id)
+    svc.sessions.database._db.execute("PRAGMA query_only = ON")  # no write at all now, as on a read-only disk
+    problem = assert_problem(upload(client, videos["short"]), 507)
+    assert "could not record this upload" in problem["error"]
+    assert stored_entries(app) == [running]  # the refused upload left nothing
+    svc.sessions.database._db.execute("PRAGMA query_only = OFF")
+
+    make_room(app)
+    ended = wait_for_status(client, running)
+    assert ended[-1]["status"] == "completed" and ended[-1]["segmentsDone"] == 90, ended[-1]
+    assert all(body["status"] == "processing" for body in ended[:-1])  # never failed on the way
+    assert any("once its progress could be saved again" in body["message"] for body in ended), \
+        {body["message"] for body in ended}
+    runs = svc.sessions.answer_runs[running]
+    assert runs[:saved] == [1] * saved and set(runs[saved:]) >= {2}
+
+
+def test_a_job_that_cannot_even_start_on_a_full_disk_waits_and_then_runs(make_app, videos, tmp_path):
+    """Its session was recorded before the disk filled; its first write (it starts) is refused."""
+    app = make_app()
+    svc = app.extensions[EXTENSION_KEY]
+    svc.jobs.pause_seconds = 0.3
+    client = app.test_client()
+    directory = tmp_path / "upload"
+    directory.mkdir()
+    video = shutil.copy(videos["short"], directory / "upload-0.bin")
+    slot = svc.jobs.reserve()
+    session_id = svc.sessions.new_id()
+    svc.sessions.create(session_id, "highlights", "short.mp4", str(directory), {}, video_path=str(video))
+    db = svc.sessions.database._db
+    db.execute("PRAGMA query_only = ON")
+    try:
+        svc.jobs.submit(slot, session_id, str(video))
+        deadline = time.monotonic() + 30
+        while "Paused" not in client.get(f"/api/v1/video/status/{session_id}").get_json()["message"]:
+            assert time.monotonic() < deadline
+        assert client.get(f"/api/v1/video/status/{session_id}").get_json()["status"] == "pending"
+        assert client.get("/health").get_json()["queue"] == {"pending": 0, "processing": 1}  # still counted
+        time.sleep(1)  # a few tries, all refused
+    finally:
+        db.execute("PRAGMA query_only = OFF")
+    assert wait_for_status(client, session_id)[-1]["status"] == "completed"
 
 
 def test_cleanup_that_cannot_be_recorded_is_a_503_and_changes_nothing(make_app, videos):
@@ -132,3 +162,56 @@ def test_the_database_passes_its_integrity_check_and_answers_are_kept_in_order(t
         assert db.execute("SELECT position, answer, run FROM answers").fetchall() == [(0, "Significance: 3/10", 1)]
     again = SessionManager(60, StateDatabase(path))
     assert again.answers("s-1") == ["Significance: 3/10"] and again.get("s-1").segments_done == 1
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_as_it_was(make_app, tmp_path):
+    path = tmp_path / "photos.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE albums (name TEXT)")
+        db.execute("INSERT INTO albums VALUES ('summer')")
+    os.chmod(path, 0o644)
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as stopped:
+        make_app(STATE_DB=str(path))
+    assert "another program" in str(stopped.value)
+    assert path.read_bytes() == before and os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_a_second_service_on_the_same_state_db_is_refused(make_app, tmp_path):
+    data_dir = str(tmp_path / "data")
+    make_app(DATA_DIR=data_dir)
+    with pytest.raises(SystemExit) as stopped:
+        make_app(DATA_DIR=data_dir)
+    assert "Another service is using the state database" in str(stopped.value)
+
+
+@pytest.mark.parametrize("damage", ["status", "json", "page"])
+def test_a_damaged_state_db_stops_the_start_with_the_sentence(make_app, tmp_path, damage):
+    path = str(tmp_path / "state.db")
+    sessions = SessionManager(60, StateDatabase(path))
+    sessions.create("s-1", "highlights", "a.mp4", "/data/s-1")
+    sessions.close()
+    if damage == "page":
+        with open(path, "r+b") as handle:  # the header stays, the first page's content goes
+            handle.seek(100)
+            handle.write(b"\xff" * 3000)
+    else:
+        with sqlite3.connect(path) as db:
+            bad = '{"status": "paused"}' if damage == "status" else "not json"
+            db.execute("UPDATE sessions SET state = ?", (bad,))
+    with pytest.raises(SystemExit) as stopped:
+        make_app(STATE_DB=path)
+    assert "cannot be used" in str(stopped.value) and "Move it aside" in str(stopped.value)
+
+
+def test_health_says_when_the_state_db_or_data_dir_was_deleted_under_it(make_app, tmp_path):
+    data_dir = str(tmp_path / "data")
+    app = make_app(DATA_DIR=data_dir)
+    client = app.test_client()
+    assert client.get("/health").get_json()["status"] == "healthy"
+    os.unlink(os.path.join(data_dir, "state.db"))
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded" and "was deleted or replaced" in health["problems"][0]
+    shutil.rmtree(data_dir)
+    health = client.get("/health").get_json()
+    assert len(health["problems"]) == 2 and "DATA_DIR" in health["problems"][0]

@@ -143,17 +143,21 @@ class AnalysisProcess:
     # -- jobs ------------------------------------------------------------------------------------------
     def run(self, job_id: str, kind: "AnalysisKind | str", video_path: str, options: Dict[str, Any],
             progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
-            answered: Optional[Answered] = None, started: Optional[Callable[[], None]] = None) -> dict:
+            answered: Optional[Answered] = None, started: Optional[Callable[[], None]] = None,
+            through_retries: bool = False) -> dict:
         """Analyse one video in the child and return its result object.
 
         Waits while the model loads. Raises Cancelled (once `cancel` is cancelled), AnalysisFailed
         or ModelUnavailable (the model did not load: the reason); ValueError for an unknown kind.
         `started` is called once the model is ready, before the job is handed over; `progress` and
         `answered` (each segment's answer) from the parent's reader thread as the child reports.
+        `through_retries`: while a load that failed is to be tried again (the Hub could not be
+        reached), wait for that try rather than fail: for jobs queued again after a restart, which
+        were accepted when the model worked and may have finished segments behind them.
         """
         kind = AnalysisKind(kind)
         cancel = cancel or CancelToken()
-        self._wait_for_model(cancel)
+        self._wait_for_model(cancel, through_retries)
         if started is not None:
             started()
         waiter = _Waiter(progress, answered)
@@ -177,13 +181,15 @@ class AnalysisProcess:
             raise Cancelled(message)
         raise AnalysisFailed(error_kind, message)
 
-    def _wait_for_model(self, cancel: CancelToken) -> None:
+    def _wait_for_model(self, cancel: CancelToken, through_retries: bool = False) -> None:
         """Wait while a child (re)loads the model: a queued job outlives a crash of the child before it."""
-        while not self._loaded.wait(_WAIT_STEP_SECONDS):
+        while not self._loaded.wait(_WAIT_STEP_SECONDS) or (through_retries and self.state().next_attempt_at):
             if self._closed:
                 raise ModelUnavailable("The analysis process is shutting down.")
             if cancel.cancelled:
                 raise Cancelled("Cancelled while the model was loading.")
+            if self._loaded.is_set():  # between two tries: the next one clears it
+                cancel.wait(_WAIT_STEP_SECONDS)
         if self.load_error:
             raise ModelUnavailable(self.load_error)
 

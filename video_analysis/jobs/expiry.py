@@ -15,6 +15,7 @@ class SessionSweeper:
         self.sessions = sessions
         self.storage = storage
         self.interval = interval_seconds
+        self._said = None  # the state database problem last logged
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="session-sweeper", daemon=True)
 
@@ -23,7 +24,11 @@ class SessionSweeper:
         return self
 
     def sweep(self) -> int:
-        """Expire what is due now; returns how many sessions went."""
+        """Expire what is due now; returns how many sessions went. Says once if the state database went away."""
+        problem = self.sessions.database.file_problem()
+        if problem and problem != self._said:
+            log.error(problem)
+        self._said = problem
         expired = self.sessions.expire()
         for state in expired:
             self.storage.remove(state.directory)

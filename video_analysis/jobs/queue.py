@@ -37,8 +37,11 @@ from video_analysis.video import VideoInfo
 
 log = logging.getLogger(__name__)
 
-_NOT_SAVED = ("The server could not save the analysis's progress (its disk is full or not writable), so it "
-              "stopped. Upload the video again once an operator has made room.")
+_NOT_SAVED = "not saved"  # `stopped_because` when the database refused a write: the job pauses
+_PAUSED = ("Paused: the server's disk is full or not writable, so the analysis's progress cannot be saved. It goes on "
+           "by itself, from its last saved segment, once there is room again.")
+# How long a paused job waits before it tries to save again.
+PAUSE_SECONDS = 30.0
 _VIDEO_LOST = ("The uploaded video was no longer on the server when it restarted (DATA_DIR was emptied), so the "
                "analysis cannot go on. Upload the video again.")
 
@@ -69,6 +72,9 @@ class _Job:
     cancel: CancelToken = field(default_factory=CancelToken)
     done: threading.Event = field(default_factory=threading.Event)
     stopped_because: Optional[str] = None  # keeping its progress failed, so the job stopped: why, for its client
+    restored: bool = False  # queued again after a restart: the model's retries are waited through
+    resumes_running: bool = False  # was running before the restart: /health counts it as processing, as its status says
+    resumed_because: str = "after a restart"  # what its status says when it goes on after its last kept answer
 
 
 class JobQueue:
@@ -77,6 +83,7 @@ class JobQueue:
         self.sessions = sessions
         self.max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
+        self.pause_seconds = PAUSE_SECONDS
         self._jobs: Dict[str, _Job] = {}  # unfinished jobs, pending or running
         self._held: Set[Slot] = set()  # slots of uploads still being received
         self._lock = threading.Lock()
@@ -121,7 +128,8 @@ class JobQueue:
                 self._finish(state.session_id, ProcessingStatus.FAILED, "The analysis failed", _VIDEO_LOST, INTERNAL)
                 continue
             info = VideoInfo(**state.video_info) if state.video_info else None
-            job = _Job(state.session_id, state.video_path, info)
+            job = _Job(state.session_id, state.video_path, info, restored=True,
+                       resumes_running=state.status == ProcessingStatus.PROCESSING)
             if state.status == ProcessingStatus.PROCESSING:
                 done = len(self.sessions.answers(state.session_id))
                 self._update(job, message=f"Waiting to resume after a restart ({done} of "
@@ -137,7 +145,7 @@ class JobQueue:
     def counts(self) -> Dict[str, int]:
         """Pending and running jobs: what admission counts too (besides uploads being received)."""
         with self._lock:
-            running = sum(1 for job in self._jobs.values() if job.started)
+            running = sum(1 for job in self._jobs.values() if job.started or job.resumes_running)
             return {"pending": len(self._jobs) - running, "processing": running}
 
     # -- control ----------------------------------------------------------------
@@ -208,24 +216,38 @@ class JobQueue:
                 return  # cancelled while pending: never starts
             job.started = True
         try:
-            self._analyse(job)
+            while self._analyse(job) and self._wait_for_room(job):
+                pass
         finally:
             with self._lock:
                 self._jobs.pop(job.session_id, None)
             job.done.set()
 
-    def _analyse(self, job: _Job) -> None:
+    def _wait_for_room(self, job: _Job) -> bool:
+        """A paused job (its progress could not be saved) tries again after `pause_seconds`; False when it was
+        cancelled or the service stops meanwhile (then it stays as saved, and goes on at the next start)."""
+        try:
+            self.sessions.update(job.session_id, saved=False, message=_PAUSED)  # the one change not on disk
+        except SessionNotFound:
+            return False
+        job.stopped_because = None
+        job.resumed_because = "once its progress could be saved again"
+        job.cancel = CancelToken()
+        return not job.cancel.wait(self.pause_seconds) and not self._closed
+
+    def _analyse(self, job: _Job) -> bool:
+        """Run the job once; True when it paused because the database refused a write."""
         sid = job.session_id
         try:
             before = self.sessions.get(sid, with_result=False)
             resume = self.sessions.answers(sid)
         except SessionNotFound:
-            return
-        # A session that ran before a restart goes on after its last kept answer, and says so.
+            return False
+        # A session that ran before goes on after its last kept answer, and says so.
         resumed_at = len(resume) + 1 if before.runs else None
         if resumed_at is not None:
             of = f" of {before.segments_total}" if before.segments_total else ""
-            ready_message = f"Resumed after a restart at segment {resumed_at}{of}"
+            ready_message = f"Resumed {job.resumed_because} at segment {resumed_at}{of}"
         else:
             ready_message = "Reading the video"
         # A job that starts while the analysis process (re)loads the model waits for it, and says so.
@@ -233,53 +255,61 @@ class JobQueue:
         message = "Waiting for the model to load" if waiting else ready_message
         session = self._update(job, status=ProcessingStatus.PROCESSING, current_step="reading", message=message,
                                progress=1, runs=before.runs + 1, resumed_at=resumed_at)
-        if session is None or session.status != ProcessingStatus.PROCESSING:
-            return
+        if session is None:
+            return job.stopped_because == _NOT_SAVED
+        if session.status != ProcessingStatus.PROCESSING:
+            return False
         total = [before.segments_total or 0]
+        because = job.resumed_because
 
         def progress(done: int, segments: int, _message: str) -> None:
             total[0] = segments
             if done < segments and done + 1 == resumed_at:  # the resume's own message stays until an answer
                 self._update(job, segments_done=done, segments_total=segments)
             else:
-                self._update(job, **self._progress(done, segments, resumed_at))
+                self._update(job, **self._progress(done, segments, resumed_at, because))
 
         def started() -> None:  # the model is ready: the job goes to the analysis process now
             if waiting:
                 self._update(job, message=ready_message)
 
         def answered(position: int, answer: str) -> None:
-            self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at))
+            self._update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at, because))
 
         options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
         try:
             analysis = analysis_class(session.analysis_type)
             result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered,
-                                       started)
+                                       started, through_retries=job.restored)
         except Cancelled:
+            if job.stopped_because == _NOT_SAVED:
+                return True
             if self._closed and not session.legacy:
-                return  # stopped by the shutdown: left as saved, and resumed at the next start
+                return False  # stopped by the shutdown: left as saved, and resumed at the next start
             if job.stopped_because is not None:
-                self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", job.stopped_because, INTERNAL)
+                ended = self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", job.stopped_because, INTERNAL)
             else:
-                self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
+                ended = self._finish(sid, ProcessingStatus.CANCELLED, "Cancelled")
         except AnalysisFailed as error:
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
+            ended = self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), error.kind)
         except ModelUnavailable as error:
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), MODEL)
+            ended = self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", str(error), MODEL)
         except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
             log.exception("Job %s failed", sid)
-            self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, INTERNAL)
+            ended = self._finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, INTERNAL)
         else:
-            self._finish(sid, ProcessingStatus.COMPLETED, analysis.summary(result), result=result)
+            ended = self._finish(sid, ProcessingStatus.COMPLETED, analysis.summary(result), result=result)
+        # An end the database refused pauses the job like any refused write: the next run has every answer
+        # kept, asks the model nothing and only writes the end.
+        return not ended
 
     @staticmethod
-    def _progress(done: int, total: int, resumed_at: Optional[int]) -> dict:
+    def _progress(done: int, total: int, resumed_at: Optional[int], because: str) -> dict:
         """What the session shows with `done` of `total` segments answered."""
         if done < total:
             step, message = "analyzing", f"Analyzing segment {done + 1} of {total}"
             if resumed_at is not None:
-                message += f" (resumed after a restart at segment {resumed_at})"
+                message += f" (resumed {because} at segment {resumed_at})"
         else:
             step, message = "ranking", "Putting the results together"
         return dict(current_step=step, message=message, segments_done=done, segments_total=total,
@@ -308,14 +338,13 @@ class JobQueue:
         return None
 
     def _finish(self, session_id: str, status: ProcessingStatus, message: str, error: Optional[str] = None,
-                error_kind: Optional[str] = None, result: Optional[dict] = None) -> None:
-        changes = dict(status=status, message=message, error=error, error_kind=error_kind, result=result)
+                error_kind: Optional[str] = None, result: Optional[dict] = None) -> bool:
+        """End the session; False when the database refused the write (then nothing changed)."""
         try:
-            self.sessions.update(session_id, **changes)
+            self.sessions.update(session_id, status=status, message=message, error=error, error_kind=error_kind,
+                                 result=result)
         except SessionNotFound:
             pass
         except StateNotSaved:
-            # The client is told at least (the one change not on disk first): after a restart the job
-            # resumes from its last saved segment.
-            self.sessions.update(session_id, saved=False, status=ProcessingStatus.FAILED, message="The analysis failed",
-                                 error=_NOT_SAVED, error_kind=INTERNAL)
+            return False
+        return True

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from video_analysis.jobs.session_ids import new_session_id
-from video_analysis.jobs.state_db import IN_MEMORY, StateDatabase
+from video_analysis.jobs.state_db import IN_MEMORY, StateDatabase, unusable
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +145,17 @@ class SessionManager:
         self._lock = threading.Lock()  # the dicts
         self._write_lock = threading.RLock()  # one change at a time, database commit included
         self.answer_runs: Dict[str, List[int]] = {}  # per session, the run that answered each segment (tests)
-        for session_id, stored in self.database.load():
-            state = SessionState.from_record(stored.state)
-            self._sessions[session_id] = state
-            self._answers[session_id] = stored.answers
-            self.answer_runs[session_id] = stored.runs_of_answers
-            if state.idempotency_key:
-                self._by_key[state.idempotency_key] = session_id
+        try:
+            for session_id, stored in self.database.load():
+                state = SessionState.from_record(stored.state)
+                self._sessions[session_id] = state
+                self._answers[session_id] = stored.answers
+                self.answer_runs[session_id] = stored.runs_of_answers
+                if state.idempotency_key:
+                    self._by_key[state.idempotency_key] = session_id
+        except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as error:  # damaged, or edited by hand
+            self.database.close()
+            raise unusable(self.database.path, error) from None
 
     @staticmethod
     def new_id() -> str:

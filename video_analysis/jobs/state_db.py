@@ -19,6 +19,7 @@ requests are never written: their client is gone after a restart.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -52,6 +53,16 @@ class StateDatabaseError(RuntimeError):
     """The state database cannot be opened or is not ours; the message says what to do."""
 
 
+def unusable(path: str, error: Exception) -> StateDatabaseError:
+    return StateDatabaseError(
+        f"The state database {path} cannot be used ({error}). Move it aside to start with no sessions, or restore "
+        "it from a backup (guides/operations.md, 'Sessions on disk').")
+
+
+# Marks the file as this service's state database (any 32-bit number; "VAS1" in ASCII).
+APPLICATION_ID = 0x56415331
+
+
 @dataclass
 class StoredSession:
     state: dict
@@ -60,32 +71,83 @@ class StoredSession:
 
 
 class StateDatabase:
-    """The SQLite file; not thread-safe by itself: its one caller serialises the writes."""
+    """The SQLite file; not thread-safe by itself: its one caller serialises the writes.
+
+    The file is marked as this service's (`PRAGMA application_id`): another program's SQLite file
+    at STATE_DB is refused, never written to. While open, the file is held with an exclusive
+    flock (released by the kernel when the process dies, even by SIGKILL): a second service on
+    the same STATE_DB is refused at start, since two writers would run each other's jobs. SQLite's
+    own locks are fcntl locks, which flock does not touch: `sqlite3 state.db .backup` still reads it.
+    """
 
     def __init__(self, path: str):
         self.path = path
         self.durable = path != IN_MEMORY
-        if self.durable:
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._lock_file = None
+        self._identity = None  # (device, inode) of the file opened: /health notices it deleted or replaced
         try:
+            if self.durable:
+                directory = os.path.dirname(os.path.abspath(path))
+                os.makedirs(directory, mode=0o700, exist_ok=True)
             # check_same_thread=False: request and job threads all write, one at a time (the caller's lock).
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA foreign_keys=ON")
             if self.durable:
+                self._hold(path)
+                self._check_it_is_ours()
                 os.chmod(path, 0o600)
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if mode.lower() != "wal":
                     log.warning("STATE_DB %s could not use a write-ahead log (journal mode %s)", path, mode)
                 self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
+            self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        except StateDatabaseError:
+            self.close()
+            raise
+        except (sqlite3.DatabaseError, OSError) as error:
+            self.close()
+            raise unusable(path, error) from None
+
+    def _hold(self, path: str) -> None:
+        self._lock_file = open(path, "rb")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             raise StateDatabaseError(
-                f"The state database {path} cannot be used ({error}). Move it aside to start with no sessions, "
-                "or restore it from a backup (guides/operations.md, 'Sessions on disk').") from None
+                f"Another service is using the state database {path}. Each service needs a DATA_DIR and a "
+                "STATE_DB of its own: stop the other one, or set DATA_DIR (or STATE_DB) to another place.") from None
+        stat = os.fstat(self._lock_file.fileno())
+        self._identity = (stat.st_dev, stat.st_ino)
+
+    def _check_it_is_ours(self) -> None:
+        application = self._db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if application != APPLICATION_ID and (application or tables):
+            raise StateDatabaseError(
+                f"STATE_DB {self.path} is a SQLite database of another program, so this service will not write to "
+                "it. Set STATE_DB to a file of its own (by default it is DATA_DIR/state.db).")
+
+    def file_problem(self) -> Optional[str]:
+        """A sentence when the file this service writes to is no longer at its path (deleted or replaced)."""
+        if self._identity is None:
+            return None
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            stat = None
+        if stat is not None and (stat.st_dev, stat.st_ino) == self._identity:
+            return None
+        return (f"The state database {self.path} was deleted or replaced while the service runs, so what it records "
+                "now is lost at the next restart. Restart the service (sessions recorded since then are lost).")
 
     def close(self) -> None:
-        self._db.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # and the flock with it
+            self._lock_file = None
 
     # -- reading at start ------------------------------------------------------------------------
     def load(self) -> Iterator[Tuple[str, StoredSession]]:

@@ -43,6 +43,11 @@ class LoadedModel:
     seconds: float = 0.0  # how long loading took
 
 
+def _looks_like_a_path(model_ref: str) -> bool:
+    """A Hugging Face id is `org/name`: one slash, no leading dot, slash or tilde."""
+    return model_ref.startswith(("/", ".", "~")) or model_ref.count("/") > 1 or os.sep != "/" and os.sep in model_ref
+
+
 def current_device() -> str:
     return "gpu" if mx.default_device() == mx.gpu else "cpu"
 
@@ -55,6 +60,9 @@ def load_model(model_ref: str, name: str) -> LoadedModel:
     mlx streams belong to the thread that made them.
     """
     started = time.perf_counter()
+    if _looks_like_a_path(model_ref) and not os.path.exists(model_ref):
+        raise ModelLoadError(f"Model '{name}' could not be loaded: the directory {model_ref} does not exist. Set "
+                             "MODEL to a directory that holds the model, or to a Hugging Face id such as org/name.")
     try:
         from mlx_vlm import load
 

@@ -144,7 +144,23 @@ def health():
         if state.failed_attempts:  # a try after the Hub could not be reached
             body["reason"] = (f"The model is loading again (try {state.failed_attempts + 1}); the last try failed: "
                               f"{state.last_error}")
+    problems = storage_problems(svc)
+    if problems:
+        body["status"] = "degraded"
+        body["problems"] = problems
     return jsonify(body)
+
+
+def storage_problems(svc: Services) -> list:
+    """What keeps the service from keeping what it is given, in sentences for an operator (cheap: two stats)."""
+    problems = []
+    if not os.path.isdir(svc.storage.root):
+        problems.append(f"DATA_DIR {svc.storage.root} was deleted while the service runs: uploads are refused and "
+                        "unfinished jobs have lost their videos. Restart the service.")
+    state_db = svc.sessions.database.file_problem()
+    if state_db:
+        problems.append(state_db)
+    return problems
 
 
 def main() -> None:

@@ -29,16 +29,32 @@ def idempotency_key() -> Optional[str]:
     values = request.headers.getlist(HEADER)
     if not values:
         return None
-    key = values[0].strip()
+    text = values[0].strip()
     # Header lines sent twice reach us joined by a comma: a bare key with a comma may be two keys.
-    several = len(values) > 1 or ("," in key and not key.startswith('"'))
-    if len(key) >= 2 and key[0] == key[-1] == '"':
-        key = key[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    if several or not 1 <= len(key) <= _LONGEST or not all(" " <= c <= "~" for c in key):
+    key = _quoted(text) if text.startswith('"') else (None if "," in text else text)
+    if len(values) > 1 or key is None or not 1 <= len(key) <= _LONGEST or not all(" " <= c <= "~" for c in key):
         raise ApiError(400, f"The {HEADER} header must be one string of 1 to {_LONGEST} printable ASCII "
-                            "characters, sent once (a UUID is a good choice); send the upload again with such a key, or "
-                            "without the header.", f"Invalid {HEADER}", field=HEADER)
+                            "characters, sent once (a UUID is a good choice); send the upload again with such a "
+                            "key, or without the header.", f"Invalid {HEADER}", field=HEADER)
     return key
+
+
+def _quoted(text: str) -> Optional[str]:
+    """A structured-field string (`"ab\\"c"`): its content, or None unless `text` is exactly one."""
+    content, escaped = [], False
+    for position, char in enumerate(text[1:], start=1):
+        if escaped:
+            if char not in '"\\':
+                return None
+            content.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return "".join(content) if position == len(text) - 1 else None
+        else:
+            content.append(char)
+    return None  # never closed
 
 
 def upload_fingerprint(path: str, form) -> str:

@@ -212,7 +212,8 @@ def openapi_document(config: Config) -> dict:
                 "data": {"type": "object"}}},
             "Health": {"type": "object", "properties": {
                 "status": {"enum": ["healthy", "degraded"],
-                           "description": "degraded: the model could not be loaded (`reason` says why and what to do)."},
+                           "description": "degraded: the model could not be loaded (`reason` says why and what to do), or "
+                                          "`problems` lists what keeps the service from keeping uploads."},
                 "model": {"type": "object", "properties": {
                     "id": {"type": "string"}, "loaded": {"type": "boolean"}, "device": {"type": "string"},
                     "nextAttemptAt": {"type": "string", "format": "date-time",
@@ -225,6 +226,10 @@ def openapi_document(config: Config) -> dict:
                 "queue": {"type": "object", "properties": {"pending": {"type": "integer"},
                                                            "processing": {"type": "integer"}}},
                 "version": {"type": "string"},
+                "problems": {"type": "array", "items": {"type": "string"},
+                             "description": "Present when the service cannot keep what it is given (DATA_DIR or "
+                                            "the state database deleted while it runs): sentences for an "
+                                            "operator; `status` is then degraded."},
                 "reason": {"type": "string", "description": "Why the model is not loaded yet (still loading, or the "
                                                            "failure and what to do), in plain words."}}},
         }},

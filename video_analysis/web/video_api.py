@@ -52,12 +52,20 @@ def upload():
         "sessionId": session.session_id,
         "status": session.status.value,
         "analysisType": session.analysis_type,
-        "message": f"Upload received; the {session.analysis_type} analysis of '{session.video_name}' is queued.",
+        "message": _upload_message(session),
         "statusUrl": status_url,
         "resultsUrl": url_for("video_api.results", session_id=session.session_id),
         "createdAt": iso_utc(session.created_at),
     }
     return jsonify(body), 202, {"Location": status_url}
+
+
+def _upload_message(session: SessionState) -> str:
+    what = f"the {session.analysis_type} analysis of '{session.video_name}'"
+    if session.status == ProcessingStatus.PENDING and not session.runs:
+        return f"Upload received; {what} is queued."
+    # An upload sent again with its Idempotency-Key: the session it made is further on by now.
+    return f"This upload was received before (same Idempotency-Key); {what} is {session.status.value}."
 
 
 @video_api.get("/status/<session_id>")
