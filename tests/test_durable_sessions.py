@@ -115,14 +115,20 @@ def test_a_job_killed_mid_way_resumes_after_its_last_answer_and_ends_as_an_unint
     assert after["total_segments_analyzed"] == total
 
 
-def test_a_resumed_job_says_so(start_service, videos):
+def killed_mid_job(start_service, video: str, at: int):
+    """A service killed once a job of 1 s segments has finished `at` of them: (its DATA_DIR, the session id,
+    the answers kept on disk)."""
     first = start_service(env={"JOB_WORKERS": "1"})
     api = Client(first)
-    session_id = api.upload(videos["long"], segment_duration="1")["sessionId"]
-    api.wait(session_id, lambda body: body["segmentsDone"] >= 10)
+    session_id = api.upload(video, segment_duration="1")["sessionId"]
+    api.wait(session_id, lambda body: body["segmentsDone"] >= at)
     first.kill()
-    done = len(answer_runs(first.data_dir, session_id))
-    again = start_service(data_dir=first.data_dir, env={"JOB_WORKERS": "1"}, ready=False)
+    return first.data_dir, session_id, len(answer_runs(first.data_dir, session_id))
+
+
+def test_a_resumed_job_says_so(start_service, videos):
+    data_dir, session_id, done = killed_mid_job(start_service, videos["long"], 10)
+    again = start_service(data_dir=data_dir, env={"JOB_WORKERS": "1"}, ready=False)
     api = Client(again)
     messages = set()
     deadline = time.monotonic() + 120
@@ -284,17 +290,11 @@ def test_a_state_db_gunicorn_cannot_use_stops_it_with_the_sentence(start_service
     assert notes.read_text() == "not a database\n" * 200
 
 
-def test_jobs_queued_again_after_a_restart_wait_through_the_models_retries(start_service, tiny_model_dir, videos):
+def test_jobs_queued_again_after_a_restart_wait_through_the_models_retries(start_service, videos):
     """A restart whose model cannot be fetched yet (the Hub unreachable) leaves the restored jobs waiting, not
     failed: they were accepted while the model worked, and keep their finished segments for a later start."""
-    first = start_service(env={"JOB_WORKERS": "1"})
-    api = Client(first)
-    session_id = api.upload(videos["long"], segment_duration="1")["sessionId"]
-    api.wait(session_id, lambda body: body["segmentsDone"] >= 5)
-    first.kill()
-    done = len(answer_runs(first.data_dir, session_id))
-
-    offline = start_service(model_dir="test-org/not-in-the-cache", data_dir=first.data_dir, ready=False,
+    data_dir, session_id, done = killed_mid_job(start_service, videos["long"], 5)
+    offline = start_service(model_dir="test-org/not-in-the-cache", data_dir=data_dir, ready=False,
                             env={"HF_HUB_OFFLINE": "1", "MODEL_RETRY_SECONDS": "1", "JOB_WORKERS": "1"})
     offline.wait_ready()  # degraded: the first try failed
     deadline = time.monotonic() + 30
@@ -306,6 +306,6 @@ def test_jobs_queued_again_after_a_restart_wait_through_the_models_retries(start
     assert waiting["message"] == "Waiting for the model to load"
     offline.kill()
 
-    api = Client(start_service(data_dir=first.data_dir, env={"JOB_WORKERS": "1"}))
+    api = Client(start_service(data_dir=data_dir, env={"JOB_WORKERS": "1"}))
     assert api.wait_ended(session_id)["status"] == "completed"
-    assert answer_runs(first.data_dir, session_id)[:done] == [1] * done
+    assert answer_runs(data_dir, session_id)[:done] == [1] * done
