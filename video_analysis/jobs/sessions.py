@@ -103,7 +103,6 @@ class SessionState:
             "error": self.error,
         }
 
-
     def to_record(self) -> dict:
         record = asdict(self)
         record["status"] = self.status.value
