@@ -7,7 +7,7 @@ The segment loop that gets the answers is the same for all (analyzer.py).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, List, Tuple
+from typing import Any, Callable, ClassVar, List, Tuple
 
 from video_analysis.engine.parameters import AnalysisKind, AnalysisParameters
 from video_analysis.engine.prompts import DEFAULT_PROMPTS
@@ -51,6 +51,20 @@ class Analysis(ABC):
     def summary(cls, result: dict) -> str:
         """The sentence a finished job's status shows."""
         return f"Found {cls.found(result)} in {count_of(result['total_segments_analyzed'], 'segment')}"
+
+    @staticmethod
+    def _per_segment(answers: Answers, name: str, read: Callable[[str], Any]) -> List[dict]:
+        """One row per answered segment: where it is, `name` as `read` finds it in the answer, the answer."""
+        return [
+            {
+                "segment": segment.index,
+                "start_time": segment.start_time,
+                "end_time": segment.end_time,
+                name: read(text),
+                "analysis": text,
+            }
+            for segment, text in answers
+        ]
 
     def _header(self, info: VideoInfo, seconds: float, segments: int) -> dict:
         """The fields every result starts with."""

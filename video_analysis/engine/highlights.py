@@ -13,16 +13,7 @@ class HighlightsAnalysis(Analysis):
     parameters: HighlightsParameters
 
     def result(self, info: VideoInfo, answers: Answers, model: str, seconds: float) -> dict:
-        analyses = [
-            {
-                "segment": segment.index,
-                "start_time": segment.start_time,
-                "end_time": segment.end_time,
-                "significance_score": parse_significance(text),
-                "analysis": text,
-            }
-            for segment, text in answers
-        ]
+        analyses = self._per_segment(answers, "significance_score", parse_significance)
         highlights = [
             {
                 "start_time": a["start_time"],

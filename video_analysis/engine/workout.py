@@ -17,16 +17,7 @@ class WorkoutAnalysis(Analysis):
     kind = AnalysisKind.WORKOUT
 
     def result(self, info: VideoInfo, answers: Answers, model: str, seconds: float) -> dict:
-        segment_analyses = [
-            {
-                "segment": segment.index,
-                "start_time": segment.start_time,
-                "end_time": segment.end_time,
-                "exercise": normalize_exercise(text),
-                "analysis": text,
-            }
-            for segment, text in answers
-        ]
+        segment_analyses = self._per_segment(answers, "exercise", normalize_exercise)
         steps = merge_exercise_steps(segment_analyses)
         return {
             **self._header(info, seconds, len(segment_analyses)),
