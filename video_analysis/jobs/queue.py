@@ -113,7 +113,11 @@ class JobQueue:
             if slot not in self._held:
                 raise ValueError("this slot was already used or given back")
             self._held.remove(slot)
-            self._jobs[session_id] = job
+        self._enqueue(job)
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._lock:
+            self._jobs[job.session_id] = job
         self._executor.submit(self._run, job)
 
     def resume_unfinished(self) -> int:
@@ -134,9 +138,7 @@ class JobQueue:
                 done = len(self.sessions.answers(state.session_id))
                 self._update(job, message=f"Waiting to resume after a restart ({done} of "
                                           f"{count_of(state.segments_total or 0, 'segment')} done)")
-            with self._lock:
-                self._jobs[state.session_id] = job
-            self._executor.submit(self._run, job)
+            self._enqueue(job)
             resumed += 1
         if resumed:
             log.info("Queued %d unfinished job(s) again after a restart", resumed)
@@ -162,13 +164,18 @@ class JobQueue:
             state = None
         with self._lock:
             job = self._jobs.get(session_id)
-            if job is not None and not job.started:
-                del self._jobs[session_id]  # it never starts: `_run` finds it gone
         if job is not None:
-            job.cancel.cancel()
-            if not job.started:
-                job.done.set()
+            self._stop(job)
         return state
+
+    def _stop(self, job: _Job) -> None:
+        """Cancel the job's token; a pending one leaves the queue now (`_run` finds it gone) and is done."""
+        with self._lock:
+            if not job.started and self._jobs.get(job.session_id) is job:
+                del self._jobs[job.session_id]
+        job.cancel.cancel()
+        if not job.started:
+            job.done.set()
 
     def wait(self, session_id: str, timeout: Optional[float] = None) -> bool:
         """True once the session's job has finished (or when there is no job)."""
@@ -192,13 +199,8 @@ class JobQueue:
                 legacy = False
             if legacy:
                 self.cancel(job.session_id, "Cancelled because the server is shutting down")
-                continue
-            with self._lock:
-                if not job.started:
-                    self._jobs.pop(job.session_id, None)  # it never starts here
-            job.cancel.cancel()
-            if not job.started:
-                job.done.set()
+            else:
+                self._stop(job)  # the session stays as saved
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """`begin_shutdown`, then wait up to `timeout` for running jobs to stop (used at process exit)."""
