@@ -89,17 +89,14 @@ class Storage:
             path = os.path.join(self.root, name)
             if is_session_id(name):
                 if path in kept:
-                    self._take_kept(path, _size_of(path))
+                    size = _size_of(path)
+                    self.take(size)  # no bound yet (`_set_limit` comes after): counted whatever it is
+                    self.keep(path, size)
                 else:
                     self.remove(path)
             elif name not in quiet:
                 log.warning("DATA_DIR holds %r, which this service did not create; leaving it alone", name)
         self._set_limit()
-
-    def _take_kept(self, directory: str, nbytes: int) -> None:
-        with self._lock:
-            self._used += nbytes
-            self._kept[directory] = self._kept.get(directory, 0) + nbytes
 
     def _set_limit(self) -> None:
         free = shutil.disk_usage(self.root).free
