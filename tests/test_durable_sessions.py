@@ -16,6 +16,7 @@ import requests
 
 from tests.support.api import data_dir_entries
 from tests.support.http import host_port, multipart, request_head
+from tests.support.state_db import answer_runs as runs_on_disk, integrity as integrity_on_disk
 from tools.synthetic_video import Marker, write_video
 from video_analysis.config import STATE_DB_NAME
 
@@ -56,15 +57,11 @@ class Client:
 
 
 def answer_runs(data_dir: str, session_id: str) -> list:
-    """Which start of the job answered each segment, in segment order, as the database on disk says."""
-    with sqlite3.connect(os.path.join(data_dir, STATE_DB_NAME)) as db:
-        return [run for (run,) in db.execute("SELECT run FROM answers WHERE session_id = ? ORDER BY position",
-                                             (session_id,))]
+    return runs_on_disk(os.path.join(data_dir, STATE_DB_NAME), session_id)
 
 
 def integrity(data_dir: str) -> str:
-    with sqlite3.connect(os.path.join(data_dir, STATE_DB_NAME)) as db:
-        return db.execute("PRAGMA integrity_check").fetchone()[0]
+    return integrity_on_disk(os.path.join(data_dir, STATE_DB_NAME))
 
 
 def without_timing(result: dict) -> dict:

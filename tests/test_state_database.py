@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.api import stored_entries, upload, wait_for_status
 from tests.support.problems import assert_problem
+from tests.support.state_db import answer_runs
 from video_analysis.jobs.sessions import SessionManager
 from video_analysis.jobs.state_db import StateDatabase
 from video_analysis.web.services import EXTENSION_KEY
@@ -58,7 +59,7 @@ def test_a_full_disk_pauses_jobs_refuses_uploads_and_with_room_again_they_go_on_
     assert all(body["status"] == "processing" for body in ended[:-1])  # never failed on the way
     assert any("once its progress could be saved again" in body["message"] for body in ended), \
         {body["message"] for body in ended}
-    runs = svc.sessions.answer_runs[running]
+    runs = answer_runs(svc.sessions.database.path, running)
     assert runs[:saved] == [1] * saved and set(runs[saved:]) >= {2}
 
 

@@ -143,13 +143,11 @@ class SessionManager:
         self._receiving: set = set()  # keys of uploads still being received
         self._lock = threading.Lock()  # the dicts
         self._write_lock = threading.RLock()  # one change at a time, database commit included
-        self.answer_runs: Dict[str, List[int]] = {}  # per session, the run that answered each segment (tests)
         try:
             for session_id, stored in self.database.load():
                 state = SessionState.from_record(stored.state)
                 self._sessions[session_id] = state
                 self._answers[session_id] = stored.answers
-                self.answer_runs[session_id] = stored.runs_of_answers
                 if state.idempotency_key:
                     self._by_key[state.idempotency_key] = session_id
         except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as error:  # damaged, or edited by hand
@@ -277,7 +275,6 @@ class SessionManager:
                 self._sessions[session_id] = updated
                 if answer is not None:
                     self._answers.setdefault(session_id, []).append(answer[1])
-                    self.answer_runs.setdefault(session_id, []).append(updated.runs)
             return copy.deepcopy(updated)
 
     @staticmethod
@@ -357,6 +354,5 @@ class SessionManager:
             for state in states:
                 self._sessions.pop(state.session_id, None)
                 self._answers.pop(state.session_id, None)
-                self.answer_runs.pop(state.session_id, None)
                 if state.idempotency_key:
                     self._by_key.pop(state.idempotency_key, None)

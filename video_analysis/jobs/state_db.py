@@ -67,7 +67,6 @@ APPLICATION_ID = 0x56415331
 class StoredSession:
     state: dict
     answers: List[str]
-    runs_of_answers: List[int]
 
 
 class StateDatabase:
@@ -163,7 +162,7 @@ class StateDatabase:
                 if row[0] != len(kept):
                     break
                 kept.append(row)
-            yield session_id, StoredSession(json.loads(state), [a for _, a, _ in kept], [r for _, _, r in kept])
+            yield session_id, StoredSession(json.loads(state), [answer for _, answer, _ in kept])
 
     # -- writing ------------------------------------------------------------------------------------
     def save(self, session_id: str, created_at: float, state: dict,
