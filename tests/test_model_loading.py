@@ -90,6 +90,7 @@ def test_a_model_that_fails_to_load_fails_the_jobs_that_waited_with_the_reason_t
     assert before["status"] == "healthy" and before["model"]["loaded"] is False  # loading, not failed yet
     response = upload(client, videos["short"])
     assert response.status_code == 202, response.get_data(as_text=True)
+    assert "The model is still loading" in response.get_json()["message"]  # the model never loads here
     session_id = response.get_json()["sessionId"]
     final = wait_for_status(client, session_id)[-1]
     assert final["status"] == "failed" and final["currentStep"] == "failed"

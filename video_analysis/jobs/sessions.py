@@ -80,6 +80,7 @@ class SessionState:
     resumed_at: Optional[int] = None  # the segment (1-based) the current run resumed at, after a restart
     idempotency_key: Optional[str] = None  # the upload's Idempotency-Key, and what it was sent with
     fingerprint: Optional[str] = None
+    upload_message: Optional[str] = None  # the 202's message: an upload sent again gets the first answer again
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     started_at: Optional[float] = None

@@ -152,6 +152,12 @@ def accept_upload(kind: Optional[AnalysisKind] = None, legacy: bool = False) -> 
         svc.sessions.release_key(key)  # a no-op once the session holds it
 
 
+def _accepted(kind: AnalysisKind, name: str, model_loaded: bool) -> str:
+    """The 202's message; it says when the job waits for the model (the contract asks so)."""
+    queued = f"Upload received; the {AnalysisKind(kind).value} analysis of '{name}' is queued."
+    return queued if model_loaded else queued + " The model is still loading: the analysis starts once it is ready."
+
+
 def _same_upload_again(svc: Services, earlier: SessionState) -> SessionState:
     """A retry with a known key: read it (counted against the bound like any upload), compare, keep nothing."""
     spool = UploadSpool(svc.storage, svc.storage.session_dir(svc.sessions.new_id()))
@@ -218,7 +224,8 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
                 spool.sync()
             session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(),
                                           legacy=legacy, video_path=path, video_info=info.as_dict(),
-                                          idempotency_key=key, fingerprint=fingerprint)
+                                          idempotency_key=key, fingerprint=fingerprint,
+                                          upload_message=_accepted(kind, name, model.loaded))
         except StorageError as error:
             raise _storage_problem(error) from None
         except StateNotSaved:

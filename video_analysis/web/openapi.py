@@ -123,9 +123,9 @@ def openapi_document(config: Config) -> dict:
                 "requestBody": _upload_body(with_type=True),
                 "responses": {"202": {**_json("#/components/schemas/Accepted",
                                               "Queued; also while the model is still loading (the job waits for it, "
-                                              "and fails with the reason if it does not load). Sent again with the "
-                                              "same Idempotency-Key: the first upload's answer, its status as it "
-                                              "is now."),
+                                              "and fails with the reason if it does not load; `message` says so). "
+                                              "Sent again with the same Idempotency-Key: the first upload's answer "
+                                              "again, word for word."),
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
                               **_upload_errors(),
                               "409": _problem("An upload with this Idempotency-Key is still being received."),
@@ -174,11 +174,7 @@ def openapi_document(config: Config) -> dict:
             "Accepted": {"type": "object", "required": ["sessionId", "status", "analysisType", "message", "statusUrl",
                                                         "resultsUrl", "createdAt"],
                          "properties": {"sessionId": {"type": "string", "format": "uuid"},
-                                        "status": {"enum": ["pending", "processing", "completed", "failed",
-                                                            "cancelled"],
-                                                   "description": "pending, unless this answers an upload sent "
-                                                                  "again with its Idempotency-Key: then the "
-                                                                  "session's status now."},
+                                        "status": {"const": "pending"},
                                         "analysisType": {"enum": _KINDS},
                                         "message": {"type": "string"}, "statusUrl": {"type": "string"},
                                         "resultsUrl": {"type": "string"}, "createdAt": {"type": "string"}}},

@@ -48,24 +48,17 @@ def _session(session_id: str, with_result: bool = False) -> SessionState:
 def upload():
     session = accept_upload()
     status_url = url_for("video_api.status", session_id=session.session_id)
+    # The first answer, also to an upload sent again with its Idempotency-Key (the contract's "first answer again").
     body = {
         "sessionId": session.session_id,
-        "status": session.status.value,
+        "status": ProcessingStatus.PENDING.value,
         "analysisType": session.analysis_type,
-        "message": _upload_message(session),
+        "message": session.upload_message,
         "statusUrl": status_url,
         "resultsUrl": url_for("video_api.results", session_id=session.session_id),
         "createdAt": iso_utc(session.created_at),
     }
     return jsonify(body), 202, {"Location": status_url}
-
-
-def _upload_message(session: SessionState) -> str:
-    what = f"the {session.analysis_type} analysis of '{session.video_name}'"
-    if session.status == ProcessingStatus.PENDING and not session.runs:
-        return f"Upload received; {what} is queued."
-    # An upload sent again with its Idempotency-Key: the session it made is further on by now.
-    return f"This upload was received before (same Idempotency-Key); {what} is {session.status.value}."
 
 
 @video_api.get("/status/<session_id>")
