@@ -11,7 +11,8 @@ if [ "$#" -eq 0 ]; then
     # OpenBLAS: ~30x faster CPU matrix multiply for mlx. Chromium and its
     # driver: the web page's browser tests. nginx: `make run` (serve.py) puts
     # it in front of gunicorn, so slow clients never hold a request thread.
-    set -- libopenblas0-pthread chromium chromium-driver nginx
+    # redis-server: cluster mode (REDIS_URL); the tests start their own on a free port.
+    set -- libopenblas0-pthread chromium chromium-driver nginx redis-server
 fi
 missing=""
 for package in "$@"; do
@@ -38,6 +39,16 @@ case " $missing " in
         if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
             $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
             echo "note: disabled the system-wide nginx service the package started (serve.py runs its own)."
+        fi
+        ;;
+esac
+# Debian's redis-server also starts a system-wide Redis on port 6379. The tests never use it (they start their own),
+# and a deployment configures its own (guides/operations.md), so one this script installed is stopped again.
+case " $missing " in
+    *" redis-server "*)
+        if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+            $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+            echo "note: disabled the system-wide redis-server service the package started (the tests run their own)."
         fi
         ;;
 esac

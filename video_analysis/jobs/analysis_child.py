@@ -65,24 +65,11 @@ class AnalysisChild:
             self.send((m.ANSWER, job_id, position, answer))
 
         try:
-            result = self.engine.analyze(AnalysisKind(kind), video_path, progress=progress, answered=answered,
-                                         cancel=token, **options)
-            outcome = (m.DONE, job_id, result)
-        except Cancelled as error:
-            outcome = (m.ERROR, job_id, m.CANCELLED, str(error))
-        except VideoError as error:
-            outcome = (m.ERROR, job_id, m.VIDEO, str(error))
-        except PromptsDoNotFit as error:
-            outcome = (m.ERROR, job_id, m.PARAMETERS, str(error))
-        except (ModelLoadError, RunnerClosed) as error:
-            outcome = (m.ERROR, job_id, m.MODEL, str(error))
-        except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
-            log.exception("Job %s failed", job_id)
-            outcome = (m.ERROR, job_id, m.INTERNAL, m.INTERNAL_ERROR)
+            what, *rest = run_engine(self.engine, kind, video_path, options, progress, answered, token)
         finally:
             with self.lock:
                 self.tokens.pop(job_id, None)
-        self.send(outcome)
+        self.send((what, job_id, *rest))
 
     def cancel(self, job_id: str) -> None:
         with self.lock:
@@ -109,6 +96,29 @@ class AnalysisChild:
         for token in tokens:
             token.cancel()
         self.engine.close()
+
+
+def run_engine(engine: VideoHighlightGenerator, kind: str, video_path: str, options: dict, progress, answered,
+               token: CancelToken) -> tuple:
+    """Run one job on `engine`; its outcome as the rest of a message: (DONE, result) or (ERROR, kind, sentence).
+
+    The one place a job's exception becomes the error kind and the sentence its client reads (the analysis
+    process here, and a cluster's model worker).
+    """
+    try:
+        return m.DONE, engine.analyze(AnalysisKind(kind), video_path, progress=progress, answered=answered,
+                                      cancel=token, **options)
+    except Cancelled as error:
+        return m.ERROR, m.CANCELLED, str(error)
+    except VideoError as error:
+        return m.ERROR, m.VIDEO, str(error)
+    except PromptsDoNotFit as error:
+        return m.ERROR, m.PARAMETERS, str(error)
+    except (ModelLoadError, RunnerClosed) as error:
+        return m.ERROR, m.MODEL, str(error)
+    except Exception:  # noqa: BLE001  (one job's failure must not reach the others)
+        log.exception("Job failed")
+        return m.ERROR, m.INTERNAL, m.INTERNAL_ERROR
 
 
 def child_main(connection, model_ref: str) -> None:

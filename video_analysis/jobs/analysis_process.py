@@ -66,6 +66,16 @@ class ModelUnavailable(Exception):
     """The model is loading, failed to load, or the analysis process is stopping; the message says which."""
 
 
+def result_of(outcome: tuple) -> dict:
+    """A job's outcome, (DONE, result) or (ERROR, kind, sentence), as its result or the exception it stands for."""
+    if outcome[0] == m.DONE:
+        return outcome[1]
+    _, error_kind, message = outcome
+    if error_kind == m.CANCELLED:
+        raise Cancelled(message)
+    raise AnalysisFailed(error_kind, message)
+
+
 @dataclass(frozen=True)
 class ModelState:
     """The model as /health and admission see it, taken at one moment."""
@@ -173,13 +183,7 @@ class AnalysisProcess:
         finally:
             with self._lock:
                 self._jobs.pop(job_id, None)
-        outcome = waiter.outcome
-        if outcome[0] == m.DONE:
-            return outcome[1]
-        _, error_kind, message = outcome
-        if error_kind == m.CANCELLED:
-            raise Cancelled(message)
-        raise AnalysisFailed(error_kind, message)
+        return result_of(waiter.outcome)
 
     def _wait_for_model(self, cancel: CancelToken, through_retries: bool = False) -> None:
         """Wait while a child (re)loads the model: a queued job outlives a crash of the child before it."""

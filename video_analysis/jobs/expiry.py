@@ -25,7 +25,7 @@ class SessionSweeper:
 
     def sweep(self) -> int:
         """Expire what is due now; returns how many sessions went. Says once if the state database went away."""
-        problem = self.sessions.database.file_problem()
+        problem = self.sessions.file_problem()
         if problem and problem != self._said:
             log.error(problem)
         self._said = problem

@@ -81,14 +81,16 @@ class SessionState:
     idempotency_key: Optional[str] = None  # the upload's Idempotency-Key, and what it was sent with
     fingerprint: Optional[str] = None
     upload_message: Optional[str] = None  # the 202's message: an upload sent again gets the first answer again
+    worker: Optional[str] = None  # cluster mode: "host:pid" of the model worker running (or that ran) the job
+    node: Optional[str] = None  # cluster mode: the API node keeping the upload (its API_URL), where workers fetch it
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
 
-    def status_body(self) -> dict:
-        """The contract's status object."""
-        return {
+    def status_body(self, cluster: bool = False) -> dict:
+        """The contract's status object; in cluster mode with `worker` ("host:pid", null while pending)."""
+        body = {
             "sessionId": self.session_id,
             "status": self.status.value,
             "analysisType": self.analysis_type,
@@ -103,6 +105,9 @@ class SessionState:
             "finishedAt": iso_utc(self.finished_at),
             "error": self.error,
         }
+        if cluster:
+            body["worker"] = self.worker
+        return body
 
     def to_record(self) -> dict:
         record = asdict(self)
@@ -117,6 +122,29 @@ class SessionState:
         return cls(**values)
 
 
+def changed_state(state: SessionState, changes: dict) -> SessionState:
+    """`state` with `changes` applied by the store's rules: progress only moves forward; entering a terminal status
+    stamps `finished_at` and the final step word (completed: 100 %)."""
+    changes = dict(changes)
+    if "progress" in changes:
+        changes["progress"] = max(state.progress, min(float(changes["progress"]), 100.0))
+    status = changes.get("status")
+    now = time.time()
+    if status is not None:
+        status = ProcessingStatus(status)
+        changes["status"] = status
+        if status == ProcessingStatus.PROCESSING and state.started_at is None:
+            changes.setdefault("started_at", now)
+        if status.terminal:
+            changes["finished_at"] = now
+            changes["current_step"] = _FINAL_STEP[status]
+            if status == ProcessingStatus.COMPLETED:
+                changes["progress"] = 100.0
+    if changes.get("progress", state.progress) >= 100.0 and changes.get("status", state.status) != ProcessingStatus.COMPLETED:
+        changes["progress"] = min(99.9, changes.get("progress", state.progress))
+    return replace(state, **changes)
+
+
 class SessionNotFound(KeyError):
     pass
 
@@ -127,6 +155,13 @@ class KeyInUse(Exception):
 
 class StateNotSaved(OSError):
     """The database refused the write (disk full, not writable): the change was not made."""
+
+
+class StoreUnavailable(StateNotSaved):
+    """The session store cannot be reached (cluster mode: Redis is down); nothing was read or changed.
+
+    The message is a sentence for a person; the web layer answers it with 503 and Retry-After.
+    """
 
 
 class SessionManager:
@@ -162,6 +197,15 @@ class SessionManager:
     def close(self) -> None:
         with self._write_lock:
             self.database.close()
+
+    @property
+    def durable(self) -> bool:
+        """True when sessions outlive the process (an upload must then be on the disk before its session)."""
+        return self.database.durable
+
+    def file_problem(self) -> Optional[str]:
+        """A sentence when the state database's file went away under the service, else None."""
+        return self.database.file_problem()
 
     # -- reading ------------------------------------------------------------------------------------------
     def get(self, session_id: str, with_result: bool = True) -> SessionState:
@@ -266,7 +310,7 @@ class SessionManager:
                 return copy.deepcopy(state)
             if answer is not None and answer[0] != done:
                 raise ValueError(f"segment {answer[0] + 1} answered before segment {done + 1}")
-            updated = self._changed(state, changes)
+            updated = changed_state(state, changes)
             if updated == state and answer is None:
                 return copy.deepcopy(state)  # nothing a client could see changed: no write, same updatedAt
             updated = replace(updated, updated_at=time.time())
@@ -277,27 +321,6 @@ class SessionManager:
                 if answer is not None:
                     self._answers.setdefault(session_id, []).append(answer[1])
             return copy.deepcopy(updated)
-
-    @staticmethod
-    def _changed(state: SessionState, changes: dict) -> SessionState:
-        changes = dict(changes)
-        if "progress" in changes:
-            changes["progress"] = max(state.progress, min(float(changes["progress"]), 100.0))
-        status = changes.get("status")
-        now = time.time()
-        if status is not None:
-            status = ProcessingStatus(status)
-            changes["status"] = status
-            if status == ProcessingStatus.PROCESSING and state.started_at is None:
-                changes.setdefault("started_at", now)
-            if status.terminal:
-                changes["finished_at"] = now
-                changes["current_step"] = _FINAL_STEP[status]
-                if status == ProcessingStatus.COMPLETED:
-                    changes["progress"] = 100.0
-        if changes.get("progress", state.progress) >= 100.0 and changes.get("status", state.status) != ProcessingStatus.COMPLETED:
-            changes["progress"] = min(99.9, changes.get("progress", state.progress))
-        return replace(state, **changes)
 
     def _save(self, state: SessionState, answer: Optional[Tuple[int, str, int]] = None) -> None:
         if state.legacy:

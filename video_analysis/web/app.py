@@ -157,7 +157,7 @@ def storage_problems(svc: Services) -> list:
     if not os.path.isdir(svc.storage.root):
         problems.append(f"DATA_DIR {svc.storage.root} was deleted while the service runs: uploads are refused and "
                         "unfinished jobs have lost their videos. Restart the service.")
-    state_db = svc.sessions.database.file_problem()
+    state_db = svc.sessions.file_problem()
     if state_db:
         problems.append(state_db)
     return problems

@@ -220,7 +220,7 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
             raise ApiError(415, str(error), "Unsupported video", field="video") from None
         fingerprint = upload_fingerprint(path, form) if key is not None else None
         try:
-            if not legacy and svc.sessions.database.durable:  # on the disk itself before a session says it is
+            if not legacy and svc.sessions.durable:  # on the disk itself before a session says it is
                 spool.sync()
             session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(),
                                           legacy=legacy, video_path=path, video_info=info.as_dict(),
