@@ -1,4 +1,5 @@
-"""Fixtures only tests/ needs: the trained marker model, the generated videos, the service in a subprocess.
+"""Fixtures only tests/ needs: the trained marker model, the generated videos, the service in a subprocess,
+a redis-server of the test's own.
 
 The app, its client and a live server come from the root conftest.py.
 """
@@ -65,3 +66,19 @@ def start_service(tiny_model_dir, tmp_path):
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server of this test's own (tools/redis_server.py): a free loopback port, AOF on, in
+    tmp_path/"redis"; stopped after the test. Fails, with what to install, when redis-server is missing."""
+    from tools.redis_server import RedisServer  # here: the rest of the suite runs without the redis package
+
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The URL of the test's redis-server, `redis://127.0.0.1:PORT/0`."""
+    return redis_server.url
