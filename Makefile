@@ -8,7 +8,7 @@ HOST    ?= 127.0.0.1
 PORT    ?= 5000
 DEMO_DIR ?= .cache/demo
 
-.PHONY: setup system-deps run dev test test-load demo clean
+.PHONY: setup system-deps run dev worker test test-load demo clean
 
 setup: $(STAMP) system-deps
 
@@ -32,6 +32,10 @@ run: setup
 
 dev: setup
 	$(PY) app.py
+
+# A model worker of cluster mode (README "Several machines"): needs REDIS_URL and WORKER_TOKEN, as the API has them.
+worker: setup
+	$(PY) worker.py
 
 test: setup
 	$(PY) -m pytest

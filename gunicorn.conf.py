@@ -1,4 +1,8 @@
-"""gunicorn settings for `make run`: one process (it holds the one model), threads for requests."""
+"""gunicorn settings for `make run`: one process (it holds the one model), threads for requests.
+
+In cluster mode (REDIS_URL set) the API processes hold no state and no model: WEB_PROCESSES of them (2 by
+default) share the requests, and the master prepares the node once before they start (cluster/node.py).
+"""
 from video_analysis.config import Config
 
 _config = Config.from_env()  # an invalid variable stops gunicorn here, with the sentence that names it
@@ -17,9 +21,19 @@ def _check_state_db(config: Config) -> None:
         raise SystemExit(str(error)) from None
 
 
-_check_state_db(_config)
+def on_starting(server):
+    """Cluster mode: once per start of the node, before any API process (its DATA_DIR, its legacy requests)."""
+    if _config.cluster:
+        from video_analysis.cluster.node import prepare_node
+
+        prepare_node(_config)
+
+
+if not _config.cluster:
+    _check_state_db(_config)
 bind = f"{_config.HOST}:{_config.PORT}"
-workers = 1  # one process = one model in memory; never raise this
+# Embedded: one process = one model in memory; never raise this. Cluster: the model is on the workers.
+workers = _config.WEB_PROCESSES if _config.cluster else 1
 worker_class = "gthread"
 threads = _config.HTTP_THREADS  # legacy requests hold a thread while they wait
 timeout = 120

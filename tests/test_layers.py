@@ -1,6 +1,6 @@
 """The package's layers: each module imports only from its own layer or those below it (guides/architecture.md).
 
-web -> jobs -> engine -> video, model; `config` and `cancellation` sit under everything;
+web -> cluster -> jobs -> engine -> video, model; `config` and `cancellation` sit under everything;
 `cli` and `serve` are entry points on top. Read from the source with `ast`, so a new
 module or a lazy import inside a function is checked too.
 """
@@ -20,7 +20,8 @@ ALLOWED = {
     "model": {"config", "cancellation"},
     "engine": {"config", "cancellation", "video", "model"},
     "jobs": {"config", "cancellation", "video", "model", "engine"},
-    "web": {"config", "cancellation", "video", "model", "engine", "jobs"},
+    "cluster": {"config", "cancellation", "video", "model", "engine", "jobs"},
+    "web": {"config", "cancellation", "video", "model", "engine", "jobs", "cluster"},
     "cli": {"config", "cancellation", "video", "model", "engine"},
     "serve": {"config"},
 }

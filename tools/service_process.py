@@ -3,7 +3,8 @@
 `how` picks the command:
 - "gunicorn": `gunicorn --config gunicorn.conf.py 'app:create_app()'`, as deployed;
 - "app.py": `python app.py`, Flask's development server (`make dev`);
-- "make run": the command of the Makefile's `run` target (nginx in front of gunicorn).
+- "make run": the command of the Makefile's `run` target (nginx in front of gunicorn);
+- "worker.py": a model worker of cluster mode (`WorkerProcess`: no port of its own).
 
 The tests use it through the `start_service` fixture (tests/conftest.py), the
 benchmarks through bench/server.py. The process gets a process group of its
@@ -27,7 +28,7 @@ import urllib.request
 from typing import Callable, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HOW = ("gunicorn", "app.py", "make run")
+HOW = ("gunicorn", "app.py", "make run", "worker.py")
 
 
 def free_port() -> int:
@@ -55,6 +56,8 @@ def _command(how: str, root: str) -> List[str]:
         return [sys.executable, "app.py"]
     if how == "make run":
         return make_run_command(root)
+    if how == "worker.py":
+        return [sys.executable, "worker.py"]
     raise ValueError(f"how must be one of {', '.join(HOW)}, got {how!r}")
 
 
@@ -178,6 +181,33 @@ class ServiceProcess:
             pass  # nothing left
         self.process.wait(10)
         self._log.close()
+
+
+class WorkerProcess(ServiceProcess):
+    """A model worker of cluster mode (`python worker.py`) on `redis_url`, with `data_dir` as its scratch, as if
+    on a machine of its own; `name` is the "host:pid" the API shows for it."""
+
+    def __init__(self, model_dir: str, data_dir: str, redis_url: str, token: str, *, env: Optional[dict] = None,
+                 **options):
+        super().__init__(model_dir, data_dir, how="worker.py", env=dict(env or {}, REDIS_URL=redis_url,
+                                                                       WORKER_TOKEN=token), **options)
+        self.name = f"{socket.gethostname()}:{self.process.pid}"
+
+    def wait_ready(self, api_base: str, timeout: float = 120.0) -> dict:  # type: ignore[override]
+        """The API's /health body once it lists this worker (it has loaded its model and takes jobs)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited with status {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(api_base + "/health", timeout=2) as response:
+                    body = json.load(response)
+                if any(worker["id"] == self.name for worker in body.get("workers", ())):
+                    return body
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the worker was not ready in {timeout:.0f} s:\n{self.log()}")
 
 
 def _children(pid: int) -> List[int]:

@@ -8,6 +8,7 @@ Cheap to import: no mlx, no flask.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Annotated, Any, List, Literal, Optional
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, model_validator
@@ -87,6 +88,18 @@ class Config(BaseSettings):
     # gunicorn's log level, and the analysis process's.
     LOG_LEVEL: Annotated[LogLevel, BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)] = "info"
 
+    # -- cluster mode (video_analysis/cluster/, guides/operations.md "Deployment on several machines") -------------
+    # Set, the service keeps sessions in this Redis and model workers (`python worker.py`) run the jobs:
+    # redis://[:password@]host:port/db, or rediss:// for TLS. Unset: everything runs in this one process tree.
+    REDIS_URL: Optional[str] = None
+    # The secret model workers show to fetch uploads from an API server; the same on every machine of a cluster.
+    WORKER_TOKEN: Optional[str] = None
+    # How model workers reach this API server to fetch its uploads; None: http://HOST:PORT (this host's name
+    # when HOST listens on every address).
+    API_URL: Optional[str] = None
+    # gunicorn processes `make run` starts in cluster mode (they hold no state); the embedded mode always has one.
+    WEB_PROCESSES: WholeNumber = Field(2, ge=1)
+
     # -- the launcher in front (serve/, `make run`) --------------------------------------------
     # A client must send its whole request head within this (nginx closes the connection after).
     HEADER_TIMEOUT_SECONDS: WholeNumber = Field(10, ge=1)
@@ -120,6 +133,29 @@ class Config(BaseSettings):
                              f"so that waiting legacy requests always leave threads for the others; "
                              f"got {self.MAX_LEGACY_REQUESTS}")
         return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_token(self) -> "Config":
+        if self.REDIS_URL and not self.REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.REDIS_URL!r}")
+        if self.REDIS_URL and len(self.WORKER_TOKEN or "") < 16:
+            raise ValueError("REDIS_URL is set (cluster mode), so WORKER_TOKEN must be set too, to a secret of at "
+                             "least 16 characters shared by the API servers and the model workers (for example the "
+                             "output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return self
+
+    @property
+    def cluster(self) -> bool:
+        """Cluster mode: sessions in Redis, jobs on model workers (REDIS_URL is set)."""
+        return bool(self.REDIS_URL)
+
+    @property
+    def api_url(self) -> str:
+        """Where model workers fetch this API server's uploads from."""
+        if self.API_URL:
+            return self.API_URL.rstrip("/")
+        host = socket.gethostname() if self.HOST in ("0.0.0.0", "::", "") else self.HOST
+        return f"http://{host}:{self.PORT}"
 
     @property
     def state_db_path(self) -> str:

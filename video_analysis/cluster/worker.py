@@ -14,7 +14,6 @@ job and no fork after the model is loaded), with what it leaves to us:
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -29,10 +28,11 @@ from rq import Queue, SimpleWorker
 
 from video_analysis.cancellation import CancelToken
 from video_analysis.cluster import task
-from video_analysis.cluster.connection import ERRORS, PREFIX, QUEUE_NAME, connect
+from video_analysis.cluster.connection import ERRORS, QUEUE_NAME, connect
 from video_analysis.cluster.queue import CANCEL_CHANNEL
 from video_analysis.cluster.reaper import Reaper
 from video_analysis.cluster.sessions import RedisSessionStore
+from video_analysis.cluster.worker_token import token_problem
 from video_analysis.config import Config
 from video_analysis.jobs.analysis_process import result_of
 from video_analysis.jobs.job_runner import Job, JobRunner
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
 # A worker silent for this long is taken as dead, and its job as abandoned.
 HEARTBEAT_TTL_SECONDS = 15
-# The key holding a hash of the cluster's WORKER_TOKEN, written by the API (`token_fingerprint`).
-TOKEN_KEY = PREFIX + "worker-token"
 # While Redis cannot be reached, a job waits this long between tries to save its progress.
 _PAUSE_SECONDS = 2.0
 _PAUSED = ("Paused: the model worker cannot reach Redis to save the analysis's progress. It goes on by itself, from "
@@ -53,11 +51,6 @@ _PAUSED = ("Paused: the model worker cannot reach Redis to save the analysis's p
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def token_fingerprint(token: str) -> str:
-    """What the API publishes of WORKER_TOKEN so a worker can tell a wrong token at start (never the token)."""
-    return hashlib.sha256(b"video-analysis worker token\0" + token.encode()).hexdigest()
 
 
 class InProcessAnalysis:
@@ -171,15 +164,6 @@ class ModelWorker(SimpleWorker):
             task.current_worker = None
 
 
-def check_token(connection: redis.Redis, token: str) -> Optional[str]:
-    """A sentence when WORKER_TOKEN differs from the API's (the worker could fetch no video), else None."""
-    published = connection.get(TOKEN_KEY)
-    if published is not None and published.decode() != token_fingerprint(token):
-        return ("WORKER_TOKEN differs from the one the API servers use, so this worker could fetch no video. Set "
-                "the same WORKER_TOKEN on the API servers and on every worker.")
-    return None
-
-
 def _empty_scratch(scratch: str) -> None:
     """DATA_DIR holds only videos of jobs running here: what a worker killed mid-job left is deleted at start."""
     os.makedirs(scratch, mode=0o700, exist_ok=True)
@@ -197,7 +181,7 @@ def main(argv=None) -> int:
                          "secret the API servers have); set both and start it again.")
     connection = connect(config.REDIS_URL)
     try:
-        problem = check_token(connection, config.WORKER_TOKEN)
+        problem = token_problem(connection, config.WORKER_TOKEN)
     except ERRORS as error:
         raise SystemExit(f"The Redis server at REDIS_URL could not be reached ({error}); start it, or fix "
                          "REDIS_URL, and start the worker again.") from None

@@ -30,8 +30,8 @@ class SessionSweeper:
             log.error(problem)
         self._said = problem
         expired = self.sessions.expire()
-        for state in expired:
-            self.storage.remove(state.directory)
+        for state in expired:  # cluster mode: a session whose keys Redis expired first is known by its id only
+            self.storage.remove(state.directory or self.storage.session_dir(state.session_id))
         if expired:
             log.info("Expired %d session(s)", len(expired))
         return len(expired)

@@ -60,18 +60,60 @@ def storage_error(error: OSError) -> StorageError:
     return StorageError(full=error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
+class Ledger:
+    """The count behind the storage bound: bytes taken by uploads being received and kept by sessions.
+
+    This one lives in the process. In cluster mode every API process of a node shares one in Redis
+    (`cluster.storage_ledger`), with the same methods, so a session cleaned up by another process
+    than the one that received it is given back all the same.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._used = 0
+        self._kept: Dict[str, int] = {}  # session directory -> bytes its files hold
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def take(self, nbytes: int, limit: Optional[int]) -> None:
+        with self._lock:
+            if limit is not None and self._used + nbytes > limit:
+                raise StorageFull(nbytes, max(limit - self._used, 0))
+            self._used += nbytes
+
+    def give_back(self, nbytes: int) -> None:
+        with self._lock:
+            self._used -= nbytes
+
+    def keep(self, directory: str, nbytes: int) -> None:
+        with self._lock:
+            self._kept[directory] = self._kept.get(directory, 0) + nbytes
+
+    def forget(self, directory: str) -> None:
+        """The session's directory is deleted: what it kept is given back."""
+        with self._lock:
+            self._used -= self._kept.pop(directory, 0)
+
+    def reset(self) -> None:
+        """Nothing counted (at start, before the kept sessions are counted again)."""
+        with self._lock:
+            self._used = 0
+            self._kept.clear()
+
+
 class Storage:
-    def __init__(self, data_dir: str, max_storage_mb: Optional[int] = None):
-        """`max_storage_mb`: the bound in MB; None = half the disk's free space at `prepare`; 0 = no bound."""
+    def __init__(self, data_dir: str, max_storage_mb: Optional[int] = None, ledger: Optional[Ledger] = None):
+        """`max_storage_mb`: the bound in MB; None = half the disk's free space at `prepare`; 0 = no bound.
+        `ledger`: where the count is kept (shared by the API processes of a node in cluster mode)."""
         self.root = os.path.abspath(data_dir)
         self.max_storage_mb = max_storage_mb
         self.limit: Optional[int] = None  # bytes, set by prepare(); None: only the disk itself limits
-        self._lock = threading.Lock()
-        self._used = 0  # bytes kept by sessions + bytes taken by uploads being received
-        self._kept: Dict[str, int] = {}  # session directory -> bytes its files hold
+        self.ledger = ledger or Ledger()
         self._own: set = set()  # names in DATA_DIR that are the service's own files (the state database)
 
-    def prepare(self, sessions: Iterable[str] = (), own_files: Iterable[str] = ()) -> None:
+    def prepare(self, sessions: Iterable[str] = (), own_files: Iterable[str] = (), remove_strays: bool = True) -> None:
         """Create DATA_DIR owner-only; remove what an earlier process left that no session owns; set the bound.
 
         `sessions`: the directories of the sessions that came back from the state database: they are
@@ -79,12 +121,18 @@ class Storage:
         legacy request's files) is removed; only such entries: a DATA_DIR set by mistake to a
         directory holding other files loses none of them. `own_files`: names in DATA_DIR that are
         the service's own and not sessions' (the state database), left alone without a warning.
+        `remove_strays=False` (a cluster's API process, when another has prepared the node): only the bound
+        is set; nothing is removed or counted again.
         """
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.chmod(self.root, 0o700)
         kept = {os.path.abspath(directory) for directory in sessions}
         self._own = set(own_files)
         quiet = {_PROXY_BODY_DIR, *self._own}
+        if not remove_strays:
+            self._set_limit()
+            return
+        self.ledger.reset()
         for name in os.listdir(self.root):
             path = os.path.join(self.root, name)
             if is_session_id(name):
@@ -118,25 +166,19 @@ class Storage:
     @property
     def used(self) -> int:
         """Bytes counted against the bound now: sessions' files plus uploads being received."""
-        return self._used
+        return self.ledger.used
 
     def take(self, nbytes: int) -> None:
         """Count `nbytes` more; StorageFull (nothing counted) when that would pass the bound."""
-        with self._lock:
-            if self.limit is not None and self._used + nbytes > self.limit:
-                raise StorageFull(nbytes, max(self.limit - self._used, 0))
-            self._used += nbytes
+        self.ledger.take(nbytes, self.limit)
 
     def give_back(self, nbytes: int) -> None:
         if nbytes:
-            with self._lock:
-                self._used -= nbytes
+            self.ledger.give_back(nbytes)
 
     def keep(self, directory: str, nbytes: int) -> None:
         """`nbytes` already taken now belong to the session whose files are in `directory` (given back by `remove`)."""
-        directory = os.path.abspath(directory)
-        with self._lock:
-            self._kept[directory] = self._kept.get(directory, 0) + nbytes
+        self.ledger.keep(os.path.abspath(directory), nbytes)
 
     def session_dir(self, session_id: str) -> str:
         return os.path.join(self.root, session_id)
@@ -155,8 +197,7 @@ class Storage:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        with self._lock:
-            self._used -= self._kept.pop(path, 0)
+        self.ledger.forget(path)
 
     def entries(self) -> List[str]:
         """What DATA_DIR holds besides the service's own files (the state database)."""

@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from typing import Optional, Union
 
 from flask import Flask, jsonify, send_from_directory
 from flask_cors import CORS
 
+from video_analysis.cluster.connection import ERRORS as REDIS_ERRORS, UNREACHABLE
+from video_analysis.cluster.node import cluster_parts, prepare_node
+from video_analysis.cluster.workers import SEEN_SECONDS
 from video_analysis.config import Config
 from video_analysis.jobs.analysis_process import AnalysisProcess
 from video_analysis.jobs.expiry import SessionSweeper
 from video_analysis.jobs.queue import JobQueue
-from video_analysis.jobs.sessions import SessionManager, iso_utc
+from video_analysis.jobs.sessions import SessionManager, StoreUnavailable, iso_utc
 from video_analysis.jobs.state_db import StateDatabase, StateDatabaseError
 from video_analysis.jobs.storage import Storage
 from video_analysis.web.errors import register_error_handlers
 from video_analysis.web.intake import next_try_in
+from video_analysis.web.internal_api import internal_api
 from video_analysis.web.legacy import legacy
 from video_analysis.web.openapi import openapi_document
 from video_analysis.web.request_body import LargeBodyReads
@@ -56,16 +61,22 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     )
     app.json.sort_keys = False
 
-    sessions = _saved_sessions(config)
-    storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
-    if sessions.move_files(storage.session_dir):
-        log.info("DATA_DIR has moved to %s: the sessions now point there", storage.root)
-    storage.prepare(sessions=[state.directory for state in sessions.list()], own_files=_state_db_files(config))
-    owns_analysis = analysis is None
-    if analysis is None:
-        analysis = AnalysisProcess(config.MODEL, config.MODEL_RETRY_SECONDS)  # loads in its child; /health tells when ready
-    jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
-    jobs.resume_unfinished()
+    if config.cluster:
+        parts = cluster_parts(config, owner=f"{socket.gethostname()}:{os.getpid()}")
+        sessions, storage, jobs, analysis, owns_analysis = (parts.sessions, parts.storage, parts.jobs, parts.workers,
+                                                            True)
+        storage.prepare(remove_strays=False)  # the node's start did the rest (cluster/node.py)
+    else:
+        sessions = _saved_sessions(config)
+        storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB)
+        if sessions.move_files(storage.session_dir):
+            log.info("DATA_DIR has moved to %s: the sessions now point there", storage.root)
+        storage.prepare(sessions=[state.directory for state in sessions.list()], own_files=_state_db_files(config))
+        owns_analysis = analysis is None
+        if analysis is None:
+            analysis = AnalysisProcess(config.MODEL, config.MODEL_RETRY_SECONDS)  # loads in its child; /health tells when ready
+        jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
+        jobs.resume_unfinished()
     sweeper = SessionSweeper(sessions, storage, min(config.SWEEP_INTERVAL_SECONDS, config.SESSION_TTL_SECONDS)).start()
     legacy_requests = threading.BoundedSemaphore(config.MAX_LEGACY_REQUESTS)
     app.extensions[EXTENSION_KEY] = Services(config, analysis, sessions, jobs, storage, sweeper, legacy_requests,
@@ -77,6 +88,7 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     register_error_handlers(app)  # everything outside the blueprints, which register their own
     app.register_blueprint(video_api)
     app.register_blueprint(legacy)
+    app.register_blueprint(internal_api)
     app.add_url_rule("/health", "health", health)
     document = openapi_document(config)  # built once: the page fetches it on every load
     app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(document))
@@ -123,6 +135,8 @@ def _close_before_thread_joins(svc: Services) -> None:
 
 def health():
     svc = services()
+    if svc.config.cluster:
+        return jsonify(_cluster_health(svc))
     model = svc.analysis
     state = model.state()
     body = {
@@ -151,6 +165,30 @@ def health():
     return jsonify(body)
 
 
+def _cluster_health(svc: Services) -> dict:
+    """Cluster mode: the workers and the queue as Redis has them; degraded while Redis is down or no worker is
+    there (jobs then wait in the queue)."""
+    pool = svc.analysis
+    body = {"status": "healthy", "model": {"id": pool.name, "loaded": False, "device": pool.device},
+            "queue": {"pending": 0, "processing": 0, "depth": 0}, "workers": [], "version": __version__}
+    try:
+        body["workers"] = pool.workers()
+        body["queue"] = dict(svc.jobs.counts(), depth=svc.jobs.depth())
+    except (StoreUnavailable, *REDIS_ERRORS):
+        body["status"], body["reason"] = "degraded", UNREACHABLE
+        return body
+    body["model"]["loaded"] = bool(body["workers"])
+    if not body["workers"]:
+        body["status"] = "degraded"
+        body["reason"] = (f"No model worker has been seen for {SEEN_SECONDS} s, so queued analyses wait. Start one "
+                          "with `python worker.py` (or `make worker`) on a machine that reaches this Redis.")
+    problems = storage_problems(svc)
+    if problems:
+        body["status"] = "degraded"
+        body["problems"] = problems
+    return body
+
+
 def storage_problems(svc: Services) -> list:
     """What keeps the service from keeping what it is given, in sentences for an operator (cheap: two stats)."""
     problems = []
@@ -165,7 +203,10 @@ def storage_problems(svc: Services) -> list:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app()
+    config = Config.from_env()
+    if config.cluster:
+        prepare_node(config)  # under gunicorn its master does it (gunicorn.conf.py)
+    app = create_app(config)
     config = app.config["SERVICE"]
     try:
         app.run(host=config.HOST, port=config.PORT, threaded=True)

@@ -15,7 +15,8 @@ from typing import Optional, Union
 from flask import Blueprint, Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
-from video_analysis.jobs.sessions import StateNotSaved
+from video_analysis.cluster.connection import RETRY_AFTER_SECONDS, UNREACHABLE
+from video_analysis.jobs.sessions import StateNotSaved, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,10 @@ def register_error_handlers(scope: Union[Flask, Blueprint], **always) -> None:
         return problem(503, "The server could not record this change because its disk is full or not writable, so "
                             "nothing was changed; try again later.", "Storage unavailable", {"Retry-After": "60"},
                        **always)
+
+    @scope.errorhandler(StoreUnavailable)
+    def _store_unavailable(error: StoreUnavailable):  # cluster mode: Redis is down; it comes back by itself
+        return problem(503, UNREACHABLE, "Service unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}, **always)
 
     @scope.errorhandler(Exception)
     def _unexpected(error: Exception):

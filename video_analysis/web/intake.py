@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.jobs.analysis_process import ModelState, ModelUnavailable
 from video_analysis.jobs.queue import QueueFull, ShuttingDown
-from video_analysis.jobs.sessions import KeyInUse, SessionState, StateNotSaved, iso_utc
+from video_analysis.jobs.sessions import KeyInUse, SessionState, StateNotSaved, StoreUnavailable, iso_utc
 from video_analysis.jobs.storage import StorageError, StorageFull, UploadSpool, display_filename, storage_error
 from video_analysis.video import VideoError, probe_video
 from video_analysis.web.errors import ApiError
@@ -107,7 +107,7 @@ def _read_form():
         return request.files, request.form
     except StorageError as error:
         raise _storage_problem(error) from None
-    except HTTPException:
+    except (HTTPException, StoreUnavailable):
         raise
     except OSError as error:  # a write into DATA_DIR failed part-way
         raise _storage_problem(storage_error(error)) from None
@@ -228,6 +228,8 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
                                           upload_message=_accepted(kind, name, model.loaded))
         except StorageError as error:
             raise _storage_problem(error) from None
+        except StoreUnavailable:
+            raise
         except StateNotSaved:
             raise ApiError(507, "The server could not record this upload (its disk is full or not writable), so "
                                 "it kept none of it; try again later.", "Storage full") from None

@@ -65,7 +65,7 @@ def upload():
 def status(session_id: str):
     state = _session(session_id)
     headers = {} if state.status.terminal else {"Retry-After": POLL_AFTER_SECONDS}
-    return jsonify(state.status_body()), 200, headers
+    return jsonify(state.status_body(cluster=services().config.cluster)), 200, headers
 
 
 @video_api.get("/results/<session_id>")
@@ -135,5 +135,6 @@ def cleanup(session_id: str):
         state = svc.sessions.delete(session_id)
     except SessionNotFound:  # a concurrent cleanup won
         raise _not_found() from None
-    svc.storage.remove(state.directory)
+    if state.node in (None, svc.config.api_url):  # else the node keeping the upload deletes it (cluster/sessions.py)
+        svc.storage.remove(state.directory)
     return jsonify({"sessionId": session_id, "message": "The session and all its files are deleted."})
