@@ -82,3 +82,14 @@ def redis_server(tmp_path):
 def redis_url(redis_server) -> str:
     """The URL of the test's redis-server, `redis://127.0.0.1:PORT/0`."""
     return redis_server.url
+
+
+@pytest.fixture
+def cluster(tiny_model_dir, tmp_path, redis_server):
+    """A cluster of this test's own (tests/support/cluster.py): `cluster.start_api()`, `cluster.add_worker()`;
+    every process is stopped after the test."""
+    from tests.support.cluster import Cluster
+
+    built = Cluster(str(tmp_path / "cluster"), tiny_model_dir, redis_server)
+    yield built
+    built.stop()

@@ -77,12 +77,13 @@ class ServiceProcess:
     """One running service; `base` is its URL, `data_dir` its DATA_DIR, `process` the Popen."""
 
     def __init__(self, model_dir: str, data_dir: str, *, how: str = "gunicorn", env: Optional[dict] = None,
-                 log_path: Optional[str] = None, preexec_fn=None, wrapper: Sequence[str] = (), root: str = REPO):
+                 log_path: Optional[str] = None, preexec_fn=None, wrapper: Sequence[str] = (), root: str = REPO,
+                 port: Optional[int] = None):
         """`env` adds to the environment, a value of None removes the variable; `wrapper` is a command put in
         front (it must exec the service); `root` is the checkout whose service runs (a worktree of an older
-        commit measures that commit)."""
+        commit measures that commit); `port`: the one an earlier service had (a restart), else a free one."""
         self.how = how
-        self.port = free_port()
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.log_path = log_path or os.path.join(os.path.dirname(os.path.abspath(data_dir)),
