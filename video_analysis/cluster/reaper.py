@@ -18,6 +18,7 @@ import threading
 
 import redis
 from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 
 from video_analysis.cluster.connection import ERRORS, PREFIX, QUEUE_NAME
 
@@ -50,7 +51,8 @@ class Reaper:
             return False
         if int(self.redis.info("server").get("uptime_in_seconds", 0)) < _UPTIME_SECONDS:
             return False
-        StartedJobRegistry(QUEUE_NAME, connection=self.redis).cleanup()
+        # The failure callback runs here, on this thread: RQ's default time limit works by signal, in a main thread only.
+        StartedJobRegistry(QUEUE_NAME, connection=self.redis, death_penalty_class=TimerDeathPenalty).cleanup()
         return True
 
     def _loop(self) -> None:

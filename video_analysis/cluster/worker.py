@@ -37,6 +37,7 @@ from video_analysis.config import Config
 from video_analysis.jobs.analysis_process import result_of
 from video_analysis.jobs.job_runner import Job, JobRunner
 from video_analysis.jobs.session_ids import is_session_id
+from video_analysis.jobs.sessions import SessionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,23 @@ class ModelWorker(SimpleWorker):
         while not stop.wait(HEARTBEAT_SECONDS):
             try:
                 self.maintain_heartbeats(job)
+                self._stop_if_ended()
             except ERRORS as error:
                 log.warning("Heartbeat failed (Redis unreachable): %s", error)
             except Exception:  # noqa: BLE001  (a failed heartbeat must not end the job)
                 log.exception("Heartbeat failed")
+
+    def _stop_if_ended(self) -> None:
+        """A cancel published while this worker was not listening (Redis away) is found here, a beat later."""
+        job = self.current
+        if job is None:
+            return
+        try:
+            ended = self.store.get(job.session_id, with_result=False).status.terminal
+        except SessionNotFound:
+            ended = True
+        if ended:
+            job.cancel.cancel()
 
     def request_stop(self, signum, frame):
         """SIGTERM/SIGINT: hand the running job back (stopped within a token or a frame), then exit."""
@@ -139,18 +153,21 @@ class ModelWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def _listen_for_cancels(self) -> None:
+        pubsub = None
         while True:
             try:
-                pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CANCEL_CHANNEL)
-                for message in pubsub.listen():
-                    job = self.current
-                    if job is not None and message.get("data", b"").decode() == job.session_id:
-                        job.cancel.cancel()
-            except ERRORS:
-                time.sleep(1.0)  # Redis is away; listen again once it answers
-            except Exception:  # noqa: BLE001
-                log.exception("Listening for cancels failed")
+                if pubsub is None:
+                    pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(CANCEL_CHANNEL)
+                # A short wait, not listen(): listen() would hit the connection's socket timeout when idle.
+                message = pubsub.get_message(timeout=1.0)
+                job = self.current
+                if message and job is not None and message["data"].decode() == job.session_id:
+                    job.cancel.cancel()
+            except Exception as error:  # noqa: BLE001  (Redis away, or worse: listen again in a second)
+                if not isinstance(error, ERRORS):
+                    log.exception("Listening for cancels failed")
+                pubsub = None
                 time.sleep(1.0)
 
     def work(self, *args, **kwargs):
