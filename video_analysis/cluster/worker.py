@@ -167,6 +167,11 @@ class ModelWorker(SimpleWorker):
             except Exception as error:  # noqa: BLE001  (Redis away, or worse: listen again in a second)
                 if not isinstance(error, ERRORS):
                     log.exception("Listening for cancels failed")
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001
+                        pass
                 pubsub = None
                 time.sleep(1.0)
 
