@@ -1,5 +1,6 @@
 """Config: every environment variable the product reads, its defaults, and the sentences that refuse bad values."""
 import os
+import socket
 import runpy
 import subprocess
 import sys
@@ -13,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHOLE_NUMBERS = {  # variable -> its smallest allowed value
     "MAX_UPLOAD_MB": 1, "MAX_QUEUED_JOBS": 1, "JOB_WORKERS": 1, "SESSION_TTL_SECONDS": 1, "MAX_STORAGE_MB": 0,
     "PORT": 1, "HTTP_THREADS": 2, "HEADER_TIMEOUT_SECONDS": 1, "BODY_TIMEOUT_SECONDS": 1,
-    "LEGACY_PROXY_TIMEOUT_SECONDS": 1, "MAX_FORM_PARTS": 1, "MAX_FORM_MEMORY_SIZE": 1,
+    "LEGACY_PROXY_TIMEOUT_SECONDS": 1, "MAX_FORM_PARTS": 1, "MAX_FORM_MEMORY_SIZE": 1, "WEB_PROCESSES": 1,
 }
 SWITCHES = ("BUFFERED_BY_PROXY", "USE_OPENBLAS", "PARALLEL_VISION", "FAST_ACTIVATIONS", "PYAV_FRAMES")
 
@@ -55,6 +56,8 @@ def test_every_variable_is_read_from_the_environment():
     given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "STATE_DB": "/srv/state/sessions.db", "HOST": "::1", "NGINX": "/opt/nginx",
              "LOG_LEVEL": "warning", "CORS_ORIGINS": "https://a.example",
              "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_LEGACY_REQUESTS": "3", "MODEL_RETRY_SECONDS": "2.5",
+             "REDIS_URL": "rediss://:pw@redis.internal:6380/2", "WORKER_TOKEN": "s3cret-token-of-the-cluster",
+             "API_URL": "http://api.internal:5000",
              **{name: str(minimum + 7) for name, minimum in WHOLE_NUMBERS.items()},
              **{name: "1" if name == "BUFFERED_BY_PROXY" else "0" for name in SWITCHES}}
     for name, value in given.items():
@@ -175,3 +178,14 @@ def test_importing_config_loads_neither_flask_nor_mlx():
             "print(sorted(m for m in ('flask', 'mlx', 'cv2', 'av', 'numpy') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_cluster_mode_needs_a_worker_token_and_a_redis_address():
+    assert "WORKER_TOKEN must be set too" in refused(REDIS_URL="redis://127.0.0.1:6379/0")
+    assert "WORKER_TOKEN must be set too" in refused(REDIS_URL="redis://127.0.0.1:6379/0", WORKER_TOKEN="short")
+    assert refused(REDIS_URL="127.0.0.1:6379", WORKER_TOKEN="x" * 16) == (
+        "REDIS_URL must start with redis://, rediss:// or unix://, got '127.0.0.1:6379'")
+    del os.environ["REDIS_URL"], os.environ["WORKER_TOKEN"]
+    assert not Config.from_env().cluster
+    config = Config.from_env(REDIS_URL="redis://127.0.0.1:6379/0", WORKER_TOKEN="x" * 16, HOST="0.0.0.0", PORT=8080)
+    assert config.cluster and config.api_url == f"http://{socket.gethostname()}:8080"
