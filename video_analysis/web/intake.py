@@ -152,10 +152,15 @@ def accept_upload(kind: Optional[AnalysisKind] = None, legacy: bool = False) -> 
         svc.sessions.release_key(key)  # a no-op once the session holds it
 
 
-def _accepted(kind: AnalysisKind, name: str, model_loaded: bool) -> str:
-    """The 202's message; it says when the job waits for the model (the contract asks so)."""
+def _accepted(kind: AnalysisKind, name: str, model_loaded: bool, cluster: bool = False) -> str:
+    """The 202's message; it says when the job waits for the model (the contract asks so), or in cluster mode
+    for a model worker."""
     queued = f"Upload received; the {AnalysisKind(kind).value} analysis of '{name}' is queued."
-    return queued if model_loaded else queued + " The model is still loading: the analysis starts once it is ready."
+    if model_loaded:
+        return queued
+    if cluster:
+        return queued + " No model worker is running right now: the analysis starts once one is."
+    return queued + " The model is still loading: the analysis starts once it is ready."
 
 
 def _same_upload_again(svc: Services, earlier: SessionState) -> SessionState:
@@ -225,7 +230,7 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
             session = svc.sessions.create(session_id, kind, name, spool.directory, parameters.model_dump(),
                                           legacy=legacy, video_path=path, video_info=info.as_dict(),
                                           idempotency_key=key, fingerprint=fingerprint,
-                                          upload_message=_accepted(kind, name, model.loaded))
+                                          upload_message=_accepted(kind, name, model.loaded, svc.config.cluster))
         except StorageError as error:
             raise _storage_problem(error) from None
         except StoreUnavailable:
