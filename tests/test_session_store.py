@@ -18,9 +18,15 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TERMINAL = [ProcessingStatus.COMPLETED, ProcessingStatus.FAILED, ProcessingStatus.CANCELLED]
 
 
-@pytest.fixture
-def store():
-    return SessionManager(ttl_seconds=3600)
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request):
+    """The embedded store (SQLite in memory) and cluster mode's (a redis-server of the test's own): the same rules."""
+    if request.param == "sqlite":
+        return SessionManager(ttl_seconds=3600)
+    from video_analysis.cluster.connection import connect
+    from video_analysis.cluster.sessions import RedisSessionStore
+
+    return RedisSessionStore(connect(request.getfixturevalue("redis_server").url), ttl_seconds=3600, node="node-a")
 
 
 def new_session(store, session_id=None, **options) -> str:

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import redis
 
 from video_analysis.cluster.connection import PREFIX, reachable
-from video_analysis.jobs.session_ids import is_session_id, new_session_id
+from video_analysis.jobs.session_ids import new_session_id
 from video_analysis.jobs.sessions import (KeyInUse, ProcessingStatus, SessionNotFound, SessionState, changed_state)
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RedisSessionStore:
     # -- reading ------------------------------------------------------------------------------------------
     @reachable
     def get(self, session_id: str, with_result: bool = True) -> SessionState:
-        raw = self.redis.get(_session_key(session_id)) if is_session_id(session_id) else None
+        raw = self.redis.get(_session_key(session_id))
         if raw is None:
             raise SessionNotFound(session_id)
         state = SessionState.from_record(json.loads(raw))
