@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Tuple
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 
 # How long an Idempotency-Key is held for an upload being received (an API process that died lets it go).
 _RECEIVING_SECONDS = 3600
+
+
+# Replace a key's holder only if it is still the one found dead (or the hold has gone meanwhile).
+_TAKE_OVER = """
+local now = redis.call('GET', KEYS[1])
+if now and now ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
 
 
 def _session_key(session_id: str) -> str:
@@ -57,6 +67,7 @@ class RedisSessionStore:
 
     def __init__(self, connection: redis.Redis, ttl_seconds: float = 86400, node: Optional[str] = None):
         self.redis = connection
+        self._take_over = connection.register_script(_TAKE_OVER)
         self.ttl_seconds = ttl_seconds
         self.node = node
 
@@ -119,9 +130,31 @@ class RedisSessionStore:
                 return self.get(session_id.decode(), with_result=False)
             except SessionNotFound:
                 pass  # expired between the two reads: the key is free again
-        if not self.redis.set(f"{PREFIX}recv:{key}", "1", nx=True, ex=_RECEIVING_SECONDS):
-            raise KeyInUse(key)
+        holder = f"{self.node}\t{os.getpid()}"
+        receiving = f"{PREFIX}recv:{key}"
+        if not self.redis.set(receiving, holder, nx=True, ex=_RECEIVING_SECONDS):
+            dead = self.redis.get(receiving)
+            # Taken over only from that dead holder: of two retries racing for it, one wins.
+            if not self._holder_died(dead) or not self._take_over(keys=[receiving],
+                                                                  args=[dead or b"", holder, _RECEIVING_SECONDS]):
+                raise KeyInUse(key)
         return None
+
+    def _holder_died(self, holder: Optional[bytes]) -> bool:
+        """True when the upload holding a key was being received by a process of this node that is gone (killed
+        mid-upload): its client's retry may take the key now, not only after _RECEIVING_SECONDS."""
+        if holder is None:
+            return True
+        node, _, pid = holder.decode().partition("\t")
+        if node != str(self.node) or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     @reachable
     def release_key(self, key: Optional[str]) -> None:
