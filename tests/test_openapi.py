@@ -51,9 +51,16 @@ def test_the_document_is_valid_openapi_3_1(client):
 
 
 def test_the_document_covers_exactly_the_apps_routes(app, client):
+    """Every route a client can use; the cluster's internal route for model workers (404 to anyone without the
+    WORKER_TOKEN) is no client's, and stays out."""
+    from video_analysis.cluster.video_fetch import INTERNAL_PREFIX
+
     document = _document(client)
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
-    assert documented == _app_routes(app)
+    routes = _app_routes(app)
+    internal = {(path, method) for path, method in routes if path.startswith(INTERNAL_PREFIX + "/")}
+    assert internal == {(INTERNAL_PREFIX + "/videos/{session_id}", "get")}
+    assert documented == routes - internal
 
 
 def test_a_value_just_outside_each_documented_limit_is_a_400_naming_the_field(client, short_video):
@@ -132,3 +139,45 @@ def test_partial_and_final_results_match_the_documented_schema(client, videos):
     results.validate(client.get(f"/api/v1/video/results/{session_id}").get_json())
     names = [p["name"] for p in document["paths"]["/api/v1/video/results/{session_id}"]["get"]["parameters"]]
     assert "partial" in names
+
+
+def _undocumented(body: dict, schema: dict) -> list:
+    """Members of `body` (and of its documented objects and arrays of objects) that `schema` does not name."""
+    missing = []
+    for name, value in body.items():
+        member = schema.get("properties", {}).get(name)
+        if member is None:
+            missing.append(name)
+        elif isinstance(value, dict) and "properties" in member:
+            missing += [f"{name}.{inner}" for inner in _undocumented(value, member)]
+        elif isinstance(value, list) and "properties" in member.get("items", {}):
+            missing += [f"{name}[].{inner}" for item in value for inner in _undocumented(item, member["items"])]
+    return missing
+
+
+def test_cluster_mode_sends_what_the_document_says(cluster, videos):
+    """Cluster mode's additions (a status's `worker`, /health's `workers` and `queue.depth`) are documented,
+    with the types the service sends, by the document a cluster's API serves."""
+    import requests
+
+    cluster.start_api()
+    worker = cluster.add_worker()
+    document = requests.get(cluster.base + "/api/v1/openapi.json", timeout=10).json()
+    schemas = document["components"]["schemas"]
+    health = cluster.health()
+    _validator(document, {"$ref": "#/components/schemas/Health"}).validate(health)
+    assert _undocumented(health, schemas["Health"]) == []
+    assert [w["id"] for w in health["workers"]] == [worker.name] and "depth" in health["queue"]
+
+    with open(videos["short"], "rb") as handle:
+        accepted = requests.post(cluster.base + UPLOAD, files={"video": ("clip.mp4", handle)}, timeout=30).json()
+    status = _validator(document, {"$ref": "#/components/schemas/Status"})
+    seen = []
+    while not seen or seen[-1]["status"] not in ("completed", "failed", "cancelled"):
+        body = requests.get(cluster.base + accepted["statusUrl"], timeout=10).json()
+        status.validate(body)
+        assert _undocumented(body, schemas["Status"]) == []
+        seen.append(body)
+        time.sleep(0.05)
+    assert seen[-1]["status"] == "completed", seen[-1]
+    assert seen[-1]["worker"] == worker.name

@@ -63,8 +63,12 @@ def _upload_body(with_type: bool) -> dict:
 
 _ID = [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
 _NOT_FOUND = _problem("Unknown, malformed, cleaned-up or expired session id.")
+# Cluster mode: every route that reads or writes sessions answers this while Redis cannot be reached.
+_REDIS_DOWN = ("Cluster mode (REDIS_URL): the service cannot reach its Redis server, so nothing was read or changed "
+               "(Retry-After: 5).")
 _NOT_RECORDED = _problem("The change could not be recorded (the server's disk is full or not writable), so nothing "
-                         "changed; Retry-After says when to try again.")
+                         "changed; Retry-After says when to try again. " + _REDIS_DOWN)
+_UNAVAILABLE = _problem(_REDIS_DOWN)
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
@@ -90,7 +94,8 @@ def _upload_errors() -> dict:
         "415": _problem("Not a video OpenCV can decode (text, image, random bytes, truncated file)."),
         "503": _problem("Queue full (with Retry-After); the model could not be loaded, for good or until its next "
                         "try (then with Retry-After: the seconds until it); storage not writable. While the model "
-                        "is still loading, uploads are accepted (202) and their jobs wait for it."),
+                        "is still loading, uploads are accepted (202) and their jobs wait for it (in cluster mode: "
+                        "while no model worker is running). " + _REDIS_DOWN),
         "507": _problem("The upload would pass MAX_STORAGE_MB (refused before the body is read when its "
                         "Content-Length cannot fit; a chunked body is cut off), or the server's disk is full "
                         "(the upload or its session could not be recorded)."),
@@ -107,7 +112,7 @@ def _legacy_responses() -> dict:
             "503": _problem("Queue full; the model could not be loaded (before or while the request waited; for "
                             "good, or until its next try: Retry-After); storage not writable; "
                             "MAX_LEGACY_REQUESTS synchronous analyses already running (Retry-After: 60); "
-                            "or cancelled because the server is shutting down (Retry-After: 30).")}
+                            "or cancelled because the server is shutting down (Retry-After: 30). " + _REDIS_DOWN)}
 
 
 def openapi_document(config: Config) -> dict:
@@ -132,7 +137,8 @@ def openapi_document(config: Config) -> dict:
                               "422": _problem("This Idempotency-Key was used for another file or other fields.")}}},
             "/api/v1/video/status/{session_id}": {"get": {
                 "summary": "Progress of an analysis", "parameters": _ID,
-                "responses": {"200": _json("#/components/schemas/Status", "The session's status."), "404": _NOT_FOUND}}},
+                "responses": {"200": _json("#/components/schemas/Status", "The session's status."), "404": _NOT_FOUND,
+                              "503": _UNAVAILABLE}}},
             "/api/v1/video/results/{session_id}": {"get": {
                 "summary": "Results of a completed analysis, or with ?partial=true the results so far",
                 "parameters": [*_ID, _PARTIAL],
@@ -140,7 +146,7 @@ def openapi_document(config: Config) -> dict:
                                            "Completed; with ?partial=true also while pending or processing."),
                               "400": _problem("Not completed (without ?partial=true), failed or cancelled; "
                                               "`sessionStatus` says where it is. Or `partial` is not true or false."),
-                              "404": _NOT_FOUND}}},
+                              "404": _NOT_FOUND, "503": _UNAVAILABLE}}},
             "/api/v1/video/cancel/{session_id}": {"post": {
                 "summary": "Cancel a pending or running analysis (idempotent)", "parameters": _ID,
                 "responses": {"200": _json("#/components/schemas/Cancelled", "Cancelled."),
@@ -186,7 +192,11 @@ def openapi_document(config: Config) -> dict:
                 "message": {"type": "string"}, "segmentsDone": {"type": "integer"},
                 "segmentsTotal": {"type": ["integer", "null"]}, "createdAt": {"type": "string"},
                 "updatedAt": {"type": "string"}, "startedAt": {"type": ["string", "null"]},
-                "finishedAt": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}}},
+                "finishedAt": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+                "worker": {"type": ["string", "null"],
+                           "description": "Cluster mode (REDIS_URL) only, absent otherwise: the model worker running "
+                                          "the job, or the last one that ran it, as \"host:pid\"; null until a "
+                                          "worker has started it."}}},
             "Results": {"type": "object", "properties": {
                 "sessionId": {"type": "string"},
                 "status": {"enum": ["pending", "processing", "completed"],
@@ -209,9 +219,16 @@ def openapi_document(config: Config) -> dict:
             "Health": {"type": "object", "properties": {
                 "status": {"enum": ["healthy", "degraded"],
                            "description": "degraded: the model could not be loaded (`reason` says why and what to do), or "
-                                          "`problems` lists what keeps the service from keeping uploads."},
+                                          "`problems` lists what keeps the service from keeping uploads. In "
+                                          "cluster mode also while Redis cannot be reached or no model worker "
+                                          "has been seen for 60 s (`reason` says which). /health answers 200 "
+                                          "either way."},
                 "model": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "loaded": {"type": "boolean"}, "device": {"type": "string"},
+                    "id": {"type": "string"},
+                    "loaded": {"type": "boolean", "description": "In cluster mode: at least one model worker is "
+                                                                "there."},
+                    "device": {"type": "string", "description": "Where the model runs (cpu here); `workers` in "
+                                                               "cluster mode."},
                     "nextAttemptAt": {"type": "string", "format": "date-time",
                                       "description": "When the model is loaded again, after a try that failed "
                                                      "because the Hugging Face Hub could not be reached; present "
@@ -219,14 +236,29 @@ def openapi_document(config: Config) -> dict:
                     "failedAttempts": {"type": "integer", "minimum": 1,
                                        "description": "Tries in a row that failed because the Hub could not be "
                                                       "reached; absent once the model has loaded."}}},
-                "queue": {"type": "object", "properties": {"pending": {"type": "integer"},
-                                                           "processing": {"type": "integer"}}},
+                "queue": {"type": "object", "properties": {
+                    "pending": {"type": "integer"}, "processing": {"type": "integer"},
+                    "depth": {"type": "integer", "minimum": 0,
+                              "description": "Cluster mode only: jobs waiting in the Redis queue for a model worker "
+                                             "(a job handed back by a worker that stopped counts again)."}}},
+                "workers": {"type": "array", "description": "Cluster mode only: the model workers heard from in "
+                                                            "the last 60 s.",
+                            "items": {"type": "object", "required": ["id", "model", "state", "job"], "properties": {
+                                "id": {"type": "string", "description": "host:pid, as in a status's `worker`."},
+                                "model": {"type": ["string", "null"], "description": "The model it loaded."},
+                                "state": {"type": "string", "description": "RQ's word for it: idle (waiting for a "
+                                                                               "job), busy (running one), started "
+                                                                               "or suspended."},
+                                "job": {"type": ["string", "null"],
+                                        "description": "The session id of the job it runs, or null."}}}},
                 "version": {"type": "string"},
                 "problems": {"type": "array", "items": {"type": "string"},
                              "description": "Present when the service cannot keep what it is given (DATA_DIR or "
                                             "the state database deleted while it runs): sentences for an "
                                             "operator; `status` is then degraded."},
                 "reason": {"type": "string", "description": "Why the model is not loaded yet (still loading, or the "
-                                                           "failure and what to do), in plain words."}}},
+                                                           "failure and what to do), in plain words; in cluster "
+                                                           "mode why the service is degraded (Redis unreachable, "
+                                                           "no model worker seen for 60 s)."}}},
         }},
     }
