@@ -63,15 +63,18 @@ def analyse(session_id: str) -> Optional[str]:
         if job.video_path:
             worker.runner.run(job)
         if worker.handing_back:
-            return _hand_back(worker, session_id)
+            return hand_back(worker, session_id, get_current_job())
         return "ended"
     finally:
         worker.current = None
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _hand_back(worker, session_id: str) -> str:
-    """The worker is stopping (SIGTERM) mid-job: queue the job again at the front, with the tries it had left."""
+def hand_back(worker, session_id: str, rq_job) -> str:
+    """The worker is stopping (SIGTERM) mid-job: queue the job again at the front, with the tries it had left.
+    Once per job, whoever calls first (the task as the job stops, or the worker when it did not stop in time)."""
+    if not worker.handed_back.acquire(blocking=False):
+        return "handed back"
     store = worker.store
     try:
         state = store.get(session_id, with_result=False)
@@ -79,7 +82,6 @@ def _hand_back(worker, session_id: str) -> str:
         return "gone"
     if state.status.terminal:
         return state.status.value
-    rq_job = get_current_job()
     tries_left = MAX_TRIES if rq_job is None else (rq_job.retries_left or 0) + 1
     enqueue(worker.queue, session_id, tries_left=tries_left, at_front=True)
     done = len(store.answers(session_id))

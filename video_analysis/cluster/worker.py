@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -36,7 +37,6 @@ from video_analysis.cluster.worker_token import token_problem
 from video_analysis.config import Config
 from video_analysis.jobs.analysis_process import result_of
 from video_analysis.jobs.job_runner import Job, JobRunner
-from video_analysis.jobs.session_ids import is_session_id
 from video_analysis.jobs.sessions import SessionNotFound
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5
 # A worker silent for this long is taken as dead, and its job as abandoned.
 HEARTBEAT_TTL_SECONDS = 15
+# SIGTERM: how long the running job has to stop by itself (a token, a frame) before the worker hands it back
+# anyway and exits; a full-size model's vision step on a CPU cannot be interrupted and takes longer.
+STOP_GRACE_SECONDS = 6.0
 # While Redis cannot be reached, a job waits this long between tries to save its progress.
 _PAUSE_SECONDS = 2.0
 _PAUSED = ("Paused: the model worker cannot reach Redis to save the analysis's progress. It goes on by itself, from "
@@ -73,12 +76,33 @@ class InProcessAnalysis:
 
 
 class _WorkerRunner(JobRunner):
+    """The job runner of a worker: its name goes into the session, and its writes can be stopped for good
+    (`freeze`) before the worker hands a job back that did not stop in time."""
+
     def __init__(self, worker: "ModelWorker", analysis):
         super().__init__(analysis, worker.store, pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED)
         self.worker = worker
+        self._writes = threading.Lock()
+        self.frozen = False
 
     def started_fields(self) -> dict:
         return {"worker": self.worker.name}
+
+    def freeze(self) -> None:
+        """From now on the job writes nothing; returns once a write under way has ended."""
+        with self._writes:
+            self.frozen = True
+
+    def update(self, job, answer=None, **changes):
+        with self._writes:
+            if not self.frozen:
+                return super().update(job, answer, **changes)
+        job.cancel.cancel()
+        return None
+
+    def finish(self, *args, **kwargs) -> bool:
+        with self._writes:
+            return True if self.frozen else super().finish(*args, **kwargs)
 
 
 class ModelWorker(SimpleWorker):
@@ -94,7 +118,9 @@ class ModelWorker(SimpleWorker):
         self.token = token
         self.runner = _WorkerRunner(self, InProcessAnalysis(engine))
         self.current: Optional[Job] = None  # the runner's job while one runs (`task.analyse` sets it)
+        self.rq_job = None  # the RQ job running, while one runs
         self.handing_back = False
+        self.handed_back = threading.Lock()  # held by the one hand-back of the running job (task.hand_back)
         self._cancels = threading.Thread(target=self._listen_for_cancels, name="cancels", daemon=True)
         self._reaper = Reaper(connection, owner=self.name)
 
@@ -106,7 +132,14 @@ class ModelWorker(SimpleWorker):
         super().register_birth(*args, **kwargs)
         self.connection.hset(self.key, mapping={"model": self.model_name})
 
+    def heartbeat(self, timeout=None, pipeline=None):
+        super().heartbeat(timeout, pipeline)
+        # Written again at each beat: after Redis was away long enough for this worker's key to expire, RQ's
+        # heartbeat makes it again with its own fields only.
+        (pipeline if pipeline is not None else self.connection).hset(self.key, "model", self.model_name)
+
     def execute_job(self, job, queue):
+        self.rq_job = job
         stop = threading.Event()
         beats = threading.Thread(target=self._beat, args=(job, stop), name="heartbeat", daemon=True)
         self.connection.hset(self.key, "session", job.args[0] if job.args else "")
@@ -116,6 +149,7 @@ class ModelWorker(SimpleWorker):
         finally:
             stop.set()
             beats.join()
+            self.rq_job = None
             try:
                 self.connection.hdel(self.key, "session")
             except ERRORS:
@@ -145,12 +179,37 @@ class ModelWorker(SimpleWorker):
 
     def request_stop(self, signum, frame):
         """SIGTERM/SIGINT: hand the running job back (stopped within a token or a frame), then exit."""
+        first = not self.handing_back
         self.handing_back = True
         self.runner.closed = True
         job = self.current
         if job is not None:
             job.cancel.cancel()
+            if first:
+                threading.Thread(target=self._stop_in_time, args=(job,), name="stop-in-time", daemon=True).start()
         super().request_stop(signum, frame)
+
+    def _stop_in_time(self, job: Job) -> None:
+        """A job still running STOP_GRACE_SECONDS after SIGTERM (the model is inside a step it cannot leave) is
+        handed back from here, its writes stopped first, and the process exits 0 at once."""
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while self.current is job and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.current is not job:
+            return  # it stopped by itself: the task handed it back
+        self.runner.freeze()
+        rq_job = self.rq_job
+        try:
+            task.hand_back(self, job.session_id, rq_job)
+            if rq_job is not None:  # not a job of a worker that died: nothing for the reaper to find
+                rq_job.started_job_registry.remove_executions(rq_job)
+            self.register_death()
+        except Exception:  # noqa: BLE001  (exit all the same: the reaper queues the job again)
+            log.exception("Handing job %s back failed; it is queued again once its heartbeat runs out",
+                          job.session_id)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        logging.shutdown()
+        os._exit(0)
 
     def _listen_for_cancels(self) -> None:
         pubsub = None
@@ -186,12 +245,29 @@ class ModelWorker(SimpleWorker):
             task.current_worker = None
 
 
-def _empty_scratch(scratch: str) -> None:
-    """DATA_DIR holds only videos of jobs running here: what a worker killed mid-job left is deleted at start."""
+def scratch_directory(data_dir: str) -> str:
+    """This worker's own scratch directory, DATA_DIR/worker-<pid>: workers sharing a DATA_DIR (or a worker whose
+    DATA_DIR is, by mistake, an API server's) never touch each other's files. Those of workers that are gone
+    (killed mid-job) are deleted now."""
+    root = os.path.abspath(data_dir)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    for name in os.listdir(root):
+        found = re.fullmatch(r"worker-(\d+)", name)
+        if found and not _alive(int(found.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    scratch = os.path.join(root, f"worker-{os.getpid()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
-    for name in os.listdir(scratch):
-        if is_session_id(name):
-            shutil.rmtree(os.path.join(scratch, name), ignore_errors=True)
+    return scratch
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv=None) -> int:
@@ -220,13 +296,13 @@ def main(argv=None) -> int:
         engine.close()
         raise SystemExit(f"The model worker could not load MODEL: {error}") from None
     log.info("Model %s loaded in %.1f s; taking jobs", engine.runner.name, time.perf_counter() - started)
-    scratch = os.path.abspath(config.DATA_DIR)
-    _empty_scratch(scratch)
+    scratch = scratch_directory(config.DATA_DIR)
     worker = ModelWorker(connection, engine, engine.runner.name, scratch, config.WORKER_TOKEN)
     try:
         worker.work(logging_level=config.LOG_LEVEL.upper())
     finally:
         engine.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
