@@ -72,9 +72,12 @@ class Cluster:
             return json.load(response)
 
     def files(self) -> Dict[str, list]:
-        """What each node's DATA_DIR holds (the API's and every worker's scratch)."""
+        """The files each node's DATA_DIR holds (the API's, and every worker's, whose scratch directory
+        worker-<pid> is there while it runs), as paths relative to it."""
         nodes = {"api": self.api.data_dir, **{w.name: w.data_dir for w in self.workers}}
-        return {name: sorted(os.listdir(path)) if os.path.isdir(path) else [] for name, path in nodes.items()}
+        return {name: sorted(os.path.relpath(os.path.join(parent, file), path)
+                             for parent, _, names in os.walk(path) for file in names)
+                for name, path in nodes.items()}
 
     def stop(self) -> None:
         for worker in self.workers:
