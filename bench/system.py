@@ -40,6 +40,16 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"{field} not found for pid {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, every thread's (ended ones too); 0 once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pid: int) -> bool:
     """Reset VmHWM (Linux: write 5 to clear_refs); False when not allowed."""
     try:
