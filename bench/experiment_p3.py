@@ -1,6 +1,7 @@
 """P3 before/after: GET /status latency under a job, the product against variants of it, interleaved.
 
     python -m bench.experiment_p3 [--rounds 3] [--seconds 6] [--server-times] [--variants product,bare,nosplit]
+    python -m bench.experiment_p3 --variants product,cluster,cluster-noaof   # cluster mode beside the embedded one
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
 videos) and measures P3 exactly as `make bench` does
@@ -8,7 +9,9 @@ videos) and measures P3 exactly as `make bench` does
 background load on the shared CPU hits them alike. Prints the
 median p50/p99 per variant over the rounds and writes
 bench/work/experiment-p3.json. A variant is the product started with a few
-environment variables, behind nginx (serve.py) or not (`bare`).
+environment variables, behind nginx (serve.py) or not (`bare`), or the
+service in cluster mode (`cluster*`: bench/server.py's running_cluster, a
+redis-server of its own and one model worker).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import sys
 from bench.client import run_job
 from bench.figures.p3_status_latency import p3_status_latency
 from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile
-from bench.server import running_service
+from bench.server import running_cluster, running_service
 from bench.system import checkpoint, say
 from bench.videos import WORK, bench_video
 
@@ -35,7 +38,21 @@ VARIANTS = {
     "nostore": ({"STATE_DB": ":memory:"}, "make run"),
     # gunicorn alone on the port, as `make run` served before serve.py put nginx in front
     "bare": ({}, "gunicorn"),
+    # cluster mode (`make bench`'s p3_status_p99_ms_cluster): redis-server with its AOF fsynced at every write
+    "cluster": ({}, "make run"),
+    # the same with no AOF (nothing written to disk by Redis)
+    "cluster-noaof": ({}, "make run"),
+    # one gunicorn process instead of WEB_PROCESSES=2
+    "cluster-1web": ({"WEB_PROCESSES": "1"}, "make run"),
 }
+_REDIS_OPTIONS = {"cluster": {}, "cluster-noaof": {"appendonly": False}, "cluster-1web": {}}
+
+
+def _running(name: str, model: str, how: str, env: dict):
+    """The variant's service: embedded (JOB_WORKERS=1, as P3 runs it) or a cluster with one model worker."""
+    if name in _REDIS_OPTIONS:
+        return running_cluster(f"exp-{name}", model, workers=1, how=how, redis_options=_REDIS_OPTIONS[name], **env)
+    return running_service(f"exp-{name}", model, how=how, JOB_WORKERS=1, **env)
 
 
 _ACCESS_MARK = "P3TIME"
@@ -77,11 +94,11 @@ def main(argv=None) -> int:
             env, how = VARIANTS[name]
             if args.server_times:
                 env = dict(env, GUNICORN_CMD_ARGS=f"--access-logformat '{_ACCESS_MARK} %(r)s %(D)s \"%(a)s\"' --log-level info")
-            with running_service(f"exp-{name}", tiny, how=how, JOB_WORKERS=1, **env) as server:
+            with _running(name, tiny, how, env) as server:
                 run_job(server.base, short_video)
                 result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
                 if args.server_times:
-                    result["server_p99_ms"] = _server_side_p99(server.log_path)
+                    result["server_p99_ms"] = _server_side_p99(getattr(server, "api", server).log_path)
             result["load_average"] = os.getloadavg()
             runs[name].append(result)
             inside = (f" (inside gunicorn {result['server_p99_ms']['one_thread']:.1f} / "
