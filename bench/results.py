@@ -21,6 +21,10 @@ TARGETS = {
     "p4_upload_rss_growth_mib": ("<=", 64.0),
     "p5_rss_growth_ratio": ("<=", 0.10),
     "store_cost_ratio_full": ("<=", 1.02),
+    "p9_throughput_ratio_2_workers": (">=", 1.5),
+    "p1_overhead_ratio_full_cluster": ("<=", 1.05),
+    "p3_status_p99_ms_cluster": ("<=", 10.0),
+    "p3_status_p99_ms_heavy_job_cluster": ("<=", 10.0),
 }
 
 # Keys every results file has: every figure bench/README.md's table shows (bench/report.py ROWS),
@@ -33,11 +37,14 @@ REQUIRED_KEYS = (
     "p4_upload_rss_growth_mib", "p4_upload_mb_per_s", "p5_rss_growth_ratio",
     "p6_fit_slope_seconds_per_minute", "p6_fit_intercept_seconds", "p6_fit_r2",
     "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "store_cost_ratio_tiny", "store_db_bytes_per_segment",
-    "store_restart_load_seconds_1000", "store_restart_ready_ratio_1000", "machine", "targets",
+    "store_restart_load_seconds_1000", "store_restart_ready_ratio_1000",
+    "p9_throughput_ratio_2_workers", "p9_videos_per_minute_1_worker", "p9_videos_per_minute_2_workers",
+    "p3_status_p99_ms_cluster", "p3_status_p99_ms_heavy_job_cluster", "machine", "targets",
 )
 FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
              "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
-             "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full")
+             "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full",
+             "p1_overhead_ratio_full_cluster")
 
 
 def met(key: str, value) -> Optional[bool]:

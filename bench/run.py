@@ -18,6 +18,8 @@ Figures (see bench/README.md for targets and the latest values; one module each 
   store                   durable sessions: job time with the state database / without, bytes per segment,
                           restart with 1,000 ended sessions
   BLAS                    one full-size segment on OpenBLAS vs mlx's bundled BLAS
+  P9 throughput           cluster mode: videos per minute with 2 model workers / with 1 (tiny model, 8 videos)
+  cluster P1, P3          P1 (full) and P3 with the service in cluster mode (redis, API, 1 model worker)
 
 This module decides what runs in which order, on which server and video,
 and writes the results: bench/results/<date>.json (quick: <date>-quick.json)
@@ -44,9 +46,10 @@ from bench.figures.p3_status_latency import p3_status_latency
 from bench.figures.p4_big_upload import p4_big_upload
 from bench.figures.p5_queued_jobs import p5_queued
 from bench.figures.p6_scaling import p6_scaling, sampling_vs_decode_all
+from bench.figures.p9_throughput import p9_throughput
 from bench.figures.speedups import blas_matmul, segment_ab
 from bench.results import finish, missing_keys
-from bench.server import running_service
+from bench.server import running_cluster, running_service
 from bench.settings import FRAMES, HEAVY_JOB, MAX_TOKENS, MIB, SEGMENT_SECONDS
 from bench.system import ROOT, checkpoint, say
 from bench.videos import WORK, bench_video
@@ -67,7 +70,14 @@ def plan_for(quick: bool) -> dict:
         "p4_bytes": (256 if quick else 1024) * MIB,
         "p6_durations": (15, 30, 60, 120) if quick else (60, 120, 240, 480),
         "long_video": 480 if quick else 960,  # P3's jobs must outlast their windows (tiny: ~20 segments/s)
+        # P9: 8 copies of a 320x240 10 fps video (1 worker: ~30 s for the 600 s one, ~12 s quick)
+        "p9_video": 240 if quick else 600,
+        "p9_videos": 8,
+        "p9_pairs": 2 if quick else 3,
     }
+
+
+P9_VIDEO = dict(fps=10, size=(320, 240))
 
 
 def tiny_figures(plan: dict, quick: bool, want: Callable[[str], bool], results: dict, details: dict) -> None:
@@ -78,64 +88,65 @@ def tiny_figures(plan: dict, quick: bool, want: Callable[[str], bool], results: 
     long_video = bench_video(plan["long_video"])
     short_video = bench_video(10)
 
-    say("tiny server (serve.py: nginx + gunicorn, JOB_WORKERS=1, MAX_QUEUED_JOBS=32)")
-    with running_service("tiny", tiny, JOB_WORKERS=1, MAX_QUEUED_JOBS=32) as server:
-        run_job(server.base, short_video)  # warm: the first generate compiles kernels
-        if want("p1") or want("p2"):
-            say(f"P1 tiny: {plan['p1_tiny_rounds']} rounds on {os.path.basename(p1_video)}")
-            p1 = p1_overhead(server, tiny, p1_video, plan["p1_tiny_rounds"])
-            details["p1_tiny"] = p1
-            results["p1_overhead_ratio_tiny"] = p1["ratio"]
-            small_video = bench_video(60, fps=10, size=(320, 240))
-            say(f"P1 tiny on a smaller video: 2 rounds on {os.path.basename(small_video)}")
-            small = p1_overhead(server, tiny, small_video, 2)
-            details["p1_tiny_320x240"] = small
-            results["p1_overhead_ratio_tiny_320x240"] = small["ratio"]
-            if want("p2"):
-                say("P2 tiny: reference pipeline (per-segment ffmpeg + python -m mlx_vlm generate)")
-                p2 = p2_reference(tiny, p1_video, statistics.median(p1["job_wall_seconds"]))
-                details["p2_tiny"] = p2
-                results["p2_speedup_vs_reference_tiny"] = p2["speedup"]
-                say("P2 tiny on the smaller video")
-                p2 = p2_reference(tiny, small_video, statistics.median(small["job_wall_seconds"]))
-                details["p2_tiny_320x240"] = p2
-                results["p2_speedup_vs_reference_tiny_320x240"] = p2["speedup"]
-                if not quick:
-                    say("P2 tiny, reference on mlx's bundled BLAS (the plain CLI on Linux)")
-                    plain = p2_reference(tiny, p1_video, statistics.median(p1["job_wall_seconds"]), blas="bundled")
-                    details["p2_tiny_plain_cli"] = plain
-                    results["p2_speedup_vs_plain_cli_tiny"] = plain["speedup"]
-        if want("p3"):
-            say(f"P3: 50 pollers for {plan['p3_seconds']} s while a job runs")
-            p3 = p3_status_latency(server, long_video, short_video, plan["p3_seconds"])
-            details["p3"] = p3
-            results["p3_status_p50_ms"] = p3["p50_ms"]
-            results["p3_status_p99_ms"] = p3["p99_ms"]
-            results["p3_status_p99_ms_idle"] = p3["idle"]["p99_ms"]
-            results["p3_status_p99_ms_threaded_client"] = p3["threaded_client"]["p99_ms"]
-            say(f"P3 heavy: the same while a decode-heavy job runs ({HEAVY_JOB})")
-            heavy = p3_status_latency(server, long_video, short_video, plan["p3_seconds"], **HEAVY_JOB)
-            details["p3_heavy_job"] = heavy
-            results["p3_status_p50_ms_heavy_job"] = heavy["p50_ms"]
-            results["p3_status_p99_ms_heavy_job"] = heavy["p99_ms"]
-        if want("p4"):
-            say(f"P4: {plan['p4_bytes'] // MIB} MiB upload")
-            p4 = p4_big_upload(server, plan["p4_bytes"])
-            details["p4"] = p4
-            results["p4_upload_rss_growth_mib"] = p4["rss_growth_mib"]
-            results["p4_upload_mb_per_s"] = p4["mb_per_s"]
-        if want("p5"):
-            say("P5: RSS with 1 and with 16 jobs")
-            p5 = p5_queued(server, long_video, short_video)
-            details["p5"] = p5
-            results["p5_rss_growth_ratio"] = p5["growth_ratio"]
-        if want("p6"):
-            say("P6: job time vs video length")
-            p6 = p6_scaling(server, plan["p6_durations"])
-            details["p6"] = p6
-            results["p6_fit_slope_seconds_per_minute"] = p6["slope"]
-            results["p6_fit_intercept_seconds"] = p6["intercept"]
-            results["p6_fit_r2"] = p6["r2"]
+    if any(want(name) for name in ("p1", "p2", "p3", "p4", "p5", "p6")):
+        say("tiny server (serve.py: nginx + gunicorn, JOB_WORKERS=1, MAX_QUEUED_JOBS=32)")
+        with running_service("tiny", tiny, JOB_WORKERS=1, MAX_QUEUED_JOBS=32) as server:
+            run_job(server.base, short_video)  # warm: the first generate compiles kernels
+            if want("p1") or want("p2"):
+                say(f"P1 tiny: {plan['p1_tiny_rounds']} rounds on {os.path.basename(p1_video)}")
+                p1 = p1_overhead(server, tiny, p1_video, plan["p1_tiny_rounds"])
+                details["p1_tiny"] = p1
+                results["p1_overhead_ratio_tiny"] = p1["ratio"]
+                small_video = bench_video(60, fps=10, size=(320, 240))
+                say(f"P1 tiny on a smaller video: 2 rounds on {os.path.basename(small_video)}")
+                small = p1_overhead(server, tiny, small_video, 2)
+                details["p1_tiny_320x240"] = small
+                results["p1_overhead_ratio_tiny_320x240"] = small["ratio"]
+                if want("p2"):
+                    say("P2 tiny: reference pipeline (per-segment ffmpeg + python -m mlx_vlm generate)")
+                    p2 = p2_reference(tiny, p1_video, statistics.median(p1["job_wall_seconds"]))
+                    details["p2_tiny"] = p2
+                    results["p2_speedup_vs_reference_tiny"] = p2["speedup"]
+                    say("P2 tiny on the smaller video")
+                    p2 = p2_reference(tiny, small_video, statistics.median(small["job_wall_seconds"]))
+                    details["p2_tiny_320x240"] = p2
+                    results["p2_speedup_vs_reference_tiny_320x240"] = p2["speedup"]
+                    if not quick:
+                        say("P2 tiny, reference on mlx's bundled BLAS (the plain CLI on Linux)")
+                        plain = p2_reference(tiny, p1_video, statistics.median(p1["job_wall_seconds"]), blas="bundled")
+                        details["p2_tiny_plain_cli"] = plain
+                        results["p2_speedup_vs_plain_cli_tiny"] = plain["speedup"]
+            if want("p3"):
+                say(f"P3: 50 pollers for {plan['p3_seconds']} s while a job runs")
+                p3 = p3_status_latency(server, long_video, short_video, plan["p3_seconds"])
+                details["p3"] = p3
+                results["p3_status_p50_ms"] = p3["p50_ms"]
+                results["p3_status_p99_ms"] = p3["p99_ms"]
+                results["p3_status_p99_ms_idle"] = p3["idle"]["p99_ms"]
+                results["p3_status_p99_ms_threaded_client"] = p3["threaded_client"]["p99_ms"]
+                say(f"P3 heavy: the same while a decode-heavy job runs ({HEAVY_JOB})")
+                heavy = p3_status_latency(server, long_video, short_video, plan["p3_seconds"], **HEAVY_JOB)
+                details["p3_heavy_job"] = heavy
+                results["p3_status_p50_ms_heavy_job"] = heavy["p50_ms"]
+                results["p3_status_p99_ms_heavy_job"] = heavy["p99_ms"]
+            if want("p4"):
+                say(f"P4: {plan['p4_bytes'] // MIB} MiB upload")
+                p4 = p4_big_upload(server, plan["p4_bytes"])
+                details["p4"] = p4
+                results["p4_upload_rss_growth_mib"] = p4["rss_growth_mib"]
+                results["p4_upload_mb_per_s"] = p4["mb_per_s"]
+            if want("p5"):
+                say("P5: RSS with 1 and with 16 jobs")
+                p5 = p5_queued(server, long_video, short_video)
+                details["p5"] = p5
+                results["p5_rss_growth_ratio"] = p5["growth_ratio"]
+            if want("p6"):
+                say("P6: job time vs video length")
+                p6 = p6_scaling(server, plan["p6_durations"])
+                details["p6"] = p6
+                results["p6_fit_slope_seconds_per_minute"] = p6["slope"]
+                results["p6_fit_intercept_seconds"] = p6["intercept"]
+                results["p6_fit_r2"] = p6["r2"]
     if want("store"):
         say(f"Durable sessions: {plan['p1_tiny_rounds']} tiny jobs each with and without the state database")
         cost = store_cost(tiny, "tiny", p1_video, plan["p1_tiny_rounds"])
@@ -157,6 +168,35 @@ def tiny_figures(plan: dict, quick: bool, want: Callable[[str], bool], results: 
         matmul = blas_matmul()
         details["blas_matmul"] = matmul
         results["blas_matmul_speedup"] = matmul["speedup"]
+
+
+def cluster_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
+    """Cluster mode on the tiny checkpoint: P9 (1 worker vs 2) and P3 (the API with 1 worker)."""
+    tiny = checkpoint("tiny")
+    short_video = bench_video(10)
+    if want("p9"):
+        video = bench_video(plan["p9_video"], **P9_VIDEO)
+        say(f"P9: {plan['p9_videos']} videos ({os.path.basename(video)}) on 1 model worker and on 2, "
+            f"{plan['p9_pairs']} pairs")
+        with running_cluster("p9", tiny, workers=1) as cluster:
+            p9 = p9_throughput(cluster, video, bench_video(10, **P9_VIDEO), plan["p9_videos"], plan["p9_pairs"])
+        details["p9"] = p9
+        results["p9_throughput_ratio_2_workers"] = p9["ratio"]
+        results["p9_videos_per_minute_1_worker"] = p9["videos_per_minute_1_worker"]
+        results["p9_videos_per_minute_2_workers"] = p9["videos_per_minute_2_workers"]
+    if want("p3-cluster"):
+        long_video = bench_video(plan["long_video"])
+        say("cluster, tiny: redis-server, the API (serve.py: nginx + gunicorn x WEB_PROCESSES), 1 model worker")
+        with running_cluster("cluster-tiny", tiny, workers=1) as cluster:
+            run_job(cluster.base, short_video)  # warm the worker
+            say(f"P3 cluster: 50 pollers for {plan['p3_seconds']} s while a job runs")
+            p3 = p3_status_latency(cluster, long_video, short_video, plan["p3_seconds"])
+            details["p3_cluster"] = p3
+            results["p3_status_p99_ms_cluster"] = p3["p99_ms"]
+            say(f"P3 cluster heavy: the same while a decode-heavy job runs ({HEAVY_JOB})")
+            heavy = p3_status_latency(cluster, long_video, short_video, plan["p3_seconds"], **HEAVY_JOB)
+            details["p3_heavy_job_cluster"] = heavy
+            results["p3_status_p99_ms_heavy_job_cluster"] = heavy["p99_ms"]
 
 
 def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
@@ -184,6 +224,14 @@ def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details
             p2 = p2_reference(full, full_video, statistics.median(p1["job_wall_seconds"]))
             details["p2_full"] = p2
             results["p2_speedup_vs_reference_full"] = p2["speedup"]
+    if want("p1-cluster"):
+        say("cluster, full: redis-server, the API (serve.py: nginx + gunicorn x WEB_PROCESSES), 1 model worker")
+        with running_cluster("cluster-full", full, workers=1) as cluster:
+            run_job(cluster.base, bench_video(10), max_tokens=1, frames_per_segment=1)  # warm the worker
+            say(f"P1 full, cluster mode: pure, job, pure, job, pure on {os.path.basename(full_video)}")
+            p1 = p1_overhead(cluster, full, full_video, plan["p1_full_rounds"])
+        details["p1_full_cluster"] = p1
+        results["p1_overhead_ratio_full_cluster"] = p1["ratio"]
     if want("store"):
         say(f"Durable sessions: {plan['p1_full_rounds']} full-size jobs each with and without the state database")
         cost = store_cost(full, "full", full_video, plan["p1_full_rounds"])
@@ -219,6 +267,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
                            "max_tokens": MAX_TOKENS, "video": "synthetic 640x360, 25 fps, mpeg4 (mp4v), GOP 12",
                            **{k: v for k, v in plan.items() if k != "p4_bytes"}, "p4_mib": plan["p4_bytes"] // MIB}
     tiny_figures(plan, quick, want, results, details)
+    cluster_figures(plan, want, results, details)
     if not quick and not skip_full:
         full_figures(plan, want, results, details)
     results["details"] = details
@@ -229,7 +278,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
-    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision")
+    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision,p9,p1-cluster,"
+                                       "p3-cluster (default --out then: bench/results/experiments/<date>-only-<subset>"
+                                       ".json, so a partial run never takes the place of a complete one)")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")
     parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")
     parser.add_argument("--no-readme", action="store_true", help="do not update the table in bench/README.md")
@@ -241,7 +292,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     results["bench_seconds"] = time.perf_counter() - started
     finish(results, argv, load_at_start)
     date = dt.date.today().isoformat()
-    out = args.out or os.path.join(RESULTS, f"{date}{'-quick' if args.quick else ''}.json")
+    name = f"{date}{'-quick' if args.quick else ''}"
+    if only is not None:
+        name = f"experiments/{name}-only-{'-'.join(sorted(only))}"
+    out = args.out or os.path.join(RESULTS, f"{name}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as handle:
         json.dump(results, handle, indent=2)
