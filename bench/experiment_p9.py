@@ -1,88 +1,70 @@
-"""P9 (cluster throughput, 2 model workers ÷ 1) for several worker settings side by side, interleaved.
+"""P9 (cluster throughput) with other sides: worker counts and the workers' thread settings, interleaved.
 
-    python -m bench.experiment_p9 --variants default,onethread --pairs 3
-    python -m bench.experiment_p9 --variants default --video 480 --size 640x360 --fps 25   # the other figures' video
+    python -m bench.experiment_p9 --sides 1,2,1-one-thread,2-one-thread --rounds 3
+    python -m bench.experiment_p9 --sides 1,2 --video 480 --size 640x360 --fps 25   # the other figures' video
 
-Each variant is a cluster of its own (redis-server, API, workers started with
-the variant's environment), all up at once; the pairs of batches (1 worker,
-2 workers) take turns between variants, so a change in the machine's other
-load falls on all of them. Variants (the workers' environment):
-  default     as `make worker` starts a worker
-  onethread   OPENBLAS_NUM_THREADS=1 and PARALLEL_VISION=0: one core's worth of threads per worker
-  blas1       OPENBLAS_NUM_THREADS=1 only
-  novision    PARALLEL_VISION=0 only
-Writes bench/results/experiments/<date>-p9-<variants>.json (or --out).
+One cluster (redis-server, the API, model workers: bench/server.py's
+running_cluster) runs batches of `--videos` jobs for each side in turn, the
+order reversed every round, exactly as `make bench`'s P9
+(bench/figures/p9_throughput.py); each side after the first is compared with
+the first in the same round. A side is a worker count, optionally with the
+workers' settings (`WORKER_SETTINGS`): default (as `make worker` starts
+one), one-thread (OPENBLAS_NUM_THREADS=1 and PARALLEL_VISION=0), blas1
+(OPENBLAS_NUM_THREADS=1), novision (PARALLEL_VISION=0).
+Writes bench/results/experiments/<date>-p9-<sides>.json (or --out).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import sys
 
-from bench.figures.p9_throughput import p9_pair, summary
+from bench.figures.p9_throughput import WORKER_SETTINGS, p9_throughput, side_setup
 from bench.server import running_cluster
 from bench.system import ROOT, checkpoint, say
 from bench.videos import bench_video
 
-VARIANTS = {
-    "default": {},
-    "onethread": {"OPENBLAS_NUM_THREADS": "1", "PARALLEL_VISION": "0"},
-    "blas1": {"OPENBLAS_NUM_THREADS": "1"},
-    "novision": {"PARALLEL_VISION": "0"},
-}
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variants", default="default,onethread")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--sides", default="1,2,2-one-thread")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--video", type=float, default=600, help="seconds of video")
     parser.add_argument("--size", default="320x240")
     parser.add_argument("--fps", type=float, default=10)
     parser.add_argument("--out")
     args = parser.parse_args(argv)
-    names = args.variants.split(",")
-    unknown = [name for name in names if name not in VARIANTS]
-    if unknown:
-        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    sides = tuple(args.sides.split(","))
+    for side in sides:
+        try:
+            side_setup(side)
+        except (ValueError, KeyError):
+            parser.error(f"a side is a worker count, optionally -SETTINGS ({', '.join(WORKER_SETTINGS)}): {side!r}")
     size = tuple(int(x) for x in args.size.split("x"))
     video = bench_video(args.video, fps=args.fps, size=size)
     warm_video = bench_video(10, fps=args.fps, size=size)
     tiny = checkpoint("tiny")
     load_at_start = os.getloadavg()
-    pairs = {name: [] for name in names}
-    with contextlib.ExitStack() as stack:
-        clusters = {name: stack.enter_context(running_cluster(f"p9-{name}", tiny, workers=1,
-                                                              worker_env=VARIANTS[name])) for name in names}
-        warmed = {name: set() for name in names}
-        for index in range(args.pairs):
-            for name in names:
-                order = (1, 2) if index % 2 == 0 else (2, 1)
-                pairs[name].append(p9_pair(clusters[name], video, warm_video, args.videos, order, warmed[name],
-                                           f" {name} pair {index + 1}"))
-    results = {
-        "experiment": "p9 worker settings",
+    with running_cluster("p9-experiment", tiny, workers=0) as cluster:
+        found = p9_throughput(cluster, video, warm_video, args.videos, args.rounds, sides)
+    found.update({
+        "experiment": "p9 sides",
         "command": " ".join(["python -m bench.experiment_p9"] + list(sys.argv[1:] if argv is None else argv)),
-        "video": os.path.basename(video), "videos": args.videos,
         "load_average_at_start": list(load_at_start), "load_average_at_end": list(os.getloadavg()),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "variants": {name: {"worker_env": VARIANTS[name], **summary(pairs[name])} for name in names},
-    }
-    for name in names:
-        found = results["variants"][name]
-        say(f"{name:10s} ratio {found['ratio']:.2f} (pairs {', '.join(f'{r:.2f}' for r in found['ratios'])}); "
-            f"videos/min 1 worker {found['videos_per_minute_1_worker']:.1f}, 2 workers "
-            f"{found['videos_per_minute_2_workers']:.1f}; worker cores {found['worker_cores_1_worker']:.2f} / "
-            f"{found['worker_cores_2_workers']:.2f}")
+    })
+    for side, row in found["sides"].items():
+        say(f"{side:14s} {row['videos_per_minute']:5.1f} videos/min, workers used {row['worker_cores']:.2f} cores")
+    for name, values in found["ratios"].items():
+        say(f"{name:24s} median {found['ratio_medians'][name]:.2f} (rounds {', '.join(f'{v:.2f}' for v in values)})")
     out = args.out or os.path.join(ROOT, "bench", "results", "experiments",
-                                   f"{dt.date.today().isoformat()}-p9-{'-'.join(names)}.json")
+                                   f"{dt.date.today().isoformat()}-p9-{'-'.join(sides)}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as handle:
-        json.dump(results, handle, indent=2)
+        json.dump(found, handle, indent=2)
     say(f"wrote {os.path.relpath(out, ROOT)}")
     return 0
 

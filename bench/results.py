@@ -44,7 +44,7 @@ REQUIRED_KEYS = (
 FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
              "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
              "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full",
-             "p1_overhead_ratio_full_cluster")
+             "p1_overhead_ratio_full_cluster", "p9_throughput_ratio_2_workers_one_thread")
 
 
 def met(key: str, value) -> Optional[bool]:

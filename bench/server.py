@@ -64,7 +64,8 @@ class ClusterService:
 
     def __init__(self, name: str, model: str, redis_server, api: ServiceProcess, worker_env: dict):
         self.name, self.model, self.redis, self.api = name, model, redis_server, api
-        self.worker_env = worker_env
+        self.no_blas_choice = {variable: None for variable in _BLAS_VARIABLES}
+        self.worker_env = dict(self.no_blas_choice, **worker_env)
         self.workers: List[WorkerProcess] = []
 
     @property
@@ -102,7 +103,14 @@ class ClusterService:
             time.sleep(0.2)
         shutil.rmtree(worker.data_dir, ignore_errors=True)
 
-    def set_workers(self, count: int) -> None:
+    def set_workers(self, count: int, env: Optional[dict] = None) -> None:
+        """`count` workers running; with `env` (their environment) other than the running ones', all started
+        again with it."""
+        env = self.worker_env if env is None else dict(self.no_blas_choice, **env)
+        if env != self.worker_env:
+            while self.workers:
+                self.remove_worker()
+            self.worker_env = env
         while len(self.workers) > count:
             self.remove_worker()
         while len(self.workers) < count:
@@ -140,8 +148,7 @@ def running_cluster(name: str, model: str, workers: int = 1, how: str = "make ru
         environment.update({k: str(v) for k, v in env.items()})
         api = ServiceProcess(model, data_dir, how=how, env=environment,
                              log_path=os.path.join(WORK, f"server-{name}.log"))
-        cluster = ClusterService(name, model, redis_server, api,
-                                 dict(no_blas_choice, **{k: str(v) for k, v in (worker_env or {}).items()}))
+        cluster = ClusterService(name, model, redis_server, api, {k: str(v) for k, v in (worker_env or {}).items()})
         _wait_answering(api, 60)
         for _ in range(workers):
             cluster.add_worker(timeout)

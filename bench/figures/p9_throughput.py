@@ -5,10 +5,13 @@ the same video one after the other, as fast as the API takes them (the
 first jobs start while the rest upload), then polls every session after the
 Retry-After the server sends until all have ended. Its time runs from the
 first upload's start to the last job's `finishedAt` (the worker's clock,
-this machine's), so polling does not round it. The two sides alternate
-1, 2, 2, 1, 1, 2, ... workers (a worker is started or stopped between them,
-and every worker has run a job since it started before its batch counts);
-each pair gives one ratio, and the figure is their median. Each batch also
+this machine's), so polling does not round it. The sides take turns, the
+order reversed every round (1, 2, 2, 1, 1, 2, ... workers; a worker is
+started or stopped between them, and every worker has run a job since it
+started before its batch counts); each round gives one ratio, and the figure
+is their median. A side may also start its workers with other settings
+(`WORKER_SETTINGS`: "2-one-thread" is 2 workers with one core's worth of
+threads each). Each batch also
 counts the CPU time its parts used (the workers, the API node's processes,
 redis-server, this client): with every part on the same 2 cores, that says
 how far from 2x the machine itself allows.
@@ -19,7 +22,7 @@ import collections
 import os
 import statistics
 import time
-from typing import Dict, List, Optional
+from typing import Dict
 
 import requests
 
@@ -106,45 +109,68 @@ def batch(cluster: ClusterService, video: str, videos: int) -> dict:
     }
 
 
-def p9_pair(cluster: ClusterService, video: str, warm_video: str, videos: int, order=(1, 2),
-            warmed: Optional[set] = None, label: str = "") -> Dict[int, dict]:
-    """One batch on 1 worker and one on 2, in `order`; `warmed`: the workers that have run a job already."""
-    warmed = set() if warmed is None else warmed
-    pair = {}
-    for count in order:
-        cluster.set_workers(count)
-        _warm(cluster, warm_video, warmed)
-        load = os.getloadavg()[0]
-        result = batch(cluster, video, videos)
-        result["load_average_before"] = load
-        if len(result["jobs_per_worker"]) != count:
-            say(f"  P9: {count} worker(s) running, but the jobs ran on {result['jobs_per_worker']}")
-        pair[count] = result
-        say(f"  P9{label}, {count} worker(s): {result['seconds']:.1f} s, {result['videos_per_minute']:.1f} videos/min "
-            f"(uploads {result['upload_seconds']:.1f} s; jobs per worker {sorted(result['jobs_per_worker'].values())}"
-            f"; workers used {result['worker_cores']:.2f} cores; CPU s per video "
-            f"{', '.join(f'{k} {v:.2f}' for k, v in result['cpu_seconds_per_video'].items())}; load {load:.1f})")
-    return pair
+# The workers' settings a side may name ("2-one-thread": 2 workers with ONE_THREAD's environment).
+WORKER_SETTINGS = {
+    "default": {},  # as `make worker` starts a worker
+    # one core's worth of threads per worker: OpenBLAS's pool and the vision tower's streams (usable cores each)
+    "one-thread": {"OPENBLAS_NUM_THREADS": "1", "PARALLEL_VISION": "0"},
+    "blas1": {"OPENBLAS_NUM_THREADS": "1"},
+    "novision": {"PARALLEL_VISION": "0"},
+}
 
 
-def summary(pairs: List[Dict[int, dict]]) -> dict:
-    """The figure from the pairs: the median of their ratios, and each side's median rate."""
-    ratios = [pair[2]["videos_per_minute"] / pair[1]["videos_per_minute"] for pair in pairs]
-    return {
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "videos_per_minute_1_worker": statistics.median(pair[1]["videos_per_minute"] for pair in pairs),
-        "videos_per_minute_2_workers": statistics.median(pair[2]["videos_per_minute"] for pair in pairs),
-        "worker_cores_1_worker": statistics.median(pair[1]["worker_cores"] for pair in pairs),
-        "worker_cores_2_workers": statistics.median(pair[2]["worker_cores"] for pair in pairs),
-        "batches_1_worker": [pair[1] for pair in pairs],
-        "batches_2_workers": [pair[2] for pair in pairs],
-    }
+def side_setup(side: str) -> tuple:
+    """"2" -> (2, {}); "2-one-thread" -> (2, WORKER_SETTINGS["one-thread"])."""
+    count, _, settings = side.partition("-")
+    return int(count), WORKER_SETTINGS[settings or "default"]
 
 
-def p9_throughput(cluster: ClusterService, video: str, warm_video: str, videos: int = 8, pairs: int = 3) -> dict:
-    """Batches of `videos` jobs on 1 worker and on 2, alternated (1, 2, 2, 1, ...); median of the pairs' ratios."""
+def run_side(cluster: ClusterService, side: str, video: str, warm_video: str, videos: int, warmed: set,
+             label: str = "") -> dict:
+    """One batch with the side's workers (started or stopped first, and warmed)."""
+    count, env = side_setup(side)
+    cluster.set_workers(count, env)
+    _warm(cluster, warm_video, warmed)
+    load = os.getloadavg()[0]
+    result = batch(cluster, video, videos)
+    result["load_average_before"] = load
+    if len(result["jobs_per_worker"]) != count:
+        say(f"  P9: {count} worker(s) running, but the jobs ran on {result['jobs_per_worker']}")
+    say(f"  P9{label} {side}: {result['seconds']:.1f} s, {result['videos_per_minute']:.1f} videos/min "
+        f"(uploads {result['upload_seconds']:.1f} s; jobs per worker {sorted(result['jobs_per_worker'].values())}; "
+        f"workers used {result['worker_cores']:.2f} cores; CPU s per video "
+        f"{', '.join(f'{k} {v:.2f}' for k, v in result['cpu_seconds_per_video'].items())}; load {load:.1f})")
+    return result
+
+
+def p9_throughput(cluster: ClusterService, video: str, warm_video: str, videos: int = 8, pairs: int = 3,
+                  sides=("1", "2")) -> dict:
+    """Batches of `videos` jobs on each side in turn, the order reversed every round (1, 2, 2, 1, ...); each
+    side after the first is compared with the first in the same round, and the figure is the median ratio.
+
+    A side is a worker count with, optionally, the workers' settings (`WORKER_SETTINGS`): "1", "2",
+    "2-one-thread". `ratio` is "2" ÷ "1" when both are there.
+    """
     warmed: set = set()
-    done = [p9_pair(cluster, video, warm_video, videos, (1, 2) if index % 2 == 0 else (2, 1), warmed,
-                    f" pair {index + 1}") for index in range(pairs)]
-    return {**summary(done), "videos": videos, "video": os.path.basename(video), "worker_env": cluster.worker_env}
+    rounds = []
+    for index in range(pairs):
+        order = sides if index % 2 == 0 else tuple(reversed(sides))
+        rounds.append({side: run_side(cluster, side, video, warm_video, videos, warmed, f" round {index + 1}")
+                       for side in order})
+    first = sides[0]
+    found = {
+        "sides": {side: {"workers": side_setup(side)[0], "worker_env": side_setup(side)[1],
+                         "videos_per_minute": statistics.median(r[side]["videos_per_minute"] for r in rounds),
+                         "worker_cores": statistics.median(r[side]["worker_cores"] for r in rounds),
+                         "batches": [r[side] for r in rounds]} for side in sides},
+        "ratios": {f"{side}/{first}": [r[side]["videos_per_minute"] / r[first]["videos_per_minute"] for r in rounds]
+                   for side in sides[1:]},
+        "videos": videos,
+        "video": os.path.basename(video),
+    }
+    found["ratio_medians"] = {name: statistics.median(values) for name, values in found["ratios"].items()}
+    if "1" in sides and "2" in sides:
+        found["ratio"] = statistics.median(r["2"]["videos_per_minute"] / r["1"]["videos_per_minute"] for r in rounds)
+        found["videos_per_minute_1_worker"] = found["sides"]["1"]["videos_per_minute"]
+        found["videos_per_minute_2_workers"] = found["sides"]["2"]["videos_per_minute"]
+    return found
