@@ -46,11 +46,14 @@ class RedisServer:
     """One redis-server; `start()` runs it, `url` and `client()` reach it, `stop()`, `kill()`, `restart()`."""
 
     def __init__(self, directory, *, port: Optional[int] = None, appendonly: bool = True,
-                 password: Optional[str] = None):
+                 appendfsync: str = "always", password: Optional[str] = None):
+        """`appendfsync`: "always" (the tests'), or "everysec" (Redis's default once the AOF is on) for the
+        benchmarks to compare."""
         self.binary = redis_server_binary()
         self.directory = os.path.abspath(directory)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.password = password
         self.log_path = os.path.join(self.directory, "redis.log")
         self.process: Optional[subprocess.Popen] = None
@@ -70,7 +73,7 @@ class RedisServer:
                  "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--daemonize", "no",
                  "--protected-mode", "yes", "--logfile", self.log_path]
         if self.appendonly:
-            words += ["--appendfsync", "always"]
+            words += ["--appendfsync", self.appendfsync]
         if self.password:
             words += ["--requirepass", self.password]
         return words
