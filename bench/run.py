@@ -70,9 +70,9 @@ def plan_for(quick: bool) -> dict:
         "p4_bytes": (256 if quick else 1024) * MIB,
         "p6_durations": (15, 30, 60, 120) if quick else (60, 120, 240, 480),
         "long_video": 480 if quick else 960,  # P3's jobs must outlast their windows (tiny: ~20 segments/s)
-        # P9: batches of 8 copies of a 320x240 10 fps video (1 worker: ~25 s for the 600 s one, ~10 s quick);
+        # P9: batches of 8 copies of a 320x240 10 fps video (1 worker: 20-30 s for the 600 s one, 16-25 s quick);
         # `make bench` also runs 2 workers with one core's worth of threads each (bench/figures/p9_throughput.py)
-        "p9_video": 240 if quick else 600,
+        "p9_video": 480 if quick else 600,
         "p9_videos": 8,
         "p9_rounds": 2 if quick else 3,
         "p9_sides": ("1", "2") if quick else ("1", "2", "2-one-thread"),
