@@ -18,6 +18,7 @@ import threading
 
 import redis
 from rq.registry import StartedJobRegistry
+from rq.timeouts import TimerDeathPenalty
 
 from video_analysis.cluster.connection import ERRORS, PREFIX, QUEUE_NAME
 
@@ -50,7 +51,9 @@ class Reaper:
             return False
         if int(self.redis.info("server").get("uptime_in_seconds", 0)) < _UPTIME_SECONDS:
             return False
-        StartedJobRegistry(QUEUE_NAME, connection=self.redis).cleanup()
+        # RQ times the failure callback (`task.worker_lost`) with SIGALRM by default, which only the main thread
+        # may set: from this thread every pass raised before it queued anything again. A timer works in any.
+        StartedJobRegistry(QUEUE_NAME, connection=self.redis, death_penalty_class=TimerDeathPenalty).cleanup()
         return True
 
     def _loop(self) -> None:
