@@ -210,7 +210,7 @@ def test_jobs_spread_over_two_workers_and_each_status_names_its_worker(cluster, 
     # Two workers, each busy with a job of a few seconds: the last upload waited, and said nobody ran it.
     assert api.seen[sessions[-1]][0]["status"] == "pending" and api.seen[sessions[-1]][0]["worker"] is None
     for worker in workers:
-        assert_emptied(worker.data_dir)  # every scratch copy deleted once its job ended
+        assert_emptied(worker.scratch)  # every scratch copy deleted once its job ended
 
 
 # -- cancel -------------------------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def test_a_cancelled_job_stops_on_its_worker_which_takes_the_next_job(cluster, v
     api = Api(cluster)
     cancelled = api.upload(videos["long"], **OVER_A_MINUTE)
     api.wait(cancelled, lambda body: body["segmentsDone"] >= 1)
-    assert os.listdir(worker.data_dir) == [cancelled]  # its scratch copy of the upload
+    assert os.listdir(worker.scratch) == [cancelled]  # its scratch copy of the upload
 
     assert api.cancel(cancelled)["status"] == "cancelled"
     following = api.upload(thirty, **ONE_SECOND)
@@ -231,7 +231,7 @@ def test_a_cancelled_job_stops_on_its_worker_which_takes_the_next_job(cluster, v
     assert final["status"] == "completed" and final["worker"] == worker.name, final
     assert worker.process.poll() is None and running(pid) and worker.name.endswith(f":{pid}")
     assert api.status(cancelled)["status"] == "cancelled"
-    assert_emptied(worker.data_dir)  # both scratch copies deleted when their jobs ended
+    assert_emptied(worker.scratch)  # both scratch copies deleted when their jobs ended
 
 
 # -- SIGTERM ------------------------------------------------------------------------------------------------------
