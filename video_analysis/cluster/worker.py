@@ -108,6 +108,10 @@ class _WorkerRunner(JobRunner):
 class ModelWorker(SimpleWorker):
     """An RQ in-process worker holding one loaded model; see the module's text for what it adds."""
 
+    # RQ waits for Redis between tries to take a job, doubling the wait up to this: a worker notices that Redis
+    # is back within seconds, not a minute.
+    max_connection_wait_time = float(HEARTBEAT_SECONDS)
+
     def __init__(self, connection: redis.Redis, engine, model_name: str, scratch: str, token: str):
         self.store = RedisSessionStore(connection)
         self.queue = Queue(QUEUE_NAME, connection=connection)
@@ -132,20 +136,52 @@ class ModelWorker(SimpleWorker):
         super().register_birth(*args, **kwargs)
         self.connection.hset(self.key, mapping={"model": self.model_name})
 
+    # RQ's work loop rides out an absent Redis only while it waits for a job; a Redis error anywhere else (the
+    # end of a job it books, the heartbeat and state it writes then, the suspension check) ends the loop, and the
+    # worker with it. These writes only tell who is there: a worker goes on without them, and waits for Redis with
+    # the next job.
     def heartbeat(self, timeout=None, pipeline=None):
-        super().heartbeat(timeout, pipeline)
-        # Written again at each beat: after Redis was away long enough for this worker's key to expire, RQ's
-        # heartbeat makes it again with its own fields only.
-        (pipeline if pipeline is not None else self.connection).hset(self.key, "model", self.model_name)
+        try:
+            super().heartbeat(timeout, pipeline)
+            # Written again at each beat: after Redis was away long enough for this worker's key to expire, RQ's
+            # heartbeat makes it again with its own fields only.
+            (pipeline if pipeline is not None else self.connection).hset(self.key, "model", self.model_name)
+        except ERRORS as error:
+            log.warning("Heartbeat failed (Redis unreachable): %s", error)
+
+    def set_state(self, *args, **kwargs):
+        try:
+            super().set_state(*args, **kwargs)
+        except ERRORS as error:
+            log.warning("Could not record the worker's state (Redis unreachable): %s", error)
+
+    def check_for_suspension(self, burst: bool):
+        try:
+            super().check_for_suspension(burst)
+        except ERRORS:
+            pass  # Redis is away: the wait for the next job waits for it too
+
+    def run_maintenance_tasks(self):
+        try:
+            super().run_maintenance_tasks()
+        except ERRORS as error:
+            log.warning("RQ's maintenance was put off (Redis unreachable): %s", error)
 
     def execute_job(self, job, queue):
         self.rq_job = job
         stop = threading.Event()
         beats = threading.Thread(target=self._beat, args=(job, stop), name="heartbeat", daemon=True)
-        self.connection.hset(self.key, "session", job.args[0] if job.args else "")
+        try:
+            self.connection.hset(self.key, "session", job.args[0] if job.args else "")
+        except ERRORS:
+            pass  # only /health's "job"; the job itself waits for Redis (`task`)
         beats.start()
         try:
             super().execute_job(job, queue)
+        except ERRORS as error:
+            # Redis went away while RQ booked the job's end: the session holds its outcome already (a job left in
+            # RQ's started registry is run again by the reaper, and ends at once as its session has).
+            log.warning("RQ could not book the end of job %s (Redis unreachable): %s", job.id, error)
         finally:
             stop.set()
             beats.join()
