@@ -1,0 +1,103 @@
+"""Cluster mode (issue 17) attacked from outside: a hostile client, an unlucky operator, Redis going away.
+
+Real processes only: a redis-server of the test's own, the API under gunicorn (two processes, as `make run` starts
+them in cluster mode) and `python worker.py` workers, each with its own DATA_DIR (tests/support/cluster.py). Redis
+is read with its own client to see what the API processes count (queue slots, room under MAX_STORAGE_MB).
+"""
+from __future__ import annotations
+
+import http.client
+
+import pytest
+import requests
+
+from tests.support.cluster import TOKEN, Cluster
+from tests.support.http import host_port
+from tools.redis_server import RedisServer
+
+MAX_QUEUED_JOBS = 2
+
+
+def upload(cluster: Cluster, video: str, **fields) -> requests.Response:
+    with open(video, "rb") as handle:
+        return requests.post(f"{cluster.base}/api/v1/video/upload", files={"video": handle}, data=fields, timeout=30)
+
+
+def uploaded(cluster: Cluster, video: str, **fields) -> str:
+    response = upload(cluster, video, **fields)
+    assert response.status_code == 202, response.text
+    return response.json()["sessionId"]
+
+
+def cleanup(cluster: Cluster, session_id: str) -> None:
+    response = requests.delete(f"{cluster.base}/api/v1/video/cleanup/{session_id}", timeout=10)
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def api_only(tiny_model_dir, tmp_path_factory):
+    """One API service (gunicorn, 2 processes) on a Redis of its own, and no worker: every job stays pending, so
+    uploads keep their queue slots. MAX_QUEUED_JOBS=2, MAX_STORAGE_MB=2. Each test leaves no session behind."""
+    root = tmp_path_factory.mktemp("hostile")
+    server = RedisServer(root / "redis").start()
+    cluster = Cluster(str(root / "cluster"), tiny_model_dir, server)
+    try:
+        cluster.start_api(MAX_QUEUED_JOBS=str(MAX_QUEUED_JOBS), MAX_STORAGE_MB="2")
+        yield cluster
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+# -- the workers' internal route --------------------------------------------------------------------------------
+def _get(base: str, path: str, headers: list, method: str = "GET"):
+    """A request with `headers` as given (the same name twice included): (status, headers, body)."""
+    connection = http.client.HTTPConnection(*host_port(base), timeout=10)
+    try:
+        connection.putrequest(method, path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_the_internal_route_answers_anything_but_a_workers_get_as_an_address_that_does_not_exist(api_only, videos):
+    session_id = uploaded(api_only, videos["short"])
+    path = f"/internal/v1/videos/{session_id}"
+    nothing = _get(api_only.base, "/no/such/address", [])
+    assert nothing[0] == 404
+    try:
+        with open(videos["short"], "rb") as handle:
+            assert _get(api_only.base, path, [("Authorization", f"Bearer {TOKEN}")])[::2] == (200, handle.read())
+        refused = {
+            "no header": [],
+            "lowercase scheme": [("Authorization", f"bearer {TOKEN}")],
+            "two spaces": [("Authorization", f"Bearer  {TOKEN}")],
+            "a prefix of the token": [("Authorization", f"Bearer {TOKEN[:-1]}")],
+            "the token and more": [("Authorization", f"Bearer {TOKEN}0")],
+            "the bare token": [("Authorization", TOKEN)],
+            "basic": [("Authorization", "Basic " + TOKEN)],
+            "a wrong one, then the right one": [("Authorization", "Bearer wrong"),
+                                                ("Authorization", f"Bearer {TOKEN}")],
+            "the right one, then a wrong one": [("Authorization", f"Bearer {TOKEN}"),
+                                                ("Authorization", "Bearer wrong")],
+        }
+        for what, headers in refused.items():
+            assert _get(api_only.base, path, headers)[::2] == (404, nothing[2]), what
+        for bad_path in (f"{path}/", f"{path}%2fupload-0.bin", f"/internal/v1/videos/{session_id.upper()}",
+                         f"/internal/v1/videos/..%2f{session_id}", "/internal/v1/videos/..%2f..%2fetc%2fpasswd",
+                         "/internal/v1/../../etc/passwd"):
+            assert _get(api_only.base, bad_path, [("Authorization", f"Bearer {TOKEN}")])[::2] == (404, nothing[2]), \
+                bad_path
+        # Routing answers another method before the token is looked at: a 405 (with Allow: GET) would say the
+        # route is here, to anyone.
+        for method in ("POST", "PUT", "PATCH", "DELETE", "PROPFIND"):
+            for headers in ([], [("Authorization", f"Bearer {TOKEN}")]):
+                code, answer_headers, body = _get(api_only.base, path, headers, method)
+                assert (code, body) == (404, nothing[2]), (method, headers, code, body)
+                assert "Allow" not in answer_headers, (method, answer_headers)
+    finally:
+        cleanup(api_only, session_id)
