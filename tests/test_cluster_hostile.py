@@ -7,6 +7,7 @@ is read with its own client to see what the API processes count (queue slots, ro
 from __future__ import annotations
 
 import http.client
+import time
 
 import pytest
 import requests
@@ -29,9 +30,23 @@ def uploaded(cluster: Cluster, video: str, **fields) -> str:
     return response.json()["sessionId"]
 
 
+def status(cluster: Cluster, session_id: str) -> dict:
+    return requests.get(f"{cluster.base}/api/v1/video/status/{session_id}", timeout=10).json()
+
+
 def cleanup(cluster: Cluster, session_id: str) -> None:
     response = requests.delete(f"{cluster.base}/api/v1/video/cleanup/{session_id}", timeout=10)
     assert response.status_code == 200, response.text
+
+
+def wait_for(what: str, condition, timeout: float = 30.0, log=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}\n{log()}"
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +62,12 @@ def api_only(tiny_model_dir, tmp_path_factory):
     finally:
         cluster.stop()
         server.stop()
+
+
+def unhandled(cluster: Cluster) -> list:
+    """The API's log lines of errors answered with a 500."""
+    with open(cluster.api.log_path, encoding="utf-8", errors="replace") as handle:
+        return [line for line in handle if "Unhandled error" in line]
 
 
 # -- the workers' internal route --------------------------------------------------------------------------------
@@ -101,3 +122,32 @@ def test_the_internal_route_answers_anything_but_a_workers_get_as_an_address_tha
                 assert "Allow" not in answer_headers, (method, answer_headers)
     finally:
         cleanup(api_only, session_id)
+
+
+# -- Redis refusing writes ----------------------------------------------------------------------------------------
+def test_a_redis_that_refuses_writes_gets_503_with_a_sentence_never_a_500(api_only, videos):
+    """Redis at its maxmemory (noeviction, as operations.md asks), a read-only replica after a failover, or a disk
+    it cannot write its AOF to: it answers every write with an error, and the service must say so."""
+    session_id = uploaded(api_only, videos["short"])
+    with api_only.redis.client() as client:
+        client.config_set("maxmemory", 1)
+        try:
+            with open(videos["short"], "rb") as handle:
+                answers = {
+                    "upload": upload(api_only, videos["short"]),
+                    "upload with a key": requests.post(f"{api_only.base}/api/v1/video/upload",
+                                                       files={"video": handle}, timeout=30,
+                                                       headers={"Idempotency-Key": "refused"}),
+                    "cancel": requests.post(f"{api_only.base}/api/v1/video/cancel/{session_id}", timeout=10),
+                    "cleanup": requests.delete(f"{api_only.base}/api/v1/video/cleanup/{session_id}", timeout=10),
+                }
+        finally:
+            client.config_set("maxmemory", 0)
+    for what, response in answers.items():
+        assert response.status_code == 503, (what, response.text)
+        assert response.headers["Retry-After"] == "5", what
+        assert "refuses to store anything" in response.json()["detail"], what
+    assert unhandled(api_only) == []
+    assert status(api_only, session_id)["status"] == "pending"  # nothing was changed
+    cleanup(api_only, session_id)
+    assert wait_for("the refused uploads' files to go", lambda: api_only.files()["api"] == [])

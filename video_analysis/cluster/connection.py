@@ -22,6 +22,22 @@ RETRY_AFTER_SECONDS = 5
 UNREACHABLE = ("The service cannot reach its Redis server (REDIS_URL), where sessions and jobs are kept; nothing "
                "was changed. Try again in a few seconds.")
 ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REFUSING = ("The service's Redis server (REDIS_URL) refuses to store anything right now (it is out of memory, "
+            "read-only, or cannot write to its disk), so nothing was changed. Try again later; an operator must look "
+            "at Redis's log.")
+
+
+class StoreRefusing(StoreUnavailable):
+    """Redis answers but refuses writes: maxmemory reached (with noeviction, as it must be), a read-only replica,
+    or a disk it cannot write its AOF or snapshot to. `sentence` says so for a person."""
+
+    sentence = REFUSING
+
+
+def refuses_writes(error: redis.exceptions.RedisError) -> bool:
+    return (isinstance(error, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError))
+            or str(error).startswith(("MISCONF", "OOM", "READONLY")))
+
 
 T = TypeVar("T")
 
@@ -32,7 +48,8 @@ def connect(url: str) -> redis.Redis:
 
 
 def reachable(function: Callable[..., T]) -> Callable[..., T]:
-    """Turn redis-py's connection errors into StoreUnavailable (a StateNotSaved: jobs pause, requests get 503)."""
+    """Turn redis-py's connection errors, and a Redis refusing writes, into StoreUnavailable (a StateNotSaved: jobs
+    pause, requests get 503)."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -40,5 +57,9 @@ def reachable(function: Callable[..., T]) -> Callable[..., T]:
             return function(*args, **kwargs)
         except ERRORS as error:
             raise StoreUnavailable(f"{UNREACHABLE} ({error})") from None
+        except redis.exceptions.ResponseError as error:
+            if not refuses_writes(error):
+                raise
+            raise StoreRefusing(f"{REFUSING} ({error})") from None
 
     return wrapper

@@ -140,7 +140,8 @@ def register_error_handlers(scope: Union[Flask, Blueprint], **always) -> None:
 
     @scope.errorhandler(StoreUnavailable)
     def _store_unavailable(error: StoreUnavailable):  # cluster mode: Redis is down; it comes back by itself
-        return problem(503, UNREACHABLE, "Service unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}, **always)
+        return problem(503, getattr(error, "sentence", UNREACHABLE), "Service unavailable",
+                       {"Retry-After": str(RETRY_AFTER_SECONDS)}, **always)
 
     @scope.errorhandler(Exception)
     def _unexpected(error: Exception):
