@@ -7,16 +7,22 @@ is read with its own client to see what the API processes count (queue slots, ro
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 
 import pytest
 import requests
 
 from tests.support.cluster import TOKEN, Cluster
-from tests.support.http import host_port
+from tests.support.http import host_port, multipart, request_head
 from tools.redis_server import RedisServer
 
 MAX_QUEUED_JOBS = 2
+SLOTS = "va:slots"
+
+
+def used_key(cluster: Cluster) -> str:
+    return f"va:storage:{cluster.base}:used"
 
 
 def upload(cluster: Cluster, video: str, **fields) -> requests.Response:
@@ -151,3 +157,43 @@ def test_a_redis_that_refuses_writes_gets_503_with_a_sentence_never_a_500(api_on
     assert status(api_only, session_id)["status"] == "pending"  # nothing was changed
     cleanup(api_only, session_id)
     assert wait_for("the refused uploads' files to go", lambda: api_only.files()["api"] == [])
+
+
+# -- Redis going away mid-upload ----------------------------------------------------------------------------------
+def test_an_upload_redis_missed_the_end_of_gives_back_its_queue_slot_and_its_room(api_only, videos):
+    with api_only.redis.client() as client:
+        assert client.zcard(SLOTS) == 0
+        used_before = int(client.get(used_key(api_only)) or 0)
+    with open(videos["long"], "rb") as handle:
+        body = multipart([(b"video", b"long.mp4", handle.read())])
+    connection = socket.create_connection(host_port(api_only.base), timeout=30)
+    try:
+        connection.sendall(request_head("/api/v1/video/upload", len(body), extra=b"Idempotency-Key: cut-off\r\n")
+                           + body[: len(body) // 2])
+        with api_only.redis.client() as client:  # the request has its slot and its room, and reads the body
+            wait_for("the upload to take its slot", lambda: client.zcard(SLOTS) == 1)
+        api_only.redis.stop()
+        connection.sendall(body[len(body) // 2:])
+        answer = http.client.HTTPResponse(connection)
+        answer.begin()
+        assert answer.status == 503, answer.read()
+    finally:
+        connection.close()
+    api_only.redis.start()
+    with api_only.redis.client() as client:
+        # Both given back once Redis is there again: neither would be otherwise (the slot for an hour, the room
+        # until the node restarts), and MAX_QUEUED_JOBS and MAX_STORAGE_MB would shrink with each such upload.
+        wait_for("the slot to be given back", lambda: client.zcard(SLOTS) == 0)
+        wait_for("the room to be given back", lambda: int(client.get(used_key(api_only)) or 0) == used_before)
+        wait_for("the Idempotency-Key to be let go", lambda: not client.exists("va:recv:cut-off"))
+    assert api_only.files()["api"] == []
+    # And the key it held: the client's retry, which a 503 asks for, would get 409 for an hour otherwise.
+    with open(videos["long"], "rb") as handle:
+        retried = requests.post(f"{api_only.base}/api/v1/video/upload", files={"video": ("long.mp4", handle)},
+                                headers={"Idempotency-Key": "cut-off"}, timeout=30)
+    assert retried.status_code == 202, retried.text
+    cleanup(api_only, retried.json()["sessionId"])
+    sessions = [uploaded(api_only, videos["short"]) for _ in range(MAX_QUEUED_JOBS)]
+    for session_id in sessions:
+        cleanup(api_only, session_id)
+    assert unhandled(api_only) == []

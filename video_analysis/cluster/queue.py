@@ -21,7 +21,7 @@ from typing import Dict, Optional, Set
 import redis
 from rq import Callback, Queue, Retry
 
-from video_analysis.cluster.connection import PREFIX, QUEUE_NAME, reachable
+from video_analysis.cluster.connection import PREFIX, QUEUE_NAME, eventually, reachable
 from video_analysis.cluster.sessions import UNFINISHED, RedisSessionStore
 from video_analysis.jobs.queue import QueueFull, ShuttingDown, Slot
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState
@@ -88,10 +88,9 @@ class ClusterJobQueue:
         return slot
 
     def release(self, slot: Slot) -> None:
-        try:
-            self.redis.zrem(_SLOTS, slot.id)
-        except redis.RedisError:
-            pass  # it expires by itself
+        # Now, or once Redis is back: left to expire, a slot of an upload that Redis missed the end of would keep a
+        # place in MAX_QUEUED_JOBS for _SLOT_SECONDS.
+        eventually(lambda: self.redis.zrem(_SLOTS, slot.id), "give back a queue slot")
 
     @reachable
     def submit(self, slot: Slot, session_id: str, video_path: str, video_info: Optional[VideoInfo] = None) -> None:

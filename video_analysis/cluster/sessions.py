@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import redis
 
-from video_analysis.cluster.connection import PREFIX, reachable
+from video_analysis.cluster.connection import PREFIX, eventually, reachable
 from video_analysis.jobs.session_ids import new_session_id
 from video_analysis.jobs.sessions import (KeyInUse, ProcessingStatus, SessionNotFound, SessionState, changed_state)
 
@@ -156,10 +156,9 @@ class RedisSessionStore:
             return False
         return False
 
-    @reachable
     def release_key(self, key: Optional[str]) -> None:
-        if key:
-            self.redis.delete(f"{PREFIX}recv:{key}")
+        if key:  # now, or once Redis is back: else the client's retry would get 409 for _RECEIVING_SECONDS
+            eventually(lambda: self.redis.delete(f"{PREFIX}recv:{key}"), "let go of an Idempotency-Key")
 
     # -- writing --------------------------------------------------------------------------------------------
     @reachable
