@@ -13,8 +13,9 @@ import time
 import pytest
 import requests
 
-from tests.support.cluster import TOKEN, Cluster
+from tests.support.cluster import TERMINAL, TOKEN, Cluster
 from tests.support.http import host_port, multipart, request_head
+from tests.support.processes import running
 from tools.redis_server import RedisServer
 
 MAX_QUEUED_JOBS = 2
@@ -43,6 +44,12 @@ def status(cluster: Cluster, session_id: str) -> dict:
 def cleanup(cluster: Cluster, session_id: str) -> None:
     response = requests.delete(f"{cluster.base}/api/v1/video/cleanup/{session_id}", timeout=10)
     assert response.status_code == 200, response.text
+
+
+def ended(cluster: Cluster, session_id: str):
+    """The session's status once it has ended, else None."""
+    body = status(cluster, session_id)
+    return body if body["status"] in TERMINAL else None
 
 
 def wait_for(what: str, condition, timeout: float = 30.0, log=lambda: ""):
@@ -197,3 +204,19 @@ def test_an_upload_redis_missed_the_end_of_gives_back_its_queue_slot_and_its_roo
     for session_id in sessions:
         cleanup(api_only, session_id)
     assert unhandled(api_only) == []
+
+
+# -- model workers ----------------------------------------------------------------------------------------------
+def test_an_idle_worker_keeps_taking_jobs_after_redis_restarts(cluster, videos):
+    """RQ waits for jobs in a 5 s blocking pop; a connection of the worker's with a 5 s socket timeout (the one
+    its token check made, before RQ raised the pool's) times out there once a Redis restart has shuffled the
+    pool, and RQ then quits: the worker was gone, with status 0, a few seconds after Redis came back."""
+    cluster.start_api()
+    worker = cluster.add_worker()
+    for _ in range(2):
+        cluster.redis.restart()
+        time.sleep(8)  # a blocking pop cut short by the restart, RQ's 2 s wait, and one 5 s pop
+        assert running(worker.process.pid), worker.log()
+    session_id = uploaded(cluster, videos["short"])
+    final = wait_for("the job to end", lambda: ended(cluster, session_id), timeout=60, log=worker.log)
+    assert (final["status"], final["worker"]) == ("completed", worker.name)

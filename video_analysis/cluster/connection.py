@@ -50,9 +50,10 @@ def refuses_writes(error: redis.exceptions.RedisError) -> bool:
 T = TypeVar("T")
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, socket_timeout: float = 5) -> redis.Redis:
     """A client for `url` (redis://, rediss:// for TLS, with a password in it when set)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=15)
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=socket_timeout,
+                                health_check_interval=15)
 
 
 def reachable(function: Callable[..., T]) -> Callable[..., T]:

@@ -42,6 +42,9 @@ from video_analysis.jobs.sessions import SessionNotFound
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5
+# RQ waits up to 5 s in a blocking pop for the next job (worker_ttl 20 - 15) and wants a socket timeout longer than
+# that; it raises the pool's setting, but only for connections made after it, so it is set before the first one.
+SOCKET_TIMEOUT_SECONDS = 30
 # A worker silent for this long is taken as dead, and its job as abandoned.
 HEARTBEAT_TTL_SECONDS = 15
 # SIGTERM: how long the running job has to stop by itself (a token, a frame) before the worker hands it back
@@ -277,7 +280,7 @@ def main(argv=None) -> int:
     if not config.REDIS_URL or not config.WORKER_TOKEN:
         raise SystemExit("A model worker needs REDIS_URL (the Redis server the API uses) and WORKER_TOKEN (the same "
                          "secret the API servers have); set both and start it again.")
-    connection = connect(config.REDIS_URL)
+    connection = connect(config.REDIS_URL, socket_timeout=SOCKET_TIMEOUT_SECONDS)
     try:
         problem = token_problem(connection, config.WORKER_TOKEN)
     except ERRORS as error:
@@ -303,6 +306,9 @@ def main(argv=None) -> int:
     finally:
         engine.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    if not worker.handing_back:  # RQ's loop ended by itself (its log says why): a supervisor should start it again
+        raise SystemExit("The model worker stopped taking jobs although no one asked it to (see its log above); "
+                         "start it again.")
     return 0
 
 
