@@ -17,6 +17,7 @@ from tests.support.cluster import TERMINAL, TOKEN, Cluster
 from tests.support.http import host_port, multipart, request_head
 from tests.support.processes import running
 from tools.redis_server import RedisServer
+from tools.service_process import WorkerProcess
 
 MAX_QUEUED_JOBS = 2
 SLOTS = "va:slots"
@@ -218,5 +219,31 @@ def test_an_idle_worker_keeps_taking_jobs_after_redis_restarts(cluster, videos):
         time.sleep(8)  # a blocking pop cut short by the restart, RQ's 2 s wait, and one 5 s pop
         assert running(worker.process.pid), worker.log()
     session_id = uploaded(cluster, videos["short"])
+    final = wait_for("the job to end", lambda: ended(cluster, session_id), timeout=60, log=worker.log)
+    assert (final["status"], final["worker"]) == ("completed", worker.name)
+
+
+def test_a_worker_with_another_token_started_before_the_api_fails_no_job_and_stops_saying_why(cluster, videos,
+                                                                                            tmp_path):
+    """No API has published its token's fingerprint yet, so the worker's check at start passes; it would then
+    fail every job it takes with "the API server no longer has the video" (its fetches get 404), draining the
+    queue. It must hand the job back and stop with the sentence instead."""
+    stranger = WorkerProcess(cluster.model_dir, str(tmp_path / "stranger"), cluster.redis.url,
+                             "another-token-0123456789")
+    try:
+        with cluster.redis.client() as client:
+            wait_for("the worker to take jobs", lambda: client.scard("rq:workers") == 1, timeout=120,
+                     log=stranger.log)
+        cluster.start_api()
+        session_id = uploaded(cluster, videos["short"])
+        stranger.process.wait(60)
+        assert stranger.process.returncode == 1, stranger.log()
+        assert "WORKER_TOKEN differs from the one the API servers use" in stranger.log()
+        waiting = status(cluster, session_id)
+        assert (waiting["status"], waiting["error"]) == ("pending", None), waiting
+        assert waiting["message"].startswith("Waiting for a worker"), waiting
+    finally:
+        stranger.stop()
+    worker = cluster.add_worker()
     final = wait_for("the job to end", lambda: ended(cluster, session_id), timeout=60, log=worker.log)
     assert (final["status"], final["worker"]) == ("completed", worker.name)

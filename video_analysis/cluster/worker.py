@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -123,6 +124,7 @@ class ModelWorker(SimpleWorker):
         self.current: Optional[Job] = None  # the runner's job while one runs (`task.analyse` sets it)
         self.rq_job = None  # the RQ job running, while one runs
         self.handing_back = False
+        self.problem: Optional[str] = None  # why it stopped by itself, for a person (`stop_for`)
         self.handed_back = threading.Lock()  # held by the one hand-back of the running job (task.hand_back)
         self._cancels = threading.Thread(target=self._listen_for_cancels, name="cancels", daemon=True)
         self._reaper = Reaper(connection, owner=self.name)
@@ -191,6 +193,12 @@ class ModelWorker(SimpleWorker):
             if first:
                 threading.Thread(target=self._stop_in_time, args=(job,), name="stop-in-time", daemon=True).start()
         super().request_stop(signum, frame)
+
+    def stop_for(self, problem: str) -> None:
+        """Stop taking jobs, as on SIGTERM, for a reason a person must fix: `main` exits 1 with `problem`."""
+        log.error(problem)
+        self.problem = problem
+        self.request_stop(signal.SIGTERM, None)
 
     def _stop_in_time(self, job: Job) -> None:
         """A job still running STOP_GRACE_SECONDS after SIGTERM (the model is inside a step it cannot leave) is
@@ -306,6 +314,8 @@ def main(argv=None) -> int:
     finally:
         engine.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    if worker.problem:
+        raise SystemExit(worker.problem)
     if not worker.handing_back:  # RQ's loop ended by itself (its log says why): a supervisor should start it again
         raise SystemExit("The model worker stopped taking jobs although no one asked it to (see its log above); "
                          "start it again.")
