@@ -247,3 +247,19 @@ def test_a_worker_with_another_token_started_before_the_api_fails_no_job_and_sto
     worker = cluster.add_worker()
     final = wait_for("the job to end", lambda: ended(cluster, session_id), timeout=60, log=worker.log)
     assert (final["status"], final["worker"]) == ("completed", worker.name)
+
+
+def test_workers_are_seen_again_after_redis_lost_everything(cluster, videos):
+    """Redis restarted without its AOF (or flushed): every session is gone, and so is RQ's registry of workers.
+    The workers go on taking jobs; /health must list them again, not say for ever that none has been seen."""
+    cluster.start_api()
+    worker = cluster.add_worker()
+    with cluster.redis.client() as client:
+        client.flushall()
+    healthy = wait_for("/health to list the worker again", lambda: (lambda body: body if body["workers"] else None)(
+        cluster.health()), log=worker.log)
+    assert (healthy["status"], [seen["id"] for seen in healthy["workers"]]) == ("healthy", [worker.name])
+    assert healthy["workers"][0]["state"] == "idle"
+    session_id = uploaded(cluster, videos["short"])
+    final = wait_for("the job to end", lambda: ended(cluster, session_id), timeout=60, log=worker.log)
+    assert (final["status"], final["worker"]) == ("completed", worker.name)

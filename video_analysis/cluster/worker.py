@@ -26,7 +26,7 @@ import time
 from typing import Optional
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 
 from video_analysis.cancellation import CancelToken
 from video_analysis.cluster import task
@@ -139,9 +139,12 @@ class ModelWorker(SimpleWorker):
 
     def heartbeat(self, timeout=None, pipeline=None):
         super().heartbeat(timeout, pipeline)
-        # Written again at each beat: after Redis was away long enough for this worker's key to expire, RQ's
-        # heartbeat makes it again with its own fields only.
-        (pipeline if pipeline is not None else self.connection).hset(self.key, "model", self.model_name)
+        # Written again at each beat: after Redis was away long enough for this worker's key to expire, or lost its
+        # data (restarted without AOF, flushed), RQ's heartbeat makes the key again with its own fields only, and
+        # the registry the API lists workers from (/health) would never name this worker again.
+        connection = pipeline if pipeline is not None else self.connection
+        connection.hset(self.key, mapping={"model": self.model_name, "state": self.get_state()})
+        worker_registration.register(self, connection)
 
     def execute_job(self, job, queue):
         self.rq_job = job
