@@ -7,6 +7,9 @@ is read with its own client to see what the API processes count (queue slots, ro
 from __future__ import annotations
 
 import http.client
+import json
+import os
+import signal
 import socket
 import time
 
@@ -263,3 +266,38 @@ def test_workers_are_seen_again_after_redis_lost_everything(cluster, videos):
     session_id = uploaded(cluster, videos["short"])
     final = wait_for("the job to end", lambda: ended(cluster, session_id), timeout=60, log=worker.log)
     assert (final["status"], final["worker"]) == ("completed", worker.name)
+
+
+def test_a_worker_taken_for_dead_that_wakes_up_leaves_the_job_to_the_worker_that_resumed_it(cluster, videos):
+    """A worker paused for longer than its heartbeat's TTL (SIGSTOP, a suspended VM or laptop, a long swap storm, or
+    cut off from Redis) is taken for dead: its job is queued again and another worker resumes it. When it wakes, it
+    is still in the middle of that job: its late answers must not fail the session the other run is completing."""
+    cluster.start_api()
+    workers = [cluster.add_worker(ready=False) for _ in range(2)]
+    for worker in workers:
+        worker.wait_ready(cluster.base)
+    session_id = uploaded(cluster, videos["long"], segment_duration="4", max_tokens="1024")
+    first = wait_for("two answers", lambda: (lambda body: body if body["segmentsDone"] >= 2 else None)(
+        status(cluster, session_id)), timeout=60)
+    sleeper = next(worker for worker in workers if worker.name == first["worker"])
+    other = next(worker for worker in workers if worker is not sleeper)
+    os.kill(sleeper.process.pid, signal.SIGSTOP)
+    try:
+        wait_for("the other worker to resume the job", lambda: status(cluster, session_id)["worker"] == other.name,
+                 timeout=60, log=cluster.api.log)
+    finally:
+        os.kill(sleeper.process.pid, signal.SIGCONT)
+
+    def sleeper_idle():
+        seen = {worker["id"]: worker for worker in cluster.health()["workers"]}
+        return sleeper.name in seen and seen[sleeper.name]["state"] == "idle"  # its run of the job has ended
+
+    wait_for("the woken worker to let go of the job", sleeper_idle, log=sleeper.log)
+    going_on = status(cluster, session_id)
+    assert (going_on["status"], going_on["worker"], going_on["error"]) == ("processing", other.name, None), going_on
+    with cluster.redis.client() as client:
+        runs = json.loads(client.get(f"va:s:{session_id}"))["runs"]
+        answered = [json.loads(row)[1] for row in client.lrange(f"va:a:{session_id}", 0, -1)]
+    assert runs == 2 and answered == sorted(answered) and set(answered) <= {1, 2}, (runs, answered)
+    assert running(sleeper.process.pid)
+    requests.post(f"{cluster.base}/api/v1/video/cancel/{session_id}", timeout=10)

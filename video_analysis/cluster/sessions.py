@@ -60,6 +60,12 @@ _ALL = PREFIX + "sessions"
 UNFINISHED = PREFIX + "unfinished"
 
 
+class Superseded(SessionNotFound):
+    """Another run of the session's job started after this one (its worker was taken for dead, and the job queued
+    again): this run must write nothing more. A SessionNotFound, so that the job runner stops quietly, as it does
+    for a session cleaned up under its feet."""
+
+
 class RedisSessionStore:
     """Sessions in Redis; `node` is this API node's API_URL (None in a worker, which keeps no uploads)."""
 
@@ -178,15 +184,18 @@ class RedisSessionStore:
             raise ValueError("session id already in use")
         return state
 
-    def update(self, session_id: str, saved: bool = True, **changes) -> SessionState:
-        """As SessionManager.update. `saved=False` (a paused job's message) is written when Redis takes it."""
-        return self._change(session_id, changes)
+    def update(self, session_id: str, saved: bool = True, run: Optional[int] = None, **changes) -> SessionState:
+        """As SessionManager.update. `saved=False` (a paused job's message) is written when Redis takes it.
+        `run`: the session's `runs` as the writing run left it; Superseded when another run has started since."""
+        return self._change(session_id, changes, run=run)
 
-    def record_answer(self, session_id: str, position: int, answer: str, **changes) -> SessionState:
-        return self._change(session_id, changes, (position, answer))
+    def record_answer(self, session_id: str, position: int, answer: str, run: Optional[int] = None,
+                      **changes) -> SessionState:
+        return self._change(session_id, changes, (position, answer), run)
 
     @reachable
-    def _change(self, session_id: str, changes: dict, answer: Optional[Tuple[int, str]] = None) -> SessionState:
+    def _change(self, session_id: str, changes: dict, answer: Optional[Tuple[int, str]] = None,
+                run: Optional[int] = None) -> SessionState:
         key, answers_key = _session_key(session_id), _answers_key(session_id)
         with self.redis.pipeline() as pipe:
             while True:
@@ -198,6 +207,8 @@ class RedisSessionStore:
                     state = SessionState.from_record(json.loads(raw))
                     if state.status.terminal:
                         return state
+                    if run is not None and state.runs != run:
+                        raise Superseded(session_id)
                     done = pipe.llen(answers_key)
                     if answer is not None and answer[0] != done:
                         raise ValueError(f"segment {answer[0] + 1} answered before segment {done + 1}")

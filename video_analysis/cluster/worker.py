@@ -79,12 +79,48 @@ class InProcessAnalysis:
                                     cancel or CancelToken()))
 
 
+class _ThisRun:
+    """The session store as the running job's run writes to it. Once the run has started, a write made after another
+    run of the same session started raises Superseded, and the runner stops writing: this worker was taken for dead
+    (paused, or cut off from Redis, for longer than its heartbeat's TTL) and another worker resumed the job; its
+    late answers would fail the session that run is about to complete."""
+
+    def __init__(self, store: RedisSessionStore):
+        self.store = store
+        self.session_id: Optional[str] = None
+        self.run: Optional[int] = None  # the session's `runs` once this run has started
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def begin(self, session_id: str) -> None:
+        self.session_id, self.run = session_id, None
+
+    def superseded(self, state) -> bool:
+        return state.session_id == self.session_id and self.run is not None and state.runs != self.run
+
+    def _expected(self, session_id: str, changes: dict) -> Optional[int]:
+        if session_id != self.session_id:
+            return None
+        return changes["runs"] - 1 if "runs" in changes else self.run  # the start itself: no run started meanwhile
+
+    def update(self, session_id: str, saved: bool = True, **changes):
+        state = self.store.update(session_id, saved, run=self._expected(session_id, changes), **changes)
+        if session_id == self.session_id and "runs" in changes:
+            self.run = state.runs
+        return state
+
+    def record_answer(self, session_id: str, position: int, answer: str, **changes):
+        return self.store.record_answer(session_id, position, answer, run=self._expected(session_id, changes),
+                                        **changes)
+
+
 class _WorkerRunner(JobRunner):
     """The job runner of a worker: its name goes into the session, and its writes can be stopped for good
     (`freeze`) before the worker hands a job back that did not stop in time."""
 
     def __init__(self, worker: "ModelWorker", analysis):
-        super().__init__(analysis, worker.store, pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED)
+        super().__init__(analysis, _ThisRun(worker.store), pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED)
         self.worker = worker
         self._writes = threading.Lock()
         self.frozen = False
@@ -174,12 +210,14 @@ class ModelWorker(SimpleWorker):
                 log.exception("Heartbeat failed")
 
     def _stop_if_ended(self) -> None:
-        """A cancel published while this worker was not listening (Redis away) is found here, a beat later."""
+        """A cancel published while this worker was not listening (Redis away) is found here, a beat later; so is
+        another worker's run of the same job (this one was taken for dead)."""
         job = self.current
         if job is None:
             return
         try:
-            ended = self.store.get(job.session_id, with_result=False).status.terminal
+            state = self.store.get(job.session_id, with_result=False)
+            ended = state.status.terminal or self.runner.sessions.superseded(state)
         except SessionNotFound:
             ended = True
         if ended:
