@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import redis
 
-from video_analysis.cluster.connection import PREFIX, reachable
+from video_analysis.cluster.connection import PREFIX, eventually, reachable
 from video_analysis.jobs.session_ids import new_session_id
 from video_analysis.jobs.sessions import (KeyInUse, ProcessingStatus, SessionNotFound, SessionState, changed_state)
 
@@ -68,6 +68,12 @@ def _record(state: SessionState, ttl_seconds: float) -> str:
 _ALL = PREFIX + "sessions"
 # The sessions whose job has not ended, legacy ones included: what admission counts.
 UNFINISHED = PREFIX + "unfinished"
+
+
+class Superseded(SessionNotFound):
+    """Another run of the session's job started after this one (its worker was taken for dead, and the job queued
+    again): this run must write nothing more. A SessionNotFound, so that the job runner stops quietly, as it does
+    for a session cleaned up under its feet."""
 
 
 class RedisSessionStore:
@@ -166,10 +172,9 @@ class RedisSessionStore:
             return False
         return False
 
-    @reachable
     def release_key(self, key: Optional[str]) -> None:
-        if key:
-            self.redis.delete(f"{PREFIX}recv:{key}")
+        if key:  # now, or once Redis is back: else the client's retry would get 409 for _RECEIVING_SECONDS
+            eventually(lambda: self.redis.delete(f"{PREFIX}recv:{key}"), "let go of an Idempotency-Key")
 
     # -- writing --------------------------------------------------------------------------------------------
     @reachable
@@ -189,15 +194,18 @@ class RedisSessionStore:
             raise ValueError("session id already in use")
         return state
 
-    def update(self, session_id: str, saved: bool = True, **changes) -> SessionState:
-        """As SessionManager.update. `saved=False` (a paused job's message) is written when Redis takes it."""
-        return self._change(session_id, changes)
+    def update(self, session_id: str, saved: bool = True, run: Optional[int] = None, **changes) -> SessionState:
+        """As SessionManager.update. `saved=False` (a paused job's message) is written when Redis takes it.
+        `run`: the session's `runs` as the writing run left it; Superseded when another run has started since."""
+        return self._change(session_id, changes, run=run)
 
-    def record_answer(self, session_id: str, position: int, answer: str, **changes) -> SessionState:
-        return self._change(session_id, changes, (position, answer))
+    def record_answer(self, session_id: str, position: int, answer: str, run: Optional[int] = None,
+                      **changes) -> SessionState:
+        return self._change(session_id, changes, (position, answer), run)
 
     @reachable
-    def _change(self, session_id: str, changes: dict, answer: Optional[Tuple[int, str]] = None) -> SessionState:
+    def _change(self, session_id: str, changes: dict, answer: Optional[Tuple[int, str]] = None,
+                run: Optional[int] = None) -> SessionState:
         key, answers_key = _session_key(session_id), _answers_key(session_id)
         with self.redis.pipeline() as pipe:
             while True:
@@ -211,6 +219,8 @@ class RedisSessionStore:
                     if state.status.terminal:
                         return state
                     ttl = record.get(_TTL, self.ttl_seconds)
+                    if run is not None and state.runs != run:
+                        raise Superseded(session_id)
                     done = pipe.llen(answers_key)
                     if answer is not None and answer[0] != done:
                         raise ValueError(f"segment {answer[0] + 1} answered before segment {done + 1}")
