@@ -193,6 +193,7 @@ class WorkerProcess(ServiceProcess):
         super().__init__(model_dir, data_dir, how="worker.py", env=dict(env or {}, REDIS_URL=redis_url,
                                                                        WORKER_TOKEN=token), **options)
         self.name = f"{socket.gethostname()}:{self.process.pid}"
+        self.scratch = os.path.join(data_dir, f"worker-{self.process.pid}")  # its own directory in DATA_DIR
 
     def wait_ready(self, api_base: str, timeout: float = 120.0) -> dict:  # type: ignore[override]
         """The API's /health body once it lists this worker (it has loaded its model and takes jobs)."""

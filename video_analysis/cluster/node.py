@@ -41,8 +41,8 @@ def cluster_parts(config: Config, owner: str) -> ClusterParts:
     connection = connect(config.REDIS_URL)
     sessions = RedisSessionStore(connection, config.SESSION_TTL_SECONDS, node=config.api_url)
     storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB, RedisLedger(connection, config.api_url))
-    return ClusterParts(connection, sessions, ClusterJobQueue(connection, sessions, config.MAX_QUEUED_JOBS),
-                        storage, WorkerPool(connection, config.MODEL, owner))
+    jobs = ClusterJobQueue(connection, sessions, config.MAX_QUEUED_JOBS, token_fingerprint(config.WORKER_TOKEN))
+    return ClusterParts(connection, sessions, jobs, storage, WorkerPool(connection, config.MODEL, owner))
 
 
 def prepare_node(config: Config) -> None:

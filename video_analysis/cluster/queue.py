@@ -21,8 +21,9 @@ from typing import Dict, Optional, Set
 import redis
 from rq import Callback, Queue, Retry
 
-from video_analysis.cluster.connection import PREFIX, QUEUE_NAME, reachable
+from video_analysis.cluster.connection import PREFIX, QUEUE_NAME, eventually, reachable
 from video_analysis.cluster.sessions import UNFINISHED, RedisSessionStore
+from video_analysis.cluster.worker_token import TOKEN_KEY
 from video_analysis.jobs.queue import QueueFull, ShuttingDown, Slot
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState
 from video_analysis.video import VideoInfo
@@ -66,10 +67,13 @@ def enqueue(queue: Queue, session_id: str, tries_left: int = MAX_TRIES, at_front
 
 
 class ClusterJobQueue:
-    def __init__(self, connection: redis.Redis, sessions: RedisSessionStore, max_queued: int = 16):
+    def __init__(self, connection: redis.Redis, sessions: RedisSessionStore, max_queued: int = 16,
+                 token_fingerprint: Optional[str] = None):
+        """`token_fingerprint`: the WORKER_TOKEN's (worker_token.py), published again with every job."""
         self.redis = connection
         self.sessions = sessions
         self.max_queued = max_queued
+        self.token_fingerprint = token_fingerprint
         self.queue = Queue(QUEUE_NAME, connection=connection)
         self._reserve = connection.register_script(_RESERVE)
         self._waiting: Set[str] = set()  # legacy requests of this process waiting for their jobs
@@ -88,15 +92,18 @@ class ClusterJobQueue:
         return slot
 
     def release(self, slot: Slot) -> None:
-        try:
-            self.redis.zrem(_SLOTS, slot.id)
-        except redis.RedisError:
-            pass  # it expires by itself
+        # Now, or once Redis is back: left to expire, a slot of an upload that Redis missed the end of would keep a
+        # place in MAX_QUEUED_JOBS for _SLOT_SECONDS.
+        eventually(lambda: self.redis.zrem(_SLOTS, slot.id), "give back a queue slot")
 
     @reachable
     def submit(self, slot: Slot, session_id: str, video_path: str, video_info: Optional[VideoInfo] = None) -> None:
         """Queue the session's job (the session exists, pending); its slot is given back, the session counts now."""
         try:
+            if self.token_fingerprint:
+                # With every job, not only when the node starts: a worker started before any API server (or
+                # after Redis lost its data) checks its token against it before it takes the job.
+                self.redis.set(TOKEN_KEY, self.token_fingerprint)
             enqueue(self.queue, session_id)
         except redis.RedisError:
             self._forget_quietly(session_id)

@@ -4,11 +4,12 @@ The same methods and rules as `jobs.sessions.SessionManager` (progress never
 decreases, an ended session never changes, each answer is the next one),
 kept with optimistic transactions (WATCH/MULTI): an API process cancelling
 and a worker reporting progress can never undo each other. An ended
-session's keys expire after SESSION_TTL_SECONDS in Redis itself; the sweeper
-of the API node that keeps its upload deletes the file (`expire`).
+session's keys expire after SESSION_TTL_SECONDS in Redis itself (the TTL of
+the API node that took the upload, whoever ends the session); the sweeper
+of that node deletes the file (`expire`).
 
 Keys (all under connection.PREFIX):
-    s:<id>          the session (SessionState.to_record as JSON)
+    s:<id>          the session (SessionState.to_record as JSON, with the TTL of the node that took it)
     a:<id>          its answers, one JSON [answer, run] per finished segment
     key:<key>       Idempotency-Key -> session id; recv:<key> while that upload is received
     sessions        sorted set of every session id by creation time
@@ -28,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import redis
 
-from video_analysis.cluster.connection import PREFIX, reachable
+from video_analysis.cluster.connection import PREFIX, eventually, reachable
 from video_analysis.jobs.session_ids import new_session_id
 from video_analysis.jobs.sessions import (KeyInUse, ProcessingStatus, SessionNotFound, SessionState, changed_state)
 
@@ -55,9 +56,24 @@ def _answers_key(session_id: str) -> str:
     return f"{PREFIX}a:{session_id}"
 
 
+# The session's TTL, kept in its record beside SessionState's fields: the API node that took the upload has
+# SESSION_TTL_SECONDS, and whoever ends the session (a model worker, a reaper in any process) applies that one.
+_TTL = "ttl_seconds"
+
+
+def _record(state: SessionState, ttl_seconds: float) -> str:
+    return json.dumps(dict(state.to_record(), **{_TTL: ttl_seconds}))
+
+
 _ALL = PREFIX + "sessions"
 # The sessions whose job has not ended, legacy ones included: what admission counts.
 UNFINISHED = PREFIX + "unfinished"
+
+
+class Superseded(SessionNotFound):
+    """Another run of the session's job started after this one (its worker was taken for dead, and the job queued
+    again): this run must write nothing more. A SessionNotFound, so that the job runner stops quietly, as it does
+    for a session cleaned up under its feet."""
 
 
 class RedisSessionStore:
@@ -156,10 +172,9 @@ class RedisSessionStore:
             return False
         return False
 
-    @reachable
     def release_key(self, key: Optional[str]) -> None:
-        if key:
-            self.redis.delete(f"{PREFIX}recv:{key}")
+        if key:  # now, or once Redis is back: else the client's retry would get 409 for _RECEIVING_SECONDS
+            eventually(lambda: self.redis.delete(f"{PREFIX}recv:{key}"), "let go of an Idempotency-Key")
 
     # -- writing --------------------------------------------------------------------------------------------
     @reachable
@@ -168,7 +183,7 @@ class RedisSessionStore:
         state = SessionState(session_id, analysis_type, video_name, directory, dict(params or {}), legacy=legacy,
                              node=self.node, **details)
         with self.redis.pipeline() as pipe:
-            pipe.set(_session_key(session_id), json.dumps(state.to_record()), nx=True)
+            pipe.set(_session_key(session_id), _record(state, self.ttl_seconds), nx=True)
             pipe.zadd(_ALL, {session_id: state.created_at})
             pipe.sadd(UNFINISHED, session_id)
             if state.idempotency_key:
@@ -179,15 +194,18 @@ class RedisSessionStore:
             raise ValueError("session id already in use")
         return state
 
-    def update(self, session_id: str, saved: bool = True, **changes) -> SessionState:
-        """As SessionManager.update. `saved=False` (a paused job's message) is written when Redis takes it."""
-        return self._change(session_id, changes)
+    def update(self, session_id: str, saved: bool = True, run: Optional[int] = None, **changes) -> SessionState:
+        """As SessionManager.update. `saved=False` (a paused job's message) is written when Redis takes it.
+        `run`: the session's `runs` as the writing run left it; Superseded when another run has started since."""
+        return self._change(session_id, changes, run=run)
 
-    def record_answer(self, session_id: str, position: int, answer: str, **changes) -> SessionState:
-        return self._change(session_id, changes, (position, answer))
+    def record_answer(self, session_id: str, position: int, answer: str, run: Optional[int] = None,
+                      **changes) -> SessionState:
+        return self._change(session_id, changes, (position, answer), run)
 
     @reachable
-    def _change(self, session_id: str, changes: dict, answer: Optional[Tuple[int, str]] = None) -> SessionState:
+    def _change(self, session_id: str, changes: dict, answer: Optional[Tuple[int, str]] = None,
+                run: Optional[int] = None) -> SessionState:
         key, answers_key = _session_key(session_id), _answers_key(session_id)
         with self.redis.pipeline() as pipe:
             while True:
@@ -196,9 +214,13 @@ class RedisSessionStore:
                     raw = pipe.get(key)
                     if raw is None:
                         raise SessionNotFound(session_id)
-                    state = SessionState.from_record(json.loads(raw))
+                    record = json.loads(raw)
+                    state = SessionState.from_record(record)
                     if state.status.terminal:
                         return state
+                    ttl = record.get(_TTL, self.ttl_seconds)
+                    if run is not None and state.runs != run:
+                        raise Superseded(session_id)
                     done = pipe.llen(answers_key)
                     if answer is not None and answer[0] != done:
                         raise ValueError(f"segment {answer[0] + 1} answered before segment {done + 1}")
@@ -207,19 +229,20 @@ class RedisSessionStore:
                         return state
                     updated = replace(updated, updated_at=time.time())
                     pipe.multi()
-                    pipe.set(key, json.dumps(updated.to_record()))
+                    pipe.set(key, _record(updated, ttl))
                     if answer is not None:
                         pipe.rpush(answers_key, json.dumps([answer[1], updated.runs]))
                     if updated.status.terminal:
-                        self._ended(pipe, updated)
+                        self._ended(pipe, updated, ttl)
                     pipe.execute()
                     return copy.deepcopy(updated)
                 except redis.WatchError:
                     continue  # another process changed it meanwhile: apply the rules to what it wrote
 
-    def _ended(self, pipe, state: SessionState) -> None:
+    @staticmethod
+    def _ended(pipe, state: SessionState, ttl_seconds: float) -> None:
         """An ended session expires in Redis after the TTL; its node's sweeper deletes the upload then."""
-        ttl = max(1, int(self.ttl_seconds))
+        ttl = max(1, int(ttl_seconds))
         pipe.expire(_session_key(state.session_id), ttl)
         pipe.expire(_answers_key(state.session_id), ttl)
         if state.idempotency_key:
@@ -235,6 +258,7 @@ class RedisSessionStore:
         state = self.get(session_id, with_result=False)
         with self.redis.pipeline() as pipe:
             self._forget(pipe, state.session_id, state.idempotency_key)
+            pipe.zrem(f"{PREFIX}ended:{state.node}", state.session_id)  # else its id stays there until the TTL
             if state.node is not None and state.node != self.node:
                 pipe.sadd(f"{PREFIX}trash:{state.node}", state.session_id)  # the node keeping it deletes the file
             deleted = pipe.execute()[0]

@@ -11,7 +11,7 @@ from typing import Optional
 
 import redis
 
-from video_analysis.cluster.connection import PREFIX, reachable
+from video_analysis.cluster.connection import PREFIX, eventually, reachable
 from video_analysis.jobs.storage import Ledger, StorageFull
 
 _TAKE = """
@@ -46,17 +46,17 @@ class RedisLedger(Ledger):
         if not ok:
             raise StorageFull(nbytes, max(limit - int(used), 0))
 
-    @reachable
     def give_back(self, nbytes: int) -> None:
-        self.redis.decrby(self._used_key, nbytes)
+        # Never raises: an upload refused because Redis went away mid-body gives its room back once Redis is back.
+        eventually(lambda: self.redis.decrby(self._used_key, nbytes), f"give back {nbytes} bytes of MAX_STORAGE_MB")
 
     @reachable
     def keep(self, directory: str, nbytes: int) -> None:
         self.redis.hincrby(self._kept_key, directory, nbytes)
 
-    @reachable
     def forget(self, directory: str) -> None:
-        self._forget(keys=[self._used_key, self._kept_key], args=[directory])
+        eventually(lambda: self._forget(keys=[self._used_key, self._kept_key], args=[directory]),
+                   f"give back the room {directory} took under MAX_STORAGE_MB")
 
     @reachable
     def reset(self) -> None:

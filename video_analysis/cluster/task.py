@@ -23,6 +23,7 @@ from rq import get_current_job
 from video_analysis.cluster.queue import MAX_TRIES, enqueue
 from video_analysis.cluster.sessions import RedisSessionStore
 from video_analysis.cluster.video_fetch import NodeUnreachable, VideoGone, fetch_video
+from video_analysis.cluster.worker_token import token_problem
 from video_analysis.jobs.job_runner import Job
 from video_analysis.jobs.messages import INTERNAL, VIDEO
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound
@@ -47,6 +48,11 @@ def analyse(session_id: str) -> Optional[str]:
         return "gone"  # cleaned up while it waited
     if state.status.terminal:
         return state.status.value  # cancelled while it waited
+    problem = token_problem(worker.connection, worker.token)
+    if problem:  # every fetch would be refused: the job goes back for a worker that has the right token
+        worker.stop_for(problem)
+        return hand_back(worker, session_id, get_current_job())
+    worker.runner.sessions.begin(session_id)
     scratch = os.path.join(worker.scratch, session_id)
     job = Job(session_id, "", VideoInfo(**state.video_info) if state.video_info else None,
               resumed_because=f"on worker {worker.name}")

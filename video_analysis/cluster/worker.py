@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -25,7 +26,7 @@ import time
 from typing import Optional
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 
 from video_analysis.cancellation import CancelToken
 from video_analysis.cluster import task
@@ -42,6 +43,9 @@ from video_analysis.jobs.sessions import SessionNotFound
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5
+# RQ waits up to 5 s in a blocking pop for the next job (worker_ttl 20 - 15) and wants a socket timeout longer than
+# that; it raises the pool's setting, but only for connections made after it, so it is set before the first one.
+SOCKET_TIMEOUT_SECONDS = 30
 # A worker silent for this long is taken as dead, and its job as abandoned.
 HEARTBEAT_TTL_SECONDS = 15
 # SIGTERM: how long the running job has to stop by itself (a token, a frame) before the worker hands it back
@@ -75,12 +79,48 @@ class InProcessAnalysis:
                                     cancel or CancelToken()))
 
 
+class _ThisRun:
+    """The session store as the running job's run writes to it. Once the run has started, a write made after another
+    run of the same session started raises Superseded, and the runner stops writing: this worker was taken for dead
+    (paused, or cut off from Redis, for longer than its heartbeat's TTL) and another worker resumed the job; its
+    late answers would fail the session that run is about to complete."""
+
+    def __init__(self, store: RedisSessionStore):
+        self.store = store
+        self.session_id: Optional[str] = None
+        self.run: Optional[int] = None  # the session's `runs` once this run has started
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def begin(self, session_id: str) -> None:
+        self.session_id, self.run = session_id, None
+
+    def superseded(self, state) -> bool:
+        return state.session_id == self.session_id and self.run is not None and state.runs != self.run
+
+    def _expected(self, session_id: str, changes: dict) -> Optional[int]:
+        if session_id != self.session_id:
+            return None
+        return changes["runs"] - 1 if "runs" in changes else self.run  # the start itself: no run started meanwhile
+
+    def update(self, session_id: str, saved: bool = True, **changes):
+        state = self.store.update(session_id, saved, run=self._expected(session_id, changes), **changes)
+        if session_id == self.session_id and "runs" in changes:
+            self.run = state.runs
+        return state
+
+    def record_answer(self, session_id: str, position: int, answer: str, **changes):
+        return self.store.record_answer(session_id, position, answer, run=self._expected(session_id, changes),
+                                        **changes)
+
+
 class _WorkerRunner(JobRunner):
     """The job runner of a worker: its name goes into the session, and its writes can be stopped for good
     (`freeze`) before the worker hands a job back that did not stop in time."""
 
     def __init__(self, worker: "ModelWorker", analysis):
-        super().__init__(analysis, worker.store, pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED)
+        super().__init__(analysis, _ThisRun(worker.store), pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED)
         self.worker = worker
         self._writes = threading.Lock()
         self.frozen = False
@@ -108,6 +148,10 @@ class _WorkerRunner(JobRunner):
 class ModelWorker(SimpleWorker):
     """An RQ in-process worker holding one loaded model; see the module's text for what it adds."""
 
+    # RQ waits for Redis between tries to take a job, doubling the wait up to this: a worker notices that Redis
+    # is back within seconds, not a minute.
+    max_connection_wait_time = float(HEARTBEAT_SECONDS)
+
     def __init__(self, connection: redis.Redis, engine, model_name: str, scratch: str, token: str):
         self.store = RedisSessionStore(connection)
         self.queue = Queue(QUEUE_NAME, connection=connection)
@@ -120,6 +164,7 @@ class ModelWorker(SimpleWorker):
         self.current: Optional[Job] = None  # the runner's job while one runs (`task.analyse` sets it)
         self.rq_job = None  # the RQ job running, while one runs
         self.handing_back = False
+        self.problem: Optional[str] = None  # why it stopped by itself, for a person (`stop_for`)
         self.handed_back = threading.Lock()  # held by the one hand-back of the running job (task.hand_back)
         self._cancels = threading.Thread(target=self._listen_for_cancels, name="cancels", daemon=True)
         self._reaper = Reaper(connection, owner=self.name)
@@ -132,20 +177,55 @@ class ModelWorker(SimpleWorker):
         super().register_birth(*args, **kwargs)
         self.connection.hset(self.key, mapping={"model": self.model_name})
 
+    # RQ's work loop rides out an absent Redis only while it waits for a job; a Redis error anywhere else (the
+    # end of a job it books, the heartbeat and state it writes then, the suspension check) ends the loop, and the
+    # worker with it. These writes only tell who is there: a worker goes on without them, and waits for Redis with
+    # the next job.
     def heartbeat(self, timeout=None, pipeline=None):
-        super().heartbeat(timeout, pipeline)
-        # Written again at each beat: after Redis was away long enough for this worker's key to expire, RQ's
-        # heartbeat makes it again with its own fields only.
-        (pipeline if pipeline is not None else self.connection).hset(self.key, "model", self.model_name)
+        try:
+            super().heartbeat(timeout, pipeline)
+            # Written again at each beat: after Redis was away long enough for this worker's key to expire, or lost
+            # its data (restarted without AOF, flushed), RQ's heartbeat makes the key again with its own fields only,
+            # and the registry the API lists workers from (/health) would never name this worker again.
+            connection = pipeline if pipeline is not None else self.connection
+            connection.hset(self.key, mapping={"model": self.model_name, "state": self.get_state()})
+            worker_registration.register(self, connection)
+        except ERRORS as error:
+            log.warning("Heartbeat failed (Redis unreachable): %s", error)
+
+    def set_state(self, *args, **kwargs):
+        try:
+            super().set_state(*args, **kwargs)
+        except ERRORS as error:
+            log.warning("Could not record the worker's state (Redis unreachable): %s", error)
+
+    def check_for_suspension(self, burst: bool):
+        try:
+            super().check_for_suspension(burst)
+        except ERRORS:
+            pass  # Redis is away: the wait for the next job waits for it too
+
+    def run_maintenance_tasks(self):
+        try:
+            super().run_maintenance_tasks()
+        except ERRORS as error:
+            log.warning("RQ's maintenance was put off (Redis unreachable): %s", error)
 
     def execute_job(self, job, queue):
         self.rq_job = job
         stop = threading.Event()
         beats = threading.Thread(target=self._beat, args=(job, stop), name="heartbeat", daemon=True)
-        self.connection.hset(self.key, "session", job.args[0] if job.args else "")
+        try:
+            self.connection.hset(self.key, "session", job.args[0] if job.args else "")
+        except ERRORS:
+            pass  # only /health's "job"; the job itself waits for Redis (`task`)
         beats.start()
         try:
             super().execute_job(job, queue)
+        except ERRORS as error:
+            # Redis went away while RQ booked the job's end: the session holds its outcome already (a job left in
+            # RQ's started registry is run again by the reaper, and ends at once as its session has).
+            log.warning("RQ could not book the end of job %s (Redis unreachable): %s", job.id, error)
         finally:
             stop.set()
             beats.join()
@@ -166,12 +246,14 @@ class ModelWorker(SimpleWorker):
                 log.exception("Heartbeat failed")
 
     def _stop_if_ended(self) -> None:
-        """A cancel published while this worker was not listening (Redis away) is found here, a beat later."""
+        """A cancel published while this worker was not listening (Redis away) is found here, a beat later; so is
+        another worker's run of the same job (this one was taken for dead)."""
         job = self.current
         if job is None:
             return
         try:
-            ended = self.store.get(job.session_id, with_result=False).status.terminal
+            state = self.store.get(job.session_id, with_result=False)
+            ended = state.status.terminal or self.runner.sessions.superseded(state)
         except SessionNotFound:
             ended = True
         if ended:
@@ -188,6 +270,12 @@ class ModelWorker(SimpleWorker):
             if first:
                 threading.Thread(target=self._stop_in_time, args=(job,), name="stop-in-time", daemon=True).start()
         super().request_stop(signum, frame)
+
+    def stop_for(self, problem: str) -> None:
+        """Stop taking jobs, as on SIGTERM, for a reason a person must fix: `main` exits 1 with `problem`."""
+        log.error(problem)
+        self.problem = problem
+        self.request_stop(signal.SIGTERM, None)
 
     def _stop_in_time(self, job: Job) -> None:
         """A job still running STOP_GRACE_SECONDS after SIGTERM (the model is inside a step it cannot leave) is
@@ -277,7 +365,7 @@ def main(argv=None) -> int:
     if not config.REDIS_URL or not config.WORKER_TOKEN:
         raise SystemExit("A model worker needs REDIS_URL (the Redis server the API uses) and WORKER_TOKEN (the same "
                          "secret the API servers have); set both and start it again.")
-    connection = connect(config.REDIS_URL)
+    connection = connect(config.REDIS_URL, socket_timeout=SOCKET_TIMEOUT_SECONDS)
     try:
         problem = token_problem(connection, config.WORKER_TOKEN)
     except ERRORS as error:
@@ -303,6 +391,11 @@ def main(argv=None) -> int:
     finally:
         engine.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    if worker.problem:
+        raise SystemExit(worker.problem)
+    if not worker.handing_back:  # RQ's loop ended by itself (its log says why): a supervisor should start it again
+        raise SystemExit("The model worker stopped taking jobs although no one asked it to (see its log above); "
+                         "start it again.")
     return 0
 
 

@@ -83,7 +83,8 @@ def _discard_unread_body() -> None:
         pass  # the body ended early (ClientDisconnected) or the proxy went away: nothing more to read
 
 
-def _http_problem(error: HTTPException, always: dict) -> Response:
+def http_problem(error: HTTPException, always: dict) -> Response:
+    """The problem+json answer to a werkzeug HTTP error, with its sentence."""
     status = error.code or 500
     template = _SENTENCES.get(status)
     headers = {}
@@ -129,7 +130,7 @@ def register_error_handlers(scope: Union[Flask, Blueprint], **always) -> None:
             handler = current_app.error_handler_spec[owner][None].get(HTTPException) if owner else None
             if handler is not None:
                 return handler(error)
-        return _http_problem(error, always)
+        return http_problem(error, always)
 
     @scope.errorhandler(StateNotSaved)
     def _not_saved(error: StateNotSaved):
@@ -139,7 +140,8 @@ def register_error_handlers(scope: Union[Flask, Blueprint], **always) -> None:
 
     @scope.errorhandler(StoreUnavailable)
     def _store_unavailable(error: StoreUnavailable):  # cluster mode: Redis is down; it comes back by itself
-        return problem(503, UNREACHABLE, "Service unavailable", {"Retry-After": str(RETRY_AFTER_SECONDS)}, **always)
+        return problem(503, getattr(error, "sentence", UNREACHABLE), "Service unavailable",
+                       {"Retry-After": str(RETRY_AFTER_SECONDS)}, **always)
 
     @scope.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -10,16 +10,22 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, request, send_file
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from video_analysis.cluster.video_fetch import INTERNAL_PREFIX
 from video_analysis.cluster.worker_token import token_matches
 from video_analysis.jobs.sessions import SessionNotFound
-from video_analysis.web.errors import register_error_handlers
+from video_analysis.web.errors import http_problem, register_error_handlers
 from video_analysis.web.services import services
 
 internal_api = Blueprint("internal_api", __name__, url_prefix=INTERNAL_PREFIX)
 register_error_handlers(internal_api)
+
+
+@internal_api.errorhandler(HTTPException)  # in place of the one register_error_handlers gave it
+def _nothing_here(error: HTTPException):
+    """Routing answers 405 to another method before `_workers_only` runs, and a 405 says the route exists."""
+    return http_problem(NotFound() if isinstance(error, MethodNotAllowed) else error, {})
 
 
 @internal_api.before_request
