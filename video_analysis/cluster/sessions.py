@@ -25,11 +25,12 @@ import logging
 import os
 import time
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import redis
 
 from video_analysis.cluster.connection import PREFIX, eventually, reachable
+from video_analysis.cluster.processes import alive
 from video_analysis.jobs.session_ids import new_session_id
 from video_analysis.jobs.sessions import (KeyInUse, ProcessingStatus, SessionNotFound, SessionState, changed_state)
 
@@ -123,8 +124,13 @@ class RedisSessionStore:
 
     @reachable
     def list(self) -> List[SessionState]:
-        ids = [raw.decode() for raw in self.redis.zrange(_ALL, 0, -1)]
-        records = self.redis.mget([_session_key(i) for i in ids]) if ids else []
+        return self.get_many(raw.decode() for raw in self.redis.zrange(_ALL, 0, -1))
+
+    @reachable
+    def get_many(self, session_ids: Iterable[str]) -> List[SessionState]:
+        """The sessions of `session_ids` that exist, in one read."""
+        keys = [_session_key(session_id) for session_id in session_ids]
+        records = self.redis.mget(keys) if keys else []
         return [SessionState.from_record(json.loads(raw)) for raw in records if raw is not None]
 
     def unfinished(self) -> List[SessionState]:
@@ -162,15 +168,7 @@ class RedisSessionStore:
         if holder is None:
             return True
         node, _, pid = holder.decode().partition("\t")
-        if node != str(self.node) or not pid.isdigit():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return node == str(self.node) and pid.isdigit() and not alive(int(pid))
 
     def release_key(self, key: Optional[str]) -> None:
         if key:  # now, or once Redis is back: else the client's retry would get 409 for _RECEIVING_SECONDS

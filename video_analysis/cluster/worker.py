@@ -31,6 +31,7 @@ from rq import Queue, SimpleWorker, worker_registration
 from video_analysis.cancellation import CancelToken
 from video_analysis.cluster import task
 from video_analysis.cluster.connection import ERRORS, QUEUE_NAME, connect
+from video_analysis.cluster.processes import alive
 from video_analysis.cluster.queue import CANCEL_CHANNEL
 from video_analysis.cluster.reaper import Reaper
 from video_analysis.cluster.sessions import RedisSessionStore
@@ -341,21 +342,11 @@ def scratch_directory(data_dir: str) -> str:
     os.makedirs(root, mode=0o700, exist_ok=True)
     for name in os.listdir(root):
         found = re.fullmatch(r"worker-(\d+)", name)
-        if found and not _alive(int(found.group(1))):
+        if found and not alive(int(found.group(1))):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     scratch = os.path.join(root, f"worker-{os.getpid()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
     return scratch
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv=None) -> int:
