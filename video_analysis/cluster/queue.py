@@ -126,17 +126,8 @@ class ClusterJobQueue:
     @reachable
     def counts(self) -> Dict[str, int]:
         ids = [raw.decode() for raw in self.redis.smembers(UNFINISHED)]
-        running = 0
-        for state in self._states(ids):
-            running += state.status == ProcessingStatus.PROCESSING
+        running = sum(state.status == ProcessingStatus.PROCESSING for state in self.sessions.get_many(ids))
         return {"pending": len(ids) - running, "processing": running}
-
-    def _states(self, ids):
-        for session_id in ids:
-            try:
-                yield self.sessions.get(session_id, with_result=False)
-            except SessionNotFound:
-                continue
 
     @reachable
     def depth(self) -> int:
