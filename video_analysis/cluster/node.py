@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Tuple
 
 import redis
 
@@ -36,11 +37,16 @@ class ClusterParts:
     workers: WorkerPool
 
 
+def _stores(config: Config, connection: redis.Redis) -> Tuple[RedisSessionStore, Storage]:
+    """This node's sessions and its DATA_DIR, the storage bound counted in Redis."""
+    return (RedisSessionStore(connection, config.SESSION_TTL_SECONDS, node=config.api_url),
+            Storage(config.DATA_DIR, config.MAX_STORAGE_MB, RedisLedger(connection, config.api_url)))
+
+
 def cluster_parts(config: Config, owner: str) -> ClusterParts:
     """What one API process of the node uses; nothing is asked of Redis yet (it may be down: requests get 503)."""
     connection = connect(config.REDIS_URL)
-    sessions = RedisSessionStore(connection, config.SESSION_TTL_SECONDS, node=config.api_url)
-    storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB, RedisLedger(connection, config.api_url))
+    sessions, storage = _stores(config, connection)
     jobs = ClusterJobQueue(connection, sessions, config.MAX_QUEUED_JOBS, token_fingerprint(config.WORKER_TOKEN))
     return ClusterParts(connection, sessions, jobs, storage, WorkerPool(connection, config.MODEL, owner))
 
@@ -48,8 +54,7 @@ def cluster_parts(config: Config, owner: str) -> ClusterParts:
 def prepare_node(config: Config) -> None:
     """Once per start of the node, before its API processes take requests (see the module's text)."""
     connection = connect(config.REDIS_URL)
-    sessions = RedisSessionStore(connection, config.SESSION_TTL_SECONDS, node=config.api_url)
-    storage = Storage(config.DATA_DIR, config.MAX_STORAGE_MB, RedisLedger(connection, config.api_url))
+    sessions, storage = _stores(config, connection)
     try:
         connection.set(TOKEN_KEY, token_fingerprint(config.WORKER_TOKEN))
         mine = [state for state in sessions.list() if state.node == config.api_url]
