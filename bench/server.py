@@ -149,7 +149,7 @@ def running_cluster(name: str, model: str, workers: int = 1, how: str = "make ru
         api = ServiceProcess(model, data_dir, how=how, env=environment,
                              log_path=os.path.join(WORK, f"server-{name}.log"))
         cluster = ClusterService(name, model, redis_server, api, {k: str(v) for k, v in (worker_env or {}).items()})
-        _wait_answering(api, 60)
+        api.wait_health(timeout=60)  # it answers at all: with no worker yet it is not "loaded"
         for _ in range(workers):
             cluster.add_worker(timeout)
         health = cluster.health()
@@ -162,21 +162,6 @@ def running_cluster(name: str, model: str, workers: int = 1, how: str = "make ru
         redis_server.stop()
         for directory in (data_dir, redis_dir):
             shutil.rmtree(directory, ignore_errors=True)
-
-
-def _wait_answering(api: ServiceProcess, timeout: float) -> None:
-    """Until the API answers /health at all (with no worker yet it is not "loaded")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if api.process.poll() is not None:
-            raise RuntimeError(f"the API exited with status {api.process.returncode}:\n{api.log()}")
-        try:
-            with urllib.request.urlopen(api.base + "/health", timeout=2) as response:
-                json.load(response)
-            return
-        except (OSError, ValueError):
-            time.sleep(0.1)
-    raise RuntimeError(f"the API did not answer in {timeout:.0f} s:\n{api.log()}")
 
 
 class PureWorker:

@@ -110,19 +110,25 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
         """The /health body once the model has loaded, or has failed to ("degraded"); both are final."""
+        return self.wait_health(lambda body: body["model"]["loaded"] or body["status"] == "degraded", timeout)
+
+    def wait_health(self, until: Callable[[dict], bool] = lambda body: True, timeout: float = 60.0,
+                    base: Optional[str] = None) -> dict:
+        """Poll `base`'s /health (this service's by default) until its body satisfies `until`; returns that body.
+        Fails at once, with the log's end, if this process exits meanwhile."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with status {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"{self.how} exited with status {self.process.returncode}:\n{self.log()}")
             try:
-                with urllib.request.urlopen(self.base + "/health", timeout=2) as response:
+                with urllib.request.urlopen((base or self.base) + "/health", timeout=2) as response:
                     body = json.load(response)
-                if body["model"]["loaded"] or body["status"] == "degraded":
+                if until(body):
                     return body
             except (OSError, ValueError, KeyError):
                 pass  # not listening yet, or another program answered on the port
             time.sleep(0.1)
-        raise RuntimeError(f"the service was not ready in {timeout:.0f} s:\n{self.log()}")
+        raise RuntimeError(f"{self.how} was not ready in {timeout:.0f} s:\n{self.log()}")
 
     def log(self) -> str:
         """The end of what the service printed."""
@@ -197,19 +203,8 @@ class WorkerProcess(ServiceProcess):
 
     def wait_ready(self, api_base: str, timeout: float = 120.0) -> dict:  # type: ignore[override]
         """The API's /health body once it lists this worker (it has loaded its model and takes jobs)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited with status {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(api_base + "/health", timeout=2) as response:
-                    body = json.load(response)
-                if any(worker["id"] == self.name for worker in body.get("workers", ())):
-                    return body
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the worker was not ready in {timeout:.0f} s:\n{self.log()}")
+        return self.wait_health(lambda body: any(w["id"] == self.name for w in body.get("workers", ())), timeout,
+                                base=api_base)
 
 
 def _children(pid: int) -> List[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
 from typing import Dict, List, Optional
 
@@ -40,15 +39,8 @@ class Cluster:
         return self.api
 
     def wait_api(self, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api.process.poll() is not None:
-                raise RuntimeError(f"the API exited:\n{self.api.log()}")
-            try:
-                return self.health()
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"the API did not answer in {timeout:.0f} s:\n{self.api.log()}")
+        """The API's /health body once it answers at all (with no worker yet it is not "loaded")."""
+        return self.api.wait_health(timeout=timeout)
 
     def restart_api(self, kill: bool = False) -> ServiceProcess:
         """Stop (SIGKILL with `kill`) and start the API again: the same port (the sessions name its URL as where
