@@ -8,7 +8,7 @@ moving shape or a drifting picture moves a few cells each frame (and its
 neighbours as many), a hard cut moves most of them, whatever the two shots'
 mean brightness. `detect_cuts` feeds it every frame of a file, decoded with
 PyAV under the same cap as every other decode and shrunk to the detector's
-size in FFmpeg's scaler (no full-size RGB copy). `plan_scene_segments` turns
+size, in grey, in FFmpeg's scaler (no full-size RGB copy). `plan_scene_segments` turns
 cuts into segments without any video, so its rules are tested alone.
 Why this detector and not PySceneDetect's: guides/architecture.md, "Scene-aligned segments".
 """
@@ -43,7 +43,7 @@ class CutDetector:
     def __init__(self, edge: int = 64, level: int = 20, min_changed: float = 0.35, min_jump: float = 0.25,
                  window: int = 6):
         """`edge`: the small copies' longest edge, in cells (a 1080p frame's cell averages 30x30 pixels).
-        `level`: how far (0-255, in any colour) a cell must move to count as changed; sensor noise on a
+        `level`: how far (0-255 grey; any channel of a colour copy) a cell must move to count as changed; sensor noise on a
         cell of a few pixels stays far below it. `min_changed`: the share of cells a cut changes at least.
         `min_jump`: how far above its neighbours' median (the `window` frames either side) a cut's share
         must stand: a fast pan changes many cells on every frame, and none of those frames is a cut.
@@ -57,7 +57,7 @@ class CutDetector:
         return max(1, round(width * scale)), max(1, round(height * scale))
 
     def add(self, small: np.ndarray) -> None:
-        """The next frame, shrunk to `signature_size` (height x width x channels, uint8)."""
+        """The next frame, shrunk to `signature_size`: grey (height x width) or colour (x channels), uint8."""
         current = small.astype(np.int16)
         if self._previous is None or self._previous.shape != current.shape:
             self._scores.append(0.0 if self._previous is None else 1.0)
