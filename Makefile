@@ -57,10 +57,12 @@ clean:
 	rm -rf .cache .pytest_cache
 
 # Benchmarks (bench/README.md): ratios measured side by side in one run.
-# bench-setup installs ffmpeg, which only the reference pipeline uses.
+# bench-setup installs ffmpeg, which only the reference pipeline uses, and bench/requirements.txt
+# (PySceneDetect, which only the cut-detection figure uses).
 .PHONY: bench-setup bench bench-quick
-bench-setup:
+bench-setup: $(STAMP)
 	@sh tools/install_system_packages.sh ffmpeg
+	$(PY) -m pip install --quiet -r bench/requirements.txt
 
 bench: setup bench-setup
 	$(PY) -m bench.run

@@ -20,6 +20,7 @@ Figures (see bench/README.md for targets and the latest values; one module each 
   BLAS                    one full-size segment on OpenBLAS vs mlx's bundled BLAS
   P9 throughput           cluster mode: videos per minute with 2 model workers / with 1 (tiny model, 8 videos)
   cluster P1, P3          P1 (full) and P3 with the service in cluster mode (redis, API, 1 model worker)
+  cuts                    cut detection: F1 and frames/s, ours beside PySceneDetect's Content/AdaptiveDetector
 
 This module decides what runs in which order, on which server and video,
 and writes the results: bench/results/<date>.json (quick: <date>-quick.json)
@@ -39,6 +40,7 @@ import time
 from typing import Callable, List, Optional
 
 from bench.client import run_job
+from bench.figures.cut_detection import cut_detection
 from bench.figures.durable_store import restart_with_ended_sessions, store_cost
 from bench.figures.p1_overhead import p1_overhead
 from bench.figures.p2_reference import p2_reference
@@ -76,6 +78,7 @@ def plan_for(quick: bool) -> dict:
         "p9_videos": 8,
         "p9_rounds": 2 if quick else 3,
         "p9_sides": ("1", "2") if quick else ("1", "2", "2-one-thread"),
+        "cut_rounds": 1 if quick else 3,
     }
 
 
@@ -204,6 +207,18 @@ def cluster_figures(plan: dict, want: Callable[[str], bool], results: dict, deta
             results["p3_status_p99_ms_heavy_job_cluster"] = heavy["p99_ms"]
 
 
+def cut_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
+    """Cut detection (no model): our detector beside PySceneDetect's on the generated shot videos."""
+    if want("cuts"):
+        say(f"cuts: our detector, PySceneDetect's ContentDetector and AdaptiveDetector, {plan['cut_rounds']} round(s)")
+        cuts = cut_detection(plan["cut_rounds"])
+        details["cut_detection"] = cuts
+        for name in ("ours", "content", "adaptive"):
+            results[f"cuts_f1_{name}"] = cuts[name]["f1"]
+            results[f"cuts_frames_per_second_{name}"] = cuts[name]["frames_per_second"]
+            results[f"cuts_frames_per_cpu_second_{name}"] = cuts[name]["frames_per_cpu_second"]
+
+
 def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
     """The figures that need the full-size checkpoint (`make bench` only): P1-P3, BLAS and the vision speed-ups."""
     full = checkpoint("full")
@@ -272,6 +287,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
                            "max_tokens": MAX_TOKENS, "video": "synthetic 640x360, 25 fps, mpeg4 (mp4v), GOP 12",
                            **{k: v for k, v in plan.items() if k != "p4_bytes"}, "p4_mib": plan["p4_bytes"] // MIB}
     tiny_figures(plan, quick, want, results, details)
+    cut_figures(plan, want, results, details)
     cluster_figures(plan, want, results, details)
     if not quick and not skip_full:
         full_figures(plan, want, results, details)
@@ -284,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
     parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision,p9,p1-cluster,"
-                                       "p3-cluster (default --out then: bench/results/experiments/<date>-only-<subset>"
+                                       "p3-cluster,cuts (default --out then: bench/results/experiments/<date>-only-<subset>"
                                        ".json, so a partial run never takes the place of a complete one)")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")
     parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")
