@@ -276,3 +276,25 @@ def test_answers_kept_by_the_version_before_records_resume_as_plain_text(generat
     assert [r["analysis"] for r in resumed["all_analyses"]] == [r["analysis"] for r in first["all_analyses"]]
     assert [(r["frames_analyzed"], r["reused_from"]) for r in resumed["all_analyses"]] == [
         (None, None), (None, None), (1, None)]
+
+
+def test_scene_segmentation_puts_the_boundaries_at_the_cuts_and_splits_long_scenes(generator, tmp_path):
+    from tools.shot_videos import random_shots, write_shot_video
+    fps = 15
+    shots = random_shots(6, fps, seed=3, shortest=1.5, longest=3.0)
+    shots[2] = dataclasses.replace(shots[2], frames=7 * fps)  # 7 s: two segments of 3.5 s at segment_duration 5
+    path = str(tmp_path / "shots.mp4")
+    cuts = write_shot_video(path, shots, fps=fps)
+    result = generator.generate_highlights(path, segmentation="scenes", segment_duration=5, frames_per_segment=2,
+                                           max_tokens=4)
+    rows = result["all_analyses"]
+    starts = [round(row["start_time"] * fps) for row in rows]
+    middle_of_the_long_scene = (cuts[1] + cuts[2]) / 2
+    expected = sorted([0, *cuts, middle_of_the_long_scene])
+    assert len(starts) == len(expected) and all(abs(a - b) <= 1 for a, b in zip(starts, expected)), (starts, expected)
+    assert [row["end_time"] for row in rows[:-1]] == [row["start_time"] for row in rows[1:]]
+    assert rows[-1]["end_time"] == result["video"]["duration_seconds"]
+    assert result["settings"]["segmentation"] == "scenes"
+    # The same video in fixed segments of 5 s: boundaries every 5 s, whatever the cuts.
+    fixed = generator.generate_highlights(path, segment_duration=5, frames_per_segment=2, max_tokens=4)
+    assert [row["start_time"] for row in fixed["all_analyses"]][:3] == [0, 5, 10]

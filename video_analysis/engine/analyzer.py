@@ -22,6 +22,7 @@ from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.engine.prompts import PromptsDoNotFit, prompts_problem
 from video_analysis.model.runner import ModelLoadError, ModelRunner
 from video_analysis.video import FrameReader, Segment, VideoError, VideoInfo, plan_segments, probe_video
+from video_analysis.video.scenes import scene_segments
 
 __all__ = ["VideoHighlightGenerator", "Cancelled", "VideoError", "ModelLoadError"]
 
@@ -108,7 +109,10 @@ class VideoHighlightGenerator:
             raise PromptsDoNotFit(*problem)
         info = video_info or probe_video(video_path, video_name)
         parameters = analysis.parameters
-        segments = plan_segments(info.duration_seconds, parameters.segment_duration, info)
+        if parameters.segmentation == "scenes":  # one pass over every frame, then segments at the cuts
+            segments = scene_segments(video_path, info, parameters.segment_duration, cancel)
+        else:
+            segments = plan_segments(info.duration_seconds, parameters.segment_duration, info)
         total = len(segments)
         if len(resume) > total:
             raise ValueError(f"{len(resume)} answers to resume from, for a video of {total} segments")
