@@ -419,27 +419,44 @@ def form_field(driver, name):
         return {value: input.value, min: input.getAttribute('min'), max: input.getAttribute('max'),
                 step: input.getAttribute('step'), maxlength: input.getAttribute('maxlength'),
                 shown: input.offsetParent !== null,
-                hint: hint ? hint.textContent : null};
+                hint: hint ? hint.textContent : null,
+                options: input.tagName === 'SELECT'
+                  ? Array.prototype.map.call(input.options, function (o) { return o.value; }) : null};
     """, name)
+
+
+def choose_option(driver, name, value):
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("name", name)).select_by_value(value)
+
+
+def choice_texts(driver, name):
+    return [option.text for option in driver.find_element("name", name).find_elements("tag name", "option")]
 
 
 def expected_field(name, schema):
     """What the page must show for a field the OpenAPI document describes with `schema`."""
+    if "enum" in schema:  # a choice: the document's values, in its order, the default chosen; no limits
+        return {"value": schema["default"], "min": None, "max": None, "step": None, "maxlength": None,
+                "shown": True, "hint": form_hint_words(name), "options": schema["enum"]}
     if "anyOf" in schema:  # optional text: nothing to fill in, no numbers, at most maxLength characters
         (text,) = [option for option in schema["anyOf"] if option.get("type") == "string"]
         return {"value": "", "min": None, "max": None, "step": None, "maxlength": str(text["maxLength"]),
-                "shown": True, "hint": None}
+                "shown": True, "hint": None, "options": None}
     low, high = f"{schema['minimum']:g}", f"{schema['maximum']:g}"
     return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "min": low, "max": high,
             "step": "1" if schema["type"] == "integer" else "any", "maxlength": None, "shown": True,
-            "hint": f"{low}–{high}" + form_hint_words(name)}
+            "hint": f"{low}–{high}" + form_hint_words(name), "options": None}
 
 
 def form_hint_words(name):
     """The page's own words after the limits (index.html), as the page has always written them."""
     return {"min_significance": ". A segment needs at least this score.", "max_highlights": ", best first.",
             "segment_duration": " seconds per analyzed piece.", "frames_per_segment": " frames the model looks at.",
-            "max_tokens": ". Empty uses the server's default."}[name]
+            "max_tokens": ". Empty uses the server's default.",
+            "segmentation": "Where each analyzed piece starts.",
+            "frame_selection": "Skipping repeats is faster on still footage."}[name]
 
 
 def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser, make_app):
@@ -456,6 +473,10 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
         fields["frames_per_segment"].update(default=3, maximum=32)
         fields["max_tokens"].update(maximum=512)
         fields["user_prompt"]["anyOf"][0].update(maxLength=5000)
+    # Choices in another order, another default, and a value the page has no words for (it shows as itself).
+    for fields in (highlights, workout):
+        fields["frame_selection"].update(default="even", enum=["even", "changes"])
+    workout["segmentation"].update(default="scenes", enum=["scenes", "fixed", "keyframes"])
     app.view_functions["openapi"] = lambda: document
 
     with serve(app) as base_url:
@@ -473,12 +494,27 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
                 else:
                     assert not form_field(browser, name)["shown"], (analysis_type, name)
 
-        # What the user typed survives a change of type; "Reset settings" brings back the type's default.
+        # The choices read in the page's words, but for the value it does not know.
+        select_type(browser, "workout")
+        assert choice_texts(browser, "segmentation") == ["At scene cuts", "Fixed length", "keyframes"]
+        assert choice_texts(browser, "frame_selection") == ["All, evenly spaced", "Only frames that change"]
+
+        # What the user typed or chose survives a change of type; "Reset settings" brings back the type's default.
+        select_type(browser, "highlights")
         set_field(browser, "segment_duration", 2)
+        choose_option(browser, "frame_selection", "changes")
         select_type(browser, "workout")
         assert form_field(browser, "segment_duration")["value"] == "2"
+        assert form_field(browser, "frame_selection")["value"] == "changes"  # not workout's "even"
+        # A choice the other type does not offer gives way to that type's default.
+        choose_option(browser, "segmentation", "keyframes")
+        select_type(browser, "highlights")
+        assert form_field(browser, "segmentation")["value"] == "fixed"
+        select_type(browser, "workout")
         browser.find_element("id", "reset-settings").click()
         assert form_field(browser, "segment_duration")["value"] == "12"
+        assert form_field(browser, "frame_selection")["value"] == "even"
+        assert form_field(browser, "segmentation")["value"] == "scenes"
         select_type(browser, "highlights")
         assert form_field(browser, "segment_duration")["value"] == "7"
         assert console_errors(browser) == []
@@ -495,6 +531,8 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
         for name in ("min_significance", "max_highlights", "segment_duration", "frames_per_segment", "max_tokens"):
             field = form_field(browser, name)
             assert (field["value"], field["min"], field["max"]) == ("", None, None), (name, field)  # no guessing
+        for name in ("segmentation", "frame_selection"):  # no choice guessed either: the server's default
+            assert form_field(browser, name)["options"] == [""] and choice_texts(browser, name) == ["Server default"]
 
         # Empty fields are not sent, so the analysis runs on the server's defaults.
         choose(browser, videos["short"], "highlights")
@@ -507,6 +545,8 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
         settings = results["data"]["settings"]
         assert (settings["segment_duration"], settings["min_significance"], settings["frames_per_segment"]) == (
             defaults.segment_duration, defaults.min_significance, defaults.frames_per_segment)
+        assert (settings["segmentation"], settings["frame_selection"]) == (
+            defaults.segmentation, defaults.frame_selection)
 
 
 # -- the modules ------------------------------------------------------------------------------
