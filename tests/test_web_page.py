@@ -21,7 +21,7 @@ import video_analysis.web
 from tests.support.api import serve, stored_entries
 from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
-from tools.synthetic_video import Marker, write_video
+from tools.synthetic_video import Marker, still_video, write_video
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -80,6 +80,9 @@ def clips(tmp_path_factory):
         "highlights": write_video(str(root / "match.webm"), duration=6, fps=10, size=(320, 180),
                                   markers=[Marker(1, 2), Marker(3, 4)]),
         "plain": write_video(str(root / "plain.webm"), duration=6, fps=10, size=(320, 180)),
+        # A fixed camera on a still picture, a bright square from 6 s to 8 s: with 2 s segments, frame selection
+        # "changes" sends one frame where the picture changed and reuses the answer where it did not.
+        "still": still_video(str(root / "still.webm"), 12, 10, marked_at=[(6.0, 8.0)]),
     }
 
 
@@ -330,6 +333,80 @@ def test_no_highlights_found_is_said_plainly(browser, marker_server, clips):
     assert all_by_testid(browser, "highlight-item") == [] and all_by_testid(browser, "timeline-mark") == []
     results_text = by_testid(browser, "results").text
     assert "No highlights found" in results_text and "at least 6/10" in results_text
+
+
+# -- how each segment's answer was got (frame selection) -----------------------------------------
+def frames_sent(row):
+    """What the segments table says of a row: the frames sent, or the segment whose answer it repeats."""
+    if row["reused_from"] is not None:
+        return f"same as segment {row['reused_from']}"
+    if row["frames_analyzed"] is None:
+        return "not recorded"
+    return f"{row['frames_analyzed']} frame" + ("" if row["frames_analyzed"] == 1 else "s")
+
+
+def segment_rows(driver):
+    """The segments table, opened: each row's number and what its frames cell says."""
+    details = driver.find_element("id", "segments")
+    if not details.get_attribute("open"):
+        details.find_element("css selector", "summary").click()
+    return driver.execute_script("""
+        return Array.prototype.map.call(document.querySelectorAll('#segments-body tr'), function (tr) {
+          return [tr.cells[0].textContent, tr.querySelector('[data-testid=segment-frames]').textContent];
+        });""")
+
+
+def test_frame_selection_chosen_on_the_form_reaches_the_job(browser, marker_server, clips):
+    """'even' chosen on the form: on a still video, where 'changes' would send one frame and reuse answers,
+    every segment is asked with all its frames, and the table says so."""
+    open_page(browser, marker_server)
+    assert form_field(browser, "frame_selection")["value"] == "changes"  # the server's default, shown
+    choose(browser, clips["still"], "highlights", segment_duration=2, frames_per_segment=4)
+    choose_option(browser, "frame_selection", "even")
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+    wait_for_results(browser)
+
+    _, results = api(marker_server, f"results/{sid}")
+    data = results["data"]
+    assert (data["settings"]["frame_selection"], data["settings"]["segmentation"]) == ("even", "fixed")
+    rows = data["all_analyses"]
+    assert len(rows) == 6
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in rows] == [(4, None)] * 6
+    assert segment_rows(browser) == [[str(n), "4 frames"] for n in range(1, 7)]
+    assert console_errors(browser) == []
+
+
+def test_the_segments_table_says_which_answers_were_reused(browser, marker_server, clips):
+    """The same still video on the default 'changes': one frame where the picture changed, and segments that
+    show the same picture as the one before say whose answer they repeat."""
+    open_page(browser, marker_server)
+    choose(browser, clips["still"], "highlights", segment_duration=2, frames_per_segment=4)
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+    wait_for_results(browser)
+
+    _, results = api(marker_server, f"results/{sid}")
+    data = results["data"]
+    assert data["settings"]["frame_selection"] == "changes"
+    rows = data["all_analyses"]
+    # Still from 0 to 6 s (segments 1-3), the square from 6 to 8 s (segment 4), still again (5-6).
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in rows] == [
+        (1, None), (0, 1), (0, 1), (1, None), (1, None), (0, 5)]
+    assert segment_rows(browser) == [
+        ["1", "1 frame"], ["2", "same as segment 1"], ["3", "same as segment 1"],
+        ["4", "1 frame"], ["5", "1 frame"], ["6", "same as segment 5"]]
+    # A reused row shows the answer it repeats.
+    answers = browser.execute_script(TABLE_TEXT, "#segments-body tr")
+    assert [row[-1] for row in answers] == [r["analysis"] for r in rows] and answers[1][-1] == answers[0][-1]
+    assert "{" not in by_testid(browser, "results").text
+    screenshot(browser, "web-results-reused.png")
+    browser.set_window_size(375, 800)
+    try:
+        assert no_horizontal_overflow(browser), "the segments table is wider than a phone screen"
+    finally:
+        browser.set_window_size(1280, 900)
+    assert console_errors(browser) == []
 
 
 def test_cancelling_a_long_job(browser, live_server, videos):
@@ -758,7 +835,7 @@ def test_partial_results_fill_the_table_as_segments_finish(browser, marker_serve
         [s["exercise_name"], s["timestamp_formatted"], f"{s['duration']:g}\u00a0s"] for s in data["exercise_steps"]]
     assert len(all_by_testid(browser, "timeline-mark")) == len(data["exercise_steps"])
     assert browser.execute_script(TABLE_TEXT, "#segments-body tr") == [
-        [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], s["analysis"]]
+        [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], frames_sent(s), s["analysis"]]
         for s in data["segment_analyses"]]
     assert by_id(browser, "segments-summary").text == f"Every analyzed segment ({SEGMENTS})"
     assert console_errors(browser) == []
