@@ -7,7 +7,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from tools.synthetic_video import write_video
+from tools.synthetic_video import still_video, write_video
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.engine.analyzer import VideoHighlightGenerator
 from video_analysis.engine.answers import normalize_exercise
@@ -224,26 +224,8 @@ def test_the_command_line_refuses_an_option_out_of_bounds(tmp_path, option, sent
     assert completed.stderr.strip() == sentence
 
 
-
-def _still_video(path: str, seconds: int, fps: int, marked_at=()) -> str:
-    """A fixed camera on a still picture with sensor noise; a bright square during each (start, end) of `marked_at`."""
-    import cv2
-    import numpy as np
-    rng = np.random.default_rng(0)
-    x = np.linspace(0, 1, 160, dtype=np.float32)[None, :, None]
-    picture = np.broadcast_to(80 + 60 * x, (90, 160, 3)).astype(np.float32)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (160, 90))
-    for index in range(seconds * fps):
-        frame = picture.copy()
-        if any(start <= index / fps < end for start, end in marked_at):
-            frame[30:60, 60:100] = 250
-        writer.write(np.clip(frame + rng.normal(0, 5, frame.shape), 0, 255).astype(np.uint8))
-    writer.release()
-    return path
-
-
 def test_unchanged_segments_are_answered_once_and_the_rest_reuse_it(generator, tmp_path):
-    video = _still_video(str(tmp_path / "still.mp4"), 12, 10, marked_at=[(6.0, 8.0)])
+    video = still_video(str(tmp_path / "still.mp4"), 12, 10, marked_at=[(6.0, 8.0)])
     kept = []
     result = generator.generate_highlights(video, segment_duration=2, frames_per_segment=4, max_tokens=8,
                                            answered=lambda position, stored: kept.append(stored))
@@ -268,7 +250,7 @@ def test_unchanged_segments_are_answered_once_and_the_rest_reuse_it(generator, t
 
 
 def test_answers_kept_by_the_version_before_records_resume_as_plain_text(generator, tmp_path):
-    video = _still_video(str(tmp_path / "still.mp4"), 6, 10)
+    video = still_video(str(tmp_path / "still.mp4"), 6, 10)
     first = generator.generate_highlights(video, segment_duration=2, frames_per_segment=2, max_tokens=8)
     old = [row["analysis"] for row in first["all_analyses"][:2]]  # the plain text an earlier version kept
     resumed = generator.generate_highlights(video, segment_duration=2, frames_per_segment=2, max_tokens=8,

@@ -21,7 +21,7 @@ import video_analysis.web
 from tests.support.api import serve, stored_entries
 from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
-from tools.synthetic_video import Marker, write_video
+from tools.synthetic_video import Marker, still_video, write_video
 
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -80,6 +80,9 @@ def clips(tmp_path_factory):
         "highlights": write_video(str(root / "match.webm"), duration=6, fps=10, size=(320, 180),
                                   markers=[Marker(1, 2), Marker(3, 4)]),
         "plain": write_video(str(root / "plain.webm"), duration=6, fps=10, size=(320, 180)),
+        # A fixed camera on a still picture, a bright square from 6 s to 8 s: with 2 s segments, frame selection
+        # "changes" sends one frame where the picture changed and reuses the answer where it did not.
+        "still": still_video(str(root / "still.webm"), 12, 10, marked_at=[(6.0, 8.0)]),
     }
 
 
@@ -332,6 +335,80 @@ def test_no_highlights_found_is_said_plainly(browser, marker_server, clips):
     assert "No highlights found" in results_text and "at least 6/10" in results_text
 
 
+# -- how each segment's answer was got (frame selection) -----------------------------------------
+def frames_sent(row):
+    """What the segments table says of a row: the frames sent, or the segment whose answer it repeats."""
+    if row["reused_from"] is not None:
+        return f"same as segment {row['reused_from']}"
+    if row["frames_analyzed"] is None:
+        return "not recorded"
+    return f"{row['frames_analyzed']} frame" + ("" if row["frames_analyzed"] == 1 else "s")
+
+
+def segment_rows(driver):
+    """The segments table, opened: each row's number and what its frames cell says."""
+    details = driver.find_element("id", "segments")
+    if not details.get_attribute("open"):
+        details.find_element("css selector", "summary").click()
+    return driver.execute_script("""
+        return Array.prototype.map.call(document.querySelectorAll('#segments-body tr'), function (tr) {
+          return [tr.cells[0].textContent, tr.querySelector('[data-testid=segment-frames]').textContent];
+        });""")
+
+
+def test_frame_selection_chosen_on_the_form_reaches_the_job(browser, marker_server, clips):
+    """'even' chosen on the form: on a still video, where 'changes' would send one frame and reuse answers,
+    every segment is asked with all its frames, and the table says so."""
+    open_page(browser, marker_server)
+    assert form_field(browser, "frame_selection")["value"] == "changes"  # the server's default, shown
+    choose(browser, clips["still"], "highlights", segment_duration=2, frames_per_segment=4)
+    choose_option(browser, "frame_selection", "even")
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+    wait_for_results(browser)
+
+    _, results = api(marker_server, f"results/{sid}")
+    data = results["data"]
+    assert (data["settings"]["frame_selection"], data["settings"]["segmentation"]) == ("even", "fixed")
+    rows = data["all_analyses"]
+    assert len(rows) == 6
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in rows] == [(4, None)] * 6
+    assert segment_rows(browser) == [[str(n), "4 frames"] for n in range(1, 7)]
+    assert console_errors(browser) == []
+
+
+def test_the_segments_table_says_which_answers_were_reused(browser, marker_server, clips):
+    """The same still video on the default 'changes': one frame where the picture changed, and segments that
+    show the same picture as the one before say whose answer they repeat."""
+    open_page(browser, marker_server)
+    choose(browser, clips["still"], "highlights", segment_duration=2, frames_per_segment=4)
+    by_testid(browser, "start").click()
+    sid = session_id(browser)
+    wait_for_results(browser)
+
+    _, results = api(marker_server, f"results/{sid}")
+    data = results["data"]
+    assert data["settings"]["frame_selection"] == "changes"
+    rows = data["all_analyses"]
+    # Still from 0 to 6 s (segments 1-3), the square from 6 to 8 s (segment 4), still again (5-6).
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in rows] == [
+        (1, None), (0, 1), (0, 1), (1, None), (1, None), (0, 5)]
+    assert segment_rows(browser) == [
+        ["1", "1 frame"], ["2", "same as segment 1"], ["3", "same as segment 1"],
+        ["4", "1 frame"], ["5", "1 frame"], ["6", "same as segment 5"]]
+    # A reused row shows the answer it repeats.
+    answers = browser.execute_script(TABLE_TEXT, "#segments-body tr")
+    assert [row[-1] for row in answers] == [r["analysis"] for r in rows] and answers[1][-1] == answers[0][-1]
+    assert "{" not in by_testid(browser, "results").text
+    screenshot(browser, "web-results-reused.png")
+    browser.set_window_size(375, 800)
+    try:
+        assert no_horizontal_overflow(browser), "the segments table is wider than a phone screen"
+    finally:
+        browser.set_window_size(1280, 900)
+    assert console_errors(browser) == []
+
+
 def test_cancelling_a_long_job(browser, live_server, videos):
     open_page(browser, live_server)
     choose(browser, videos["long"], "highlights", segment_duration=1)
@@ -419,27 +496,44 @@ def form_field(driver, name):
         return {value: input.value, min: input.getAttribute('min'), max: input.getAttribute('max'),
                 step: input.getAttribute('step'), maxlength: input.getAttribute('maxlength'),
                 shown: input.offsetParent !== null,
-                hint: hint ? hint.textContent : null};
+                hint: hint ? hint.textContent : null,
+                options: input.tagName === 'SELECT'
+                  ? Array.prototype.map.call(input.options, function (o) { return o.value; }) : null};
     """, name)
+
+
+def choose_option(driver, name, value):
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("name", name)).select_by_value(value)
+
+
+def choice_texts(driver, name):
+    return [option.text for option in driver.find_element("name", name).find_elements("tag name", "option")]
 
 
 def expected_field(name, schema):
     """What the page must show for a field the OpenAPI document describes with `schema`."""
+    if "enum" in schema:  # a choice: the document's values, in its order, the default chosen; no limits
+        return {"value": schema["default"], "min": None, "max": None, "step": None, "maxlength": None,
+                "shown": True, "hint": form_hint_words(name), "options": schema["enum"]}
     if "anyOf" in schema:  # optional text: nothing to fill in, no numbers, at most maxLength characters
         (text,) = [option for option in schema["anyOf"] if option.get("type") == "string"]
         return {"value": "", "min": None, "max": None, "step": None, "maxlength": str(text["maxLength"]),
-                "shown": True, "hint": None}
+                "shown": True, "hint": None, "options": None}
     low, high = f"{schema['minimum']:g}", f"{schema['maximum']:g}"
     return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "min": low, "max": high,
             "step": "1" if schema["type"] == "integer" else "any", "maxlength": None, "shown": True,
-            "hint": f"{low}–{high}" + form_hint_words(name)}
+            "hint": f"{low}–{high}" + form_hint_words(name), "options": None}
 
 
 def form_hint_words(name):
     """The page's own words after the limits (index.html), as the page has always written them."""
     return {"min_significance": ". A segment needs at least this score.", "max_highlights": ", best first.",
             "segment_duration": " seconds per analyzed piece.", "frames_per_segment": " frames the model looks at.",
-            "max_tokens": ". Empty uses the server's default."}[name]
+            "max_tokens": ". Empty uses the server's default.",
+            "segmentation": "Where each analyzed piece starts.",
+            "frame_selection": "Skipping repeats is faster on still footage."}[name]
 
 
 def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser, make_app):
@@ -456,6 +550,10 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
         fields["frames_per_segment"].update(default=3, maximum=32)
         fields["max_tokens"].update(maximum=512)
         fields["user_prompt"]["anyOf"][0].update(maxLength=5000)
+    # Choices in another order, another default, and a value the page has no words for (it shows as itself).
+    for fields in (highlights, workout):
+        fields["frame_selection"].update(default="even", enum=["even", "changes"])
+    workout["segmentation"].update(default="scenes", enum=["scenes", "fixed", "keyframes"])
     app.view_functions["openapi"] = lambda: document
 
     with serve(app) as base_url:
@@ -473,12 +571,27 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
                 else:
                     assert not form_field(browser, name)["shown"], (analysis_type, name)
 
-        # What the user typed survives a change of type; "Reset settings" brings back the type's default.
+        # The choices read in the page's words, but for the value it does not know.
+        select_type(browser, "workout")
+        assert choice_texts(browser, "segmentation") == ["At scene cuts", "Fixed length", "keyframes"]
+        assert choice_texts(browser, "frame_selection") == ["All, evenly spaced", "Only frames that change"]
+
+        # What the user typed or chose survives a change of type; "Reset settings" brings back the type's default.
+        select_type(browser, "highlights")
         set_field(browser, "segment_duration", 2)
+        choose_option(browser, "frame_selection", "changes")
         select_type(browser, "workout")
         assert form_field(browser, "segment_duration")["value"] == "2"
+        assert form_field(browser, "frame_selection")["value"] == "changes"  # not workout's "even"
+        # A choice the other type does not offer gives way to that type's default.
+        choose_option(browser, "segmentation", "keyframes")
+        select_type(browser, "highlights")
+        assert form_field(browser, "segmentation")["value"] == "fixed"
+        select_type(browser, "workout")
         browser.find_element("id", "reset-settings").click()
         assert form_field(browser, "segment_duration")["value"] == "12"
+        assert form_field(browser, "frame_selection")["value"] == "even"
+        assert form_field(browser, "segmentation")["value"] == "scenes"
         select_type(browser, "highlights")
         assert form_field(browser, "segment_duration")["value"] == "7"
         assert console_errors(browser) == []
@@ -495,6 +608,8 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
         for name in ("min_significance", "max_highlights", "segment_duration", "frames_per_segment", "max_tokens"):
             field = form_field(browser, name)
             assert (field["value"], field["min"], field["max"]) == ("", None, None), (name, field)  # no guessing
+        for name in ("segmentation", "frame_selection"):  # no choice guessed either: the server's default
+            assert form_field(browser, name)["options"] == [""] and choice_texts(browser, name) == ["Server default"]
 
         # Empty fields are not sent, so the analysis runs on the server's defaults.
         choose(browser, videos["short"], "highlights")
@@ -507,6 +622,8 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
         settings = results["data"]["settings"]
         assert (settings["segment_duration"], settings["min_significance"], settings["frames_per_segment"]) == (
             defaults.segment_duration, defaults.min_significance, defaults.frames_per_segment)
+        assert (settings["segmentation"], settings["frame_selection"]) == (
+            defaults.segmentation, defaults.frame_selection)
 
 
 # -- the modules ------------------------------------------------------------------------------
@@ -718,7 +835,7 @@ def test_partial_results_fill_the_table_as_segments_finish(browser, marker_serve
         [s["exercise_name"], s["timestamp_formatted"], f"{s['duration']:g}\u00a0s"] for s in data["exercise_steps"]]
     assert len(all_by_testid(browser, "timeline-mark")) == len(data["exercise_steps"])
     assert browser.execute_script(TABLE_TEXT, "#segments-body tr") == [
-        [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], s["analysis"]]
+        [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], frames_sent(s), s["analysis"]]
         for s in data["segment_analyses"]]
     assert by_id(browser, "segments-summary").text == f"Every analyzed segment ({SEGMENTS})"
     assert console_errors(browser) == []

@@ -99,6 +99,30 @@ def write_video(
     return str(path)
 
 
+def still_video(path: str, seconds: int, fps: int, marked_at: Sequence[Tuple[float, float]] = ()) -> str:
+    """A fixed camera on a still picture with sensor noise; a bright square during each (start, end) of `marked_at`.
+
+    Unlike `write_video`'s drifting background, nothing changes between the squares: frame selection
+    "changes" sends one frame of such a stretch and its later segments reuse that answer.
+    """
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 160, dtype=np.float32)[None, :, None]
+    picture = np.broadcast_to(80 + 60 * x, (90, 160, 3)).astype(np.float32)
+    fourcc = cv2.VideoWriter_fourcc(*_CODECS.get(os.path.splitext(path)[1].lower(), "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (160, 90))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {os.path.splitext(path)[1]} videos on this machine")
+    try:
+        for index in range(seconds * fps):
+            frame = picture.copy()
+            if any(start <= index / fps < end for start, end in marked_at):
+                frame[30:60, 60:100] = 250
+            writer.write(np.clip(frame + rng.normal(0, 5, frame.shape), 0, 255).astype(np.uint8))
+    finally:
+        writer.release()
+    return str(path)
+
+
 def _write_with_pyav(path, codec, options, fps, size, frames) -> str:
     import av  # only this path needs it
 

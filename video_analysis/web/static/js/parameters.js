@@ -7,7 +7,7 @@
  * says so and leaves the fields empty, which the server reads as "use the
  * default", rather than guessing numbers.
  */
-import { byId } from "./dom.js";
+import { byId, make } from "./dom.js";
 import { openapiDocument } from "./api.js";
 
 // Which of the document's schemas holds each analysis type's parameters.
@@ -15,6 +15,11 @@ const SCHEMA_NAMES = { highlights: "HighlightsParameters", workout: "WorkoutPara
 const TYPE_HINTS = {
   highlights: "Scores every segment 1–10 and keeps the best ones.",
   workout: "Names the exercise in every segment and merges repeats into steps.",
+};
+// The page's words for the choices it knows; a value the document adds shows as itself.
+const CHOICE_WORDS = {
+  segmentation: { fixed: "Fixed length", scenes: "At scene cuts" },
+  frame_selection: { changes: "Only frames that change", even: "All, evenly spaced" },
 };
 
 const form = byId("analysis-form");
@@ -44,7 +49,35 @@ function textSchema(schema) {
   return (schema.anyOf || []).find((option) => option.type === "string") || schema;
 }
 
+function choiceText(name, value) {
+  return (CHOICE_WORDS[name] || {})[value] || String(value);
+}
+
+/* A choice (`enum`): its options are the document's, in its order; it shows the default unless the user chose. */
+function applyChoices(select, schema) {
+  const values = schema.enum.map(String);
+  const hasDefault = schema.default !== undefined && schema.default !== null;
+  // Without a default to show, the first option is the server's default (an empty value is not sent).
+  const wanted = (showsDefault(select) && hasDefault ? [] : [""]).concat(values);
+  const chosen = select.value;
+  // Rebuilt only when the choices differ, so a type switch leaves an unchanged list (and its focus) alone.
+  if (Array.from(select.options, (option) => option.value).join("\n") !== wanted.join("\n")) {
+    select.replaceChildren(...wanted.map((value) => {
+      const option = make("option", null, value === "" ? "Server default" : choiceText(select.name, value));
+      option.value = value;
+      return option;
+    }));
+  }
+  const keep = edited.has(select.name) && wanted.includes(chosen);
+  select.value = keep ? chosen : (showsDefault(select) && hasDefault ? String(schema.default) : "");
+  select.required = showsDefault(select);
+}
+
 function applySchema(input, schema) {
+  if (input.tagName === "SELECT") {
+    if (Array.isArray(schema.enum)) applyChoices(input, schema);
+    return;
+  }
   const numeric = schema.type === "integer" || schema.type === "number";
   setAttribute(input, "min", numeric ? schema.minimum : null);
   setAttribute(input, "max", numeric ? schema.maximum : null);
@@ -102,7 +135,9 @@ export async function loadParameters() {
     reason = "the server could not be reached";
   }
   if (!fieldsByType) {
-    for (const input of parameterInputs()) if (!input.placeholder) input.placeholder = "server default";
+    for (const input of parameterInputs()) {
+      if (input.tagName !== "SELECT" && !input.placeholder) input.placeholder = "server default";
+    }
     unavailable.textContent = "The page could not read the settings' defaults and limits from the server (" + reason
       + "), so the fields are empty: an empty field uses the server's default. Reload the page to try again.";
     unavailable.hidden = false;
@@ -113,7 +148,10 @@ export async function loadParameters() {
 
 export function bindParameters() {
   typeSelect.addEventListener("change", applyType);
-  for (const input of parameterInputs()) input.addEventListener("input", () => edited.add(input.name));
+  for (const input of parameterInputs()) {
+    // A choice made by script or some browsers' pickers fires only "change".
+    for (const type of ["input", "change"]) input.addEventListener(type, () => edited.add(input.name));
+  }
   byId("reset-settings").addEventListener("click", resetSettings);
   applyType();
 }

@@ -1,7 +1,8 @@
-/* Every analyzed segment, with its score or exercise and the model's whole answer, in a collapsed table.
+/* Every analyzed segment, with its score or exercise, how its answer was got and the model's whole answer,
+ * in a collapsed table.
  * Partial results add rows as segments finish; rows already shown stay as they are.
  */
-import { KeyedNodes, byId, make } from "./dom.js";
+import { KeyedNodes, byId, make, plural } from "./dom.js";
 import { clock, clockRange } from "./format.js";
 import { seekOnClick } from "./timeline.js";
 
@@ -12,6 +13,14 @@ const rows = new KeyedNodes(byId("segments-body"));
 
 function scoreText(score) {
   return score === null || score === undefined ? "no score" : score + "/10";
+}
+
+/* How the segment's answer was got: the frames the model saw, or the segment whose answer it repeats
+ * (nothing had changed since). Answers kept by a version before this was recorded have neither. */
+function framesText(segment) {
+  if (segment.reused_from !== null && segment.reused_from !== undefined) return "same as segment " + segment.reused_from;
+  if (segment.frames_analyzed === null || segment.frames_analyzed === undefined) return "not recorded";
+  return plural(segment.frames_analyzed, "frame");
 }
 
 /* Collapsed and empty, for a new run's results. */
@@ -31,6 +40,9 @@ function segmentRow(workout, segment) {
   timeCell.appendChild(button);
   tr.appendChild(timeCell);
   tr.appendChild(make("td", workout ? "exercise" : "num", workout ? segment.exercise : scoreText(segment.significance_score)));
+  const frames = make("td", "frames", framesText(segment));
+  frames.setAttribute("data-testid", "segment-frames");
+  tr.appendChild(frames);
   tr.appendChild(make("td", "answer", segment.analysis || ""));
   return tr;
 }
