@@ -197,6 +197,15 @@ def assert_seeks_to(driver, element, start, activate="click"):
                f"the player did not seek to {start} s (it is at {player_time(driver)} s)", timeout=5)
 
 
+def assert_fits_a_phone(browser, what):
+    """Nothing scrolls sideways at a phone's 375 px; the window gets its size back."""
+    browser.set_window_size(375, 800)
+    try:
+        assert no_horizontal_overflow(browser), f"{what} is wider than a phone screen"
+    finally:
+        browser.set_window_size(1280, 900)
+
+
 def no_horizontal_overflow(driver):
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
 
@@ -268,11 +277,7 @@ def test_a_workout_upload_shows_progress_steps_on_a_timeline_and_seeks(browser, 
     assert console_errors(browser) == []
     screenshot(browser, "web-results.png")
 
-    browser.set_window_size(375, 800)
-    try:
-        assert no_horizontal_overflow(browser), "the results view is wider than a phone screen"
-    finally:
-        browser.set_window_size(1280, 900)
+    assert_fits_a_phone(browser, "the results view")
     screenshot(browser, "web-results-phone.png", width=375)
 
 
@@ -401,11 +406,7 @@ def test_the_segments_table_says_which_answers_were_reused(browser, marker_serve
     assert [row[-1] for row in answers] == [r["analysis"] for r in rows] and answers[1][-1] == answers[0][-1]
     assert "{" not in by_testid(browser, "results").text
     screenshot(browser, "web-results-reused.png")
-    browser.set_window_size(375, 800)
-    try:
-        assert no_horizontal_overflow(browser), "the segments table is wider than a phone screen"
-    finally:
-        browser.set_window_size(1280, 900)
+    assert_fits_a_phone(browser, "the segments table")
     assert console_errors(browser) == []
 
 
