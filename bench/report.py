@@ -63,6 +63,21 @@ ROWS = (
      "{:.2f}x", ""),
     ("fast_activations_speedup_full", "Vision softmax and GELU with powers of two, full-size segment (on vs off)",
      "{:.2f}x", ""),
+    ("p8_vision_fraction_of_peak", "P8 vision tower's GFLOP/s / float32 GEMM peak (full, 8 frames of 512²)",
+     "{:.0%}", ">= 50%"),
+    ("p8_vision_gflops", "P8 vision tower, achieved (FLOPs counted from the config ÷ time)", "{:.1f} GFLOP/s", ""),
+    ("p8_gemm_peak_gflops", "P8 float32 GEMM peak, same BLAS, same run", "{:.1f} GFLOP/s", ""),
+    ("p8_vision_gflop_per_frame", "P8 FLOPs per frame (tower + connector)", "{:.1f} GFLOP", ""),
+    ("p8_vision_seconds_per_frame", "P8 vision tower per frame, as the product runs it", "{:.2f} s", ""),
+    ("p8_preprocess_seconds_per_frame", "P8 image preprocessing per frame", "{:.3f} s", ""),
+    ("p8_projection_mlp_gflops", "P8 projections + MLP matmuls, step by step on one stream", "{:.1f} GFLOP/s", ""),
+    ("p8_attention_matmul_gflops", "P8 attention matmuls (QKᵀ, ×V), step by step", "{:.1f} GFLOP/s", ""),
+    ("p8_share_matmuls_below_peak", "P8 where the time goes: matmuls beyond their time at peak", "{:.0%}", ""),
+    ("p8_share_softmax", "P8 where the time goes: softmax", "{:.0%}", ""),
+    ("p8_share_gelu", "P8 where the time goes: GELU", "{:.0%}", ""),
+    ("p8_share_layernorm_residuals", "P8 where the time goes: layer norms, residuals, copies", "{:.0%}", ""),
+    ("p8_share_step_overhead_and_split", "P8 where the time goes: stream split and step-by-step difference",
+     "{:+.0%}", ""),
 )
 
 

@@ -22,6 +22,7 @@ TARGETS = {
     "p5_rss_growth_ratio": ("<=", 0.10),
     "store_cost_ratio_full": ("<=", 1.02),
     "p9_throughput_ratio_2_workers": (">=", 1.5),
+    "p8_vision_fraction_of_peak": (">=", 0.5),
     "p1_overhead_ratio_full_cluster": ("<=", 1.05),
     "p3_status_p99_ms_cluster": ("<=", 10.0),
     "p3_status_p99_ms_heavy_job_cluster": ("<=", 10.0),
@@ -45,6 +46,12 @@ FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speed
              "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
              "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full",
              "p1_overhead_ratio_full_cluster", "p9_throughput_ratio_2_workers_one_thread")
+# Shown in the table but not yet required: a new figure's keys, until a complete `make bench` has them
+# (then they move to FULL_KEYS; the newest results file must have every required key).
+PENDING_KEYS = ("p8_vision_fraction_of_peak", "p8_vision_gflops", "p8_gemm_peak_gflops", "p8_vision_gflop_per_frame",
+                "p8_vision_seconds_per_frame", "p8_preprocess_seconds_per_frame", "p8_projection_mlp_gflops",
+                "p8_attention_matmul_gflops", "p8_share_matmuls_below_peak", "p8_share_softmax", "p8_share_gelu",
+                "p8_share_layernorm_residuals", "p8_share_step_overhead_and_split")
 
 
 def met(key: str, value) -> Optional[bool]:

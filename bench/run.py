@@ -18,6 +18,7 @@ Figures (see bench/README.md for targets and the latest values; one module each 
   store                   durable sessions: job time with the state database / without, bytes per segment,
                           restart with 1,000 ended sessions
   BLAS                    one full-size segment on OpenBLAS vs mlx's bundled BLAS
+  P8 vision efficiency    the full-size vision tower's GFLOP/s / this machine's float32 GEMM peak; where the rest goes
   P9 throughput           cluster mode: videos per minute with 2 model workers / with 1 (tiny model, 8 videos)
   cluster P1, P3          P1 (full) and P3 with the service in cluster mode (redis, API, 1 model worker)
   cuts                    cut detection: F1 and frames/s, ours beside PySceneDetect's Content/AdaptiveDetector
@@ -48,6 +49,7 @@ from bench.figures.p3_status_latency import p3_status_latency
 from bench.figures.p4_big_upload import p4_big_upload
 from bench.figures.p5_queued_jobs import p5_queued
 from bench.figures.p6_scaling import p6_scaling, sampling_vs_decode_all
+from bench.figures.p8_vision_efficiency import p8_vision_efficiency
 from bench.figures.p9_throughput import p9_throughput
 from bench.figures.speedups import blas_matmul, segment_ab
 from bench.results import finish, missing_keys
@@ -220,7 +222,7 @@ def cut_figures(plan: dict, want: Callable[[str], bool], results: dict, details:
 
 
 def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
-    """The figures that need the full-size checkpoint (`make bench` only): P1-P3, BLAS and the vision speed-ups."""
+    """The figures that need the full-size checkpoint (`make bench` only): P1-P3, BLAS, the vision speed-ups, P8."""
     full = checkpoint("full")
     full_video = bench_video(plan["p1_full_video"])
     if want("p1") or want("p2"):
@@ -276,6 +278,32 @@ def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details
         base2["workload"] = split["workload"]
         details["fast_activations_full"] = base2
         results["fast_activations_speedup_full"] = base2["speedup"]
+    if want("p8"):
+        say(f"P8: the vision tower's GFLOP/s vs the GEMM peak, {FRAMES} frames (a fresh process)")
+        p8 = p8_vision_efficiency(full, bench_video(10), FRAMES)
+        details["p8"] = p8
+        gap = p8["gap_share_of_product"]
+        results.update({
+            "p8_vision_fraction_of_peak": p8["fraction_of_peak"],
+            "p8_vision_gflops": p8["vision_gflops"],
+            "p8_gemm_peak_gflops": p8["gemm_peak_gflops"],
+            "p8_gemm_two_streams_gflops": p8["gemm_two_streams_gflops"],
+            "p8_vision_gflop_per_frame": p8["flops_per_frame"]["total"] / 1e9,
+            "p8_vision_seconds_per_frame": p8["vision_seconds_per_frame"],
+            "p8_preprocess_seconds_per_frame": p8["preprocess_seconds_per_frame"],
+            "p8_matmul_gflops": p8["matmul_gflops"],
+            "p8_projection_mlp_gflops": (p8["flops_per_frame"]["qkv_out_projections"] +
+                                         p8["flops_per_frame"]["mlp_matmuls"]) /
+                                        (p8["part_seconds_per_frame"]["qkv_out_projections"] +
+                                         p8["part_seconds_per_frame"]["mlp_matmuls"]) / 1e9,
+            "p8_attention_matmul_gflops": p8["part_gflops"]["attention_matmuls"],
+            "p8_share_flops_at_peak": gap["flops_at_peak"],
+            "p8_share_matmuls_below_peak": gap["matmuls_below_peak"],
+            "p8_share_softmax": gap["softmax"],
+            "p8_share_gelu": gap["gelu"],
+            "p8_share_layernorm_residuals": gap["layernorm"] + gap["residuals_and_copies"],
+            "p8_share_step_overhead_and_split": gap["step_by_step_overhead"] + gap["stream_split"],
+        })
 
 
 def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
@@ -299,8 +327,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
-    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision,p9,p1-cluster,"
-                                       "p3-cluster,cuts (default --out then: bench/results/experiments/<date>-only-<subset>"
+    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision,p8,p9,p1-cluster,"
+                                       "p3-cluster,cuts (default --out then: bench/results/experiments/<date>-only-"
+                                       "<subset>"
                                        ".json, so a partial run never takes the place of a complete one)")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")
     parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")
