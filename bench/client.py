@@ -8,14 +8,14 @@ from typing import Optional
 
 import requests
 
-from bench.settings import FRAMES, MAX_TOKENS, SEGMENT_SECONDS
+from bench.settings import FRAME_SELECTION, FRAMES, MAX_TOKENS, SEGMENT_SECONDS
 
 FINISHED = ("completed", "failed", "cancelled")
 
 
 def job_params(**overrides) -> dict:
     params = {"analysis_type": "highlights", "segment_duration": SEGMENT_SECONDS, "frames_per_segment": FRAMES,
-              "max_tokens": MAX_TOKENS, "min_significance": 1}
+              "max_tokens": MAX_TOKENS, "min_significance": 1, "frame_selection": FRAME_SELECTION}
     params.update(overrides)
     return {k: str(v) for k, v in params.items()}
 

@@ -54,7 +54,7 @@ from bench.figures.p9_throughput import p9_throughput
 from bench.figures.speedups import blas_matmul, segment_ab
 from bench.results import finish, missing_keys
 from bench.server import running_cluster, running_service
-from bench.settings import FRAMES, HEAVY_JOB, MAX_TOKENS, MIB, SEGMENT_SECONDS
+from bench.settings import FRAME_SELECTION, FRAMES, HEAVY_JOB, MAX_TOKENS, MIB, SEGMENT_SECONDS
 from bench.system import ROOT, checkpoint, say
 from bench.videos import WORK, bench_video
 
@@ -312,6 +312,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
     details: dict = {}
     plan = plan_for(quick)
     results["settings"] = {"segment_duration": SEGMENT_SECONDS, "frames_per_segment": FRAMES,
+                           "frame_selection": FRAME_SELECTION,
                            "max_tokens": MAX_TOKENS, "video": "synthetic 640x360, 25 fps, mpeg4 (mp4v), GOP 12",
                            **{k: v for k, v in plan.items() if k != "p4_bytes"}, "p4_mib": plan["p4_bytes"] // MIB}
     tiny_figures(plan, quick, want, results, details)
