@@ -41,7 +41,7 @@ def sample_all(runner: ModelRunner, video: str, segment_duration: float, frames_
     """Every segment's frames, read the way the service reads them; returns (segments, frames, seconds)."""
     started = time.perf_counter()
     info = probe_video(video)
-    segments = plan_segments(info.duration_seconds, segment_duration)
+    segments = plan_segments(info.duration_seconds, segment_duration, info)
     if max_segments:
         segments = segments[:max_segments]
     frames = []

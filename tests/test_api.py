@@ -57,8 +57,12 @@ def test_a_completed_highlights_job_has_the_contract_result(client, videos):
     # The tiny model's answers carry no score, so it finds no highlight: what a highlight holds is checked on
     # the marker model (test_marker_end_to_end.py). Every segment's analysis is here whatever the model says.
     for item in data["all_analyses"]:
-        assert set(item) == {"segment", "start_time", "end_time", "significance_score", "analysis"}
+        assert set(item) == {"segment", "start_time", "end_time", "significance_score", "analysis",
+                             "frames_analyzed", "reused_from"}
         assert isinstance(item["analysis"], str)
+        # Each segment is sent its own frames or reuses an earlier answer, and says which.
+        assert (item["frames_analyzed"] >= 1) == (item["reused_from"] is None)
+        assert item["reused_from"] is None or item["reused_from"] < item["segment"]
 
 
 def test_the_job_analyses_the_video_as_it_was_probed_at_upload(make_app, videos, tmp_path):

@@ -59,7 +59,8 @@ def test_a_full_workout_run(generator, tmp_path):
                                  "total_duration": round(sum(s["duration"] for s in steps), 3)}
     # Echoed as given (15 stays a whole number in the JSON), with the prompts the model was sent.
     assert json.dumps(result["settings"]) == json.dumps({
-        "segment_duration": 15, "frames_per_segment": 2, "max_tokens": 16, "system_prompt": WORKOUT_SYSTEM,
+        "segment_duration": 15, "frames_per_segment": 2, "segmentation": "fixed", "frame_selection": "changes",
+        "max_tokens": 16, "system_prompt": WORKOUT_SYSTEM,
         "user_prompt": WORKOUT_USER, "model": "tiny-smolvlm"})
 
 
@@ -222,3 +223,56 @@ def test_the_command_line_refuses_an_option_out_of_bounds(tmp_path, option, sent
     assert completed.returncode == 2
     assert completed.stderr.strip() == sentence
 
+
+
+def _still_video(path: str, seconds: int, fps: int, marked_at=()) -> str:
+    """A fixed camera on a still picture with sensor noise; a bright square during each (start, end) of `marked_at`."""
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 160, dtype=np.float32)[None, :, None]
+    picture = np.broadcast_to(80 + 60 * x, (90, 160, 3)).astype(np.float32)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (160, 90))
+    for index in range(seconds * fps):
+        frame = picture.copy()
+        if any(start <= index / fps < end for start, end in marked_at):
+            frame[30:60, 60:100] = 250
+        writer.write(np.clip(frame + rng.normal(0, 5, frame.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def test_unchanged_segments_are_answered_once_and_the_rest_reuse_it(generator, tmp_path):
+    video = _still_video(str(tmp_path / "still.mp4"), 12, 10, marked_at=[(6.0, 8.0)])
+    kept = []
+    result = generator.generate_highlights(video, segment_duration=2, frames_per_segment=4, max_tokens=8,
+                                           answered=lambda position, stored: kept.append(stored))
+    rows = result["all_analyses"]
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in rows] == [
+        (1, None), (0, 1), (0, 1), (1, None), (1, None), (0, 5)]  # the square from 6 s to 8 s: segment 4
+    assert rows[1]["analysis"] == rows[0]["analysis"] and rows[5]["analysis"] == rows[4]["analysis"]
+    assert result["settings"]["frame_selection"] == "changes"
+    # Every frame with "even", every segment asked; and the same answers where the pictures were the same.
+    even = generator.generate_highlights(video, segment_duration=2, frames_per_segment=4, max_tokens=8,
+                                         frame_selection="even")
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in even["all_analyses"]] == [(4, None)] * 6
+
+    # Resumed after segment 3 (a reused one) the run goes on as if never stopped: segment 4 is asked, 6 reuses 5.
+    resumed = generator.generate_highlights(video, segment_duration=2, frames_per_segment=4, max_tokens=8,
+                                            resume=kept[:3])
+    assert resumed["all_analyses"] == rows
+    # ... and resumed after segment 5, segment 6 still reuses it (what the model last saw is read again).
+    resumed = generator.generate_highlights(video, segment_duration=2, frames_per_segment=4, max_tokens=8,
+                                            resume=kept[:5])
+    assert resumed["all_analyses"] == rows
+
+
+def test_answers_kept_by_the_version_before_records_resume_as_plain_text(generator, tmp_path):
+    video = _still_video(str(tmp_path / "still.mp4"), 6, 10)
+    first = generator.generate_highlights(video, segment_duration=2, frames_per_segment=2, max_tokens=8)
+    old = [row["analysis"] for row in first["all_analyses"][:2]]  # the plain text an earlier version kept
+    resumed = generator.generate_highlights(video, segment_duration=2, frames_per_segment=2, max_tokens=8,
+                                            resume=old)
+    assert [r["analysis"] for r in resumed["all_analyses"]] == [r["analysis"] for r in first["all_analyses"]]
+    assert [(r["frames_analyzed"], r["reused_from"]) for r in resumed["all_analyses"]] == [
+        (None, None), (None, None), (1, None)]

@@ -96,7 +96,7 @@ def test_the_documented_defaults_are_what_a_job_receives(client, short_video, ki
     settings = client.get(f"/api/v1/video/results/{session_id}").get_json()["data"]["settings"]
     # The prompts' default (null) stands for the analysis's own prompts, which the settings spell out.
     numbers = {name: prop["default"] for name, prop in schema["properties"].items() if "_prompt" not in name}
-    assert len(numbers) == (5 if kind == "highlights" else 3)
+    assert len(numbers) == (7 if kind == "highlights" else 5)
     assert {name: settings[name] for name in numbers} == numbers
 
 

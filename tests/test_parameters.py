@@ -31,15 +31,16 @@ def test_an_empty_form_is_a_highlights_analysis_with_its_defaults():
     kind, parameters = parse()
     assert kind is AnalysisKind.HIGHLIGHTS
     assert parameters.model_dump() == {"segment_duration": 10, "frames_per_segment": 8, "max_tokens": 64,
-                                       "system_prompt": None, "user_prompt": None, "min_significance": 6,
-                                       "max_highlights": 10}
+                                       "system_prompt": None, "user_prompt": None, "segmentation": "fixed",
+                                       "frame_selection": "changes", "min_significance": 6, "max_highlights": 10}
 
 
 def test_a_workout_has_its_own_defaults_and_no_highlight_parameters():
     kind, parameters = parse(analysis_type="workout")
     assert kind is AnalysisKind.WORKOUT and isinstance(parameters, WorkoutParameters)
     assert parameters.model_dump() == {"segment_duration": 15, "frames_per_segment": 8, "max_tokens": 64,
-                                       "system_prompt": None, "user_prompt": None}
+                                       "system_prompt": None, "user_prompt": None, "segmentation": "fixed",
+                                       "frame_selection": "changes"}
 
 
 def test_a_fixed_kind_wins_over_the_forms_analysis_type():
@@ -139,6 +140,23 @@ def test_bad_params_are_refused_naming_the_field(params, field, sentence):
     assert sentence is None or error.detail == sentence
 
 
+@pytest.mark.parametrize("fields,field,sentence", [
+    ({"frame_selection": "all"}, "frame_selection", "'frame_selection' must be 'changes' or 'even'; got 'all'."),
+    ({"segmentation": "Scenes"}, "segmentation", "'segmentation' must be 'fixed' or 'scenes'; got 'Scenes'."),
+    ({"params": json.dumps({"segmentation": 1})}, "segmentation", "'segmentation' must be 'fixed' or 'scenes'; got '1'."),
+    ({"params": json.dumps({"frame_selection": None})}, "frame_selection",
+     "'frame_selection' must be 'changes' or 'even'; got 'null'."),
+])
+def test_a_choice_outside_its_words_is_refused_naming_them(fields, field, sentence):
+    error = refusal(**fields)
+    assert (error.extra["field"], error.detail) == (field, sentence)
+
+
+def test_the_sampling_choices_are_taken_from_a_form_and_from_params():
+    _, parameters = parse(frame_selection=" even ", params=json.dumps({"segmentation": "scenes"}))
+    assert (parameters.frame_selection, parameters.segmentation) == ("even", "scenes")
+
+
 # -- unknown and duplicate fields --------------------------------------------------------------------
 def test_an_unknown_field_is_refused_and_the_accepted_ones_listed():
     error = refusal(favourite_colour="blue")
@@ -192,7 +210,7 @@ def test_of_several_bad_fields_the_first_in_the_contracts_order_is_named(fields,
 
 def test_the_accepted_parameters_are_listed_in_the_contracts_order():
     assert PARAMETER_NAMES == ("min_significance", "max_highlights", "segment_duration", "frames_per_segment",
-                               "max_tokens", "system_prompt", "user_prompt")
+                               "max_tokens", "system_prompt", "user_prompt", "segmentation", "frame_selection")
     assert ", ".join(PARAMETER_NAMES) in refusal(params=json.dumps({"colour": 1})).detail
 
 

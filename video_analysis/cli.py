@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional
+from typing import List, Optional, get_args
 
 from pydantic import ValidationError
 
@@ -26,8 +26,12 @@ def _problems(error: ValidationError) -> str:
 
 def _summary(result: dict, workout: bool) -> str:
     video = result["video"]
+    rows = result["segment_analyses" if workout else "all_analyses"]
+    sent = sum(row["frames_analyzed"] or 0 for row in rows)
+    reused = sum(row["reused_from"] is not None for row in rows)
     lines = [f"{video['filename']}: {video['duration_seconds']:.1f} s, {result['total_segments_analyzed']} segments "
-             f"analysed in {result['processing_time_seconds']:.1f} s"]
+             f"analysed in {result['processing_time_seconds']:.1f} s ({sent} frames sent to the model, "
+             f"{reused} unchanged segments answered again without it)"]
     if workout:
         for step in result["exercise_steps"]:
             lines.append(f"  {step['timestamp_formatted']}  {step['exercise_name']}")
@@ -55,6 +59,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         field = HighlightsParameters.model_fields[name]
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=field.default,
                             help=field.description.rstrip(".") + "; default %(default)s")
+    for name in ("segmentation", "frame_selection"):
+        field = HighlightsParameters.model_fields[name]
+        parser.add_argument("--" + name.replace("_", "-"), choices=get_args(field.annotation), default=field.default,
+                            help=field.description + " Default %(default)s.")
     parser.add_argument("--json", metavar="OUT", help="write the result object to this file")
     args = parser.parse_args(argv)
     kind = AnalysisKind.WORKOUT if args.workout else AnalysisKind.HIGHLIGHTS

@@ -6,16 +6,64 @@ The segment loop that gets the answers is the same for all (analyzer.py).
 """
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, List, Optional, Sequence
 
 from video_analysis.engine.parameters import AnalysisKind, AnalysisParameters
 from video_analysis.engine.prompts import DEFAULT_PROMPTS
 from video_analysis.video.probe import VideoInfo
-from video_analysis.video.segments import Segment
+from video_analysis.video.segments import Segment, plan_segments
+
+
+@dataclass(frozen=True)
+class SegmentAnswer:
+    """The model's answer for one segment, and how it was got."""
+
+    segment: Segment
+    text: str
+    frames_analyzed: Optional[int] = None  # frames sent to the model (0: reused); None: kept by a version before them
+    reused_from: Optional[int] = None  # the segment whose answer this is, when the model was not asked again
+
+    def stored(self) -> str:
+        """As the session stores keep it (the jobs' `answered`, a resume's `resume`): one JSON text."""
+        return json.dumps({"answer": self.text, "segment": [self.segment.start_time, self.segment.end_time],
+                           "frames_analyzed": self.frames_analyzed, "reused_from": self.reused_from})
+
+    @classmethod
+    def restored(cls, stored: str, index: int, planned: Optional[Segment]) -> "SegmentAnswer":
+        """The answer `stored` kept for segment `index` (1-based).
+
+        An answer kept by a version before these records is the plain text of a
+        fixed segment: its segment is `planned`, how it was got is unknown.
+        """
+        try:
+            record = json.loads(stored)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and {"answer", "segment"} <= record.keys():
+            start, end = record["segment"]
+            return cls(Segment(index, start, end), record["answer"], record.get("frames_analyzed"),
+                       record.get("reused_from"))
+        if planned is None:
+            raise ValueError(f"The answer kept for segment {index} names no segment, and none is planned there.")
+        return cls(planned, stored)
+
 
 # The model's answer for each segment, in order.
-Answers = List[Tuple[Segment, str]]
+Answers = List[SegmentAnswer]
+
+
+def kept_answers(analysis: "Analysis", info: VideoInfo, stored: Sequence[str],
+                 plan: Optional[List[Segment]] = None) -> Answers:
+    """The answers a job kept (`SegmentAnswer.stored`), in order; `plan` is the job's fixed segments, for answers
+    kept by a version before they named their segment."""
+    if plan is None and analysis.parameters.segmentation == "fixed":
+        plan = plan_segments(info.duration_seconds, analysis.parameters.segment_duration, info)
+    plan = plan or []
+    return [SegmentAnswer.restored(text, position + 1, plan[position] if position < len(plan) else None)
+            for position, text in enumerate(stored)]
 
 
 def count_of(number: int, noun: str) -> str:
@@ -54,16 +102,19 @@ class Analysis(ABC):
 
     @staticmethod
     def _per_segment(answers: Answers, name: str, read: Callable[[str], Any]) -> List[dict]:
-        """One row per answered segment: where it is, `name` as `read` finds it in the answer, the answer."""
+        """One row per answered segment: where it is, `name` as `read` finds it in the answer, the answer,
+        and how it was got."""
         return [
             {
-                "segment": segment.index,
-                "start_time": segment.start_time,
-                "end_time": segment.end_time,
-                name: read(text),
-                "analysis": text,
+                "segment": answer.segment.index,
+                "start_time": answer.segment.start_time,
+                "end_time": answer.segment.end_time,
+                name: read(answer.text),
+                "analysis": answer.text,
+                "frames_analyzed": answer.frames_analyzed,
+                "reused_from": answer.reused_from,
             }
-            for segment, text in answers
+            for answer in answers
         ]
 
     def _header(self, info: VideoInfo, seconds: float, segments: int) -> dict:
@@ -77,6 +128,8 @@ class Analysis(ABC):
             **own,
             "segment_duration": parameters.segment_duration,
             "frames_per_segment": parameters.frames_per_segment,
+            "segmentation": parameters.segmentation,
+            "frame_selection": parameters.frame_selection,
             "max_tokens": parameters.max_tokens,
             "system_prompt": self.system_prompt,
             "user_prompt": self.user_prompt,

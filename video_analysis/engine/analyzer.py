@@ -15,12 +15,13 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import DEFAULT_MODEL
-from video_analysis.engine.analysis import Analysis, Answers, count_of
+from video_analysis.engine.analysis import Analysis, Answers, SegmentAnswer, count_of, kept_answers
+from video_analysis.engine.frame_sampling import FrameSampler, Seen
 from video_analysis.engine.kinds import analysis_class
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.engine.prompts import PromptsDoNotFit, prompts_problem
 from video_analysis.model.runner import ModelLoadError, ModelRunner
-from video_analysis.video import FrameReader, VideoError, VideoInfo, plan_segments, probe_video
+from video_analysis.video import FrameReader, Segment, VideoError, VideoInfo, plan_segments, probe_video
 
 __all__ = ["VideoHighlightGenerator", "Cancelled", "VideoError", "ModelLoadError"]
 
@@ -106,12 +107,12 @@ class VideoHighlightGenerator:
         if problem is not None:
             raise PromptsDoNotFit(*problem)
         info = video_info or probe_video(video_path, video_name)
-        frames_per_segment = analysis.parameters.frames_per_segment
-        segments = plan_segments(info.duration_seconds, analysis.parameters.segment_duration)
+        parameters = analysis.parameters
+        segments = plan_segments(info.duration_seconds, parameters.segment_duration, info)
         total = len(segments)
         if len(resume) > total:
             raise ValueError(f"{len(resume)} answers to resume from, for a video of {total} segments")
-        answers: Answers = list(zip(segments, resume))
+        answers = kept_answers(analysis, info, resume, segments)
         first = len(answers)
         progress(first, total, f"Reading {count_of(total, 'segment')}")
         if first == total:
@@ -119,18 +120,33 @@ class VideoHighlightGenerator:
         in_flight = None
         try:
             with FrameReader(video_path, info, max_edge=self.runner.image_size, cancel=cancel) as reader:
-                frames = reader.read_segment(segments[first], frames_per_segment)
+                sampler = FrameSampler(reader, parameters.frames_per_segment, parameters.frame_selection)
+                seen = self._seen_before(sampler, segments, answers)
+                frames = sampler.frames(segments[first])
                 for position in range(first, total):
-                    in_flight = self.runner.submit(frames, analysis.user_prompt, system_prompt=analysis.system_prompt,
-                                                   max_tokens=analysis.parameters.max_tokens, cancel=cancel)
-                    # Decode the next segment's frames while the model works on this one.
-                    if position + 1 < total:
-                        frames = reader.read_segment(segments[position + 1], frames_per_segment)
-                    answer = in_flight.result()
-                    in_flight = None
-                    answers.append((segments[position], answer))
-                    answered(position, answer)
-                    progress(position + 1, total, f"Analyzed segment {position + 1} of {total}")
+                    segment = segments[position]
+                    if sampler.unchanged(frames, seen):
+                        answer = SegmentAnswer(segment, seen.answer, 0, seen.segment_index)
+                        if position + 1 < total:
+                            frames = sampler.frames(segments[position + 1])
+                        said = f"Segment {position + 1} of {total} unchanged: the answer of segment " \
+                               f"{seen.segment_index} holds"
+                    else:
+                        in_flight = self.runner.submit(frames.images, analysis.user_prompt,
+                                                       system_prompt=analysis.system_prompt,
+                                                       max_tokens=parameters.max_tokens, cancel=cancel)
+                        asked = frames
+                        # Decode the next segment's frames while the model works on this one.
+                        if position + 1 < total:
+                            frames = sampler.frames(segments[position + 1])
+                        text = in_flight.result()
+                        in_flight = None
+                        answer = SegmentAnswer(segment, text, len(asked.images))
+                        seen = Seen(asked, text)
+                        said = f"Analyzed segment {position + 1} of {total}"
+                    answers.append(answer)
+                    answered(position, answer.stored())
+                    progress(position + 1, total, said)
         except BaseException:
             cancel.cancel()  # a failed read must not leave the model working for nobody
             if in_flight is not None:
@@ -140,3 +156,13 @@ class VideoHighlightGenerator:
                     pass
             raise
         return info, answers
+
+    @staticmethod
+    def _seen_before(sampler: FrameSampler, segments: List[Segment], answers: Answers) -> Optional[Seen]:
+        """After a resume, what the model last saw: the frames of the segment the last kept answer came from,
+        chosen again (the same choice), so the run goes on as one without the interruption would."""
+        if not answers or answers[-1].frames_analyzed is None:
+            return None
+        last = answers[-1]
+        asked = segments[(last.reused_from or last.segment.index) - 1]
+        return Seen(sampler.frames(asked), last.text)

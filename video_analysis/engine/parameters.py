@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Optional, Type, Union
+from typing import Annotated, Literal, Optional, Type, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WrapValidator
 
@@ -75,18 +75,31 @@ def _segment_duration(default: float = ...):  # each analysis has its own defaul
     return Field(default, ge=1, le=600, allow_inf_nan=False, description="Seconds of video per segment.")
 
 
+# "fixed": segments of segment_duration seconds; "scenes": boundaries at the video's shot cuts (engine/analyzer.py).
+Segmentation = Literal["fixed", "scenes"]
+# "changes": of a segment's evenly spaced frames, those that differ from the ones already chosen, and the last
+# answer again when nothing changed; "even": every evenly spaced frame, every segment asked (video/frame_changes.py).
+FrameSelection = Literal["changes", "even"]
+
+
 class AnalysisParameters(BaseModel):
     """The parameters every analysis takes."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     segment_duration: Seconds = _segment_duration()
-    frames_per_segment: int = Field(8, ge=1, le=64, description="Frames the model sees per segment.")
+    frames_per_segment: int = Field(8, ge=1, le=64, description="Most frames the model sees per segment.")
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=1024, description="Longest answer per segment, in tokens.")
     system_prompt: Prompt = Field(None, description="Replaces the analysis's system prompt "
                                                     f"(at most {MAX_PROMPT_BYTES // 1024} KiB of UTF-8).")
     user_prompt: Prompt = Field(None, description="Replaces the analysis's question about each segment "
                                                   f"(at most {MAX_PROMPT_BYTES // 1024} KiB of UTF-8).")
+    segmentation: Segmentation = Field("fixed", description="Where segments start: every segment_duration "
+                                       "seconds ('fixed') or at the video's shot cuts ('scenes').")
+    frame_selection: FrameSelection = Field("changes", description="Which of a segment's evenly spaced "
+                                            "frames the model sees: those that differ from the ones already chosen, "
+                                            "reusing the last answer when nothing changed ('changes'), or all of "
+                                            "them ('even').")
 
 
 class HighlightsParameters(AnalysisParameters):

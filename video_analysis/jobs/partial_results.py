@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from typing import List
 
+from video_analysis.engine.analysis import kept_answers
 from video_analysis.engine.kinds import analysis_class
 from video_analysis.jobs.sessions import SessionState
-from video_analysis.video import VideoInfo, plan_segments
+from video_analysis.video import VideoInfo
 
 
 def partial_result(state: SessionState, answers: List[str], model_name: str) -> dict:
     """The result object of `state`'s analysis from `answers` (its finished segments, in order)."""
     analysis = analysis_class(state.analysis_type).with_parameters(**state.params)
     info = VideoInfo(**state.video_info)
-    segments = plan_segments(info.duration_seconds, analysis.parameters.segment_duration)
     seconds = round(time.time() - state.started_at, 3) if state.started_at else 0.0
-    return analysis.result(info, list(zip(segments, answers)), model_name, seconds)
+    return analysis.result(info, kept_answers(analysis, info, answers), model_name, seconds)
+

@@ -16,20 +16,37 @@ class Segment:
     end_time: float
 
 
-def plan_segments(duration: float, segment_duration: float) -> List[Segment]:
-    """Cut [0, duration) into segments; the last, partial one counts too."""
+def plan_segments(duration: float, segment_duration: float, info: Optional[VideoInfo] = None) -> List[Segment]:
+    """Cut [0, duration) into segments; the last, partial one counts too.
+
+    With `info` (the video's frame rate and count), a segment in which no
+    frame starts is merged into the one before it: it could only show that
+    segment's last frame again (a 4.004 s clip at 29.97 fps in 2 s segments
+    is 0-2 and 2-4.004, not 0-2, 2-4 and 4-4.004).
+    """
     if duration <= 0 or segment_duration <= 0:
         return []
     # A trailing sliver shorter than a millisecond is rounding, not video.
     count = max(1, math.ceil(duration / segment_duration - 1e-3))
-    return [
-        Segment(
-            index=i + 1,
-            start_time=float(round(i * segment_duration, 3)),
-            end_time=float(round(min((i + 1) * segment_duration, duration), 3)),
-        )
-        for i in range(count)
-    ]
+    bounds = [(i * segment_duration, min((i + 1) * segment_duration, duration)) for i in range(count)]
+    if info is not None:
+        merged = bounds[:1]
+        for start, end in bounds[1:]:
+            if holds_a_frame(start, end, info):
+                merged.append((start, end))
+            else:
+                merged[-1] = (merged[-1][0], end)
+        bounds = merged
+    return [Segment(index=i + 1, start_time=float(round(start, 3)), end_time=float(round(end, 3)))
+            for i, (start, end) in enumerate(bounds)]
+
+
+def holds_a_frame(start: float, end: float, info: VideoInfo) -> bool:
+    """Whether a frame of the video starts within [start, end) (frame n starts at n / fps)."""
+    if info.fps <= 0:
+        return True  # nothing to go by: keep the segment as planned
+    first = math.ceil(start * info.fps - 1e-6)
+    return first < info.frame_count and first / info.fps < end - 1e-9
 
 
 def sample_frame_indices(segment: Segment, frames_per_segment: int, info: VideoInfo,

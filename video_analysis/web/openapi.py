@@ -35,6 +35,9 @@ def _form_fields() -> Dict[str, dict]:
                         if name in kind.parameters.model_fields]
             fields[name] = {"type": schema["type"], "minimum": schema["minimum"], "maximum": schema["maximum"],
                             "description": f"{schema['description']} Default: {', '.join(defaults)}."}
+        elif "enum" in schema:
+            fields[name] = {"type": "string", "enum": schema["enum"], "default": schema["default"],
+                            "description": schema["description"]}
         else:
             fields[name] = {"type": "string", "description": schema["description"] + _PROMPT_TOKENS}
     return fields
@@ -204,7 +207,12 @@ def openapi_document(config: Config) -> dict:
                 "analysisType": {"type": "string"},
                 "data": {"type": "object", "description": "The result object; with `partial: true` built from the "
                                                           "segments finished so far (total_segments_analyzed of "
-                                                          "them), the same shape as the final one."},
+                                                          "them), the same shape as the final one. Each row of "
+                                                          "`all_analyses` (highlights) and `segment_analyses` "
+                                                          "(workout) has `frames_analyzed` (frames sent to the "
+                                                          "model, 0 when the answer was reused) and `reused_from` "
+                                                          "(the segment whose answer it repeats, or null); "
+                                                          "`settings` has `segmentation` and `frame_selection`."},
                 "results": {"type": "object", "description": "The same as `data`."},
                 "partial": {"type": "boolean", "description": "Present only when asked with ?partial=: whether the "
                                                               "analysis is still going."}}},

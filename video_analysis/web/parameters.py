@@ -55,9 +55,19 @@ def _limits(name: str) -> str:
     return f"between {schema['minimum']:g} and {schema['maximum']:g}"
 
 
+def _one_of(choices) -> str:
+    return " or ".join(repr(choice) for choice in choices)
+
+
 def _from_http(name: str, value: Any) -> Any:
     """A value as a form or JSON sent it, made the type its model checks (strictly) against its limits."""
     kind = PARAMETER_SCHEMAS[name].get("type")
+    choices = PARAMETER_SCHEMAS[name].get("enum")
+    if choices is not None:  # one of a few words
+        if not isinstance(value, str) or value.strip() not in choices:
+            shown = value[:40] if isinstance(value, str) else json.dumps(value)[:40]
+            raise _bad(name, f"'{name}' must be {_one_of(choices)}; got {shown!r}.")
+        return value.strip()
     if kind not in ("integer", "number"):  # a prompt
         if not isinstance(value, str):
             raise _bad(name, f"'{name}' must be text.")
@@ -119,8 +129,8 @@ def _analysis_kind(text: Optional[str]) -> AnalysisKind:
     try:
         return AnalysisKind(text)
     except ValueError:
-        choices = " or ".join(repr(kind.value) for kind in AnalysisKind)
-        raise _bad("analysis_type", f"Unknown analysis_type {text[:40]!r}; use {choices}.") from None
+        raise _bad("analysis_type", f"Unknown analysis_type {text[:40]!r}; use "
+                                    f"{_one_of(kind.value for kind in AnalysisKind)}.") from None
 
 
 def parse_analysis_request(form, kind: Optional[AnalysisKind] = None) -> Tuple[AnalysisKind, AnalysisParameters]:
