@@ -5,10 +5,14 @@ A video is a low-saturation background with optional solid squares
 (`python -m tools.make_tiny_model --preset marker`) is trained to see such squares, so
 a test can know which moments a correct analysis must find.
 
-Two scenes: "moving" (the default), a drifting gradient where every frame
-differs from the last, and "static", one fixed picture (a fixed camera on a
-room) with fresh sensor noise of a chosen sigma in every frame, written
-through the same codec, so the compression flicker is the codec's own.
+Three scenes: "moving" (the default), a slowly drifting gradient; "static",
+one fixed picture (a fixed camera on a room) with fresh sensor noise of a
+chosen sigma in every frame, written through the same codec, so the
+compression flicker is the codec's own; and "busy", the same room with
+muted blocks (people, things) crossing it fast, so that any two frames a
+few tenths of a second apart differ. The drift of "moving" is slow: frames
+half a second apart differ by at most ~16 grey levels, which a change
+measure may rightly call the same picture.
 A marker has today's size (a side of 0.35 of the height) unless given an
 `area` (a fraction of the picture), and moves unless it is `still`.
 """
@@ -26,7 +30,7 @@ import numpy as np
 # BGR, as OpenCV draws.
 COLOURS = {"white": (255, 255, 255), "red": (0, 0, 255), "blue": (255, 0, 0)}
 _CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP80", ".mov": "mp4v"}
-SCENES = ("moving", "static")
+SCENES = ("moving", "static", "busy")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,27 @@ def still_picture(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(picture, 0, 255).astype(np.float32)
 
 
+def _crossing_blocks(picture: np.ndarray, index: int, seed: int) -> np.ndarray:
+    """`picture` with four muted blocks bouncing across it at 2-4 % of its width a frame."""
+    height, width = picture.shape[:2]
+    rng = np.random.default_rng([seed, 2])
+    frame = picture.copy()
+    for _ in range(4):
+        w, h = int(rng.uniform(0.12, 0.25) * width), int(rng.uniform(0.3, 0.6) * height)
+        x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        vx, vy = rng.choice([-1, 1], size=2) * rng.uniform(0.02, 0.04, size=2) * (width, height)
+        left = _bounce(x0 + vx * index, width - w)
+        top = _bounce(y0 + vy * index, height - h)
+        frame[top:top + h, left:left + w] = rng.uniform(35, 140) + rng.uniform(-12, 12, size=3)
+    return frame
+
+
+def _bounce(position: float, span: int) -> int:
+    period = 2 * max(1, span)
+    p = position % period
+    return int(p if p <= span else period - p)
+
+
 def draw_square(frame: np.ndarray, colour: str, frame_index: int, side_fraction: float = 0.35,
                 side: Optional[int] = None, still: bool = False) -> None:
     """A square of the given colour that moves slowly across the frame (`still`: stays in its middle).
@@ -100,13 +125,14 @@ def _frames(duration: float, fps: float, size: Tuple[int, int], markers: Sequenc
             scene: str = "moving", noise: float = 3.0):
     width, height = size
     rng = np.random.default_rng(seed)
-    picture = still_picture(width, height, seed) if scene == "static" else None
+    picture = None if scene == "moving" else still_picture(width, height, seed)
     for index in range(int(round(duration * fps))):
         if picture is None:
             frame = background(index, width, height, rng)
         else:
+            scenery = _crossing_blocks(picture, index, seed) if scene == "busy" else picture
             grain = rng.standard_normal(picture.shape, dtype=np.float32) * noise if noise else 0
-            frame = np.clip(picture + grain, 0, 255).astype(np.uint8)
+            frame = np.clip(scenery + grain, 0, 255).astype(np.uint8)
         now = index / fps
         for marker in markers:
             if marker.start <= now < marker.end:
@@ -131,9 +157,10 @@ def write_video(
 ) -> str:
     """Write a video of `duration` seconds to `path`.
 
-    `scene` is "moving" (the drifting background: every frame changes) or
-    "static" (`still_picture` with fresh Gaussian noise of sigma `noise`, in
-    grey levels, in every frame; `noise` applies to "static" only).
+    `scene` is "moving" (the drifting background), "static" (`still_picture`
+    with fresh Gaussian noise of sigma `noise`, in grey levels, in every
+    frame) or "busy" (the same with blocks crossing it); `noise` applies to
+    "static" and "busy" only.
 
     By default OpenCV writes it and the codec follows the extension. With
     `codec` (an FFmpeg encoder name such as "libx264" or "libx265", with its
@@ -191,8 +218,9 @@ def main() -> None:
                         help="START:END[:white|red|blue[:AREA[:still]]] seconds with a solid square covering AREA "
                              "of the picture (e.g. 0.02), still or moving; repeatable")
     parser.add_argument("--scene", choices=SCENES, default="moving",
-                        help="moving: a drifting background; static: one fixed picture with sensor noise")
-    parser.add_argument("--noise", type=float, default=3.0, help="static scene: noise sigma in grey levels")
+                        help="moving: a drifting background; static: one fixed picture with sensor noise; "
+                             "busy: the same picture with blocks crossing it fast")
+    parser.add_argument("--noise", type=float, default=3.0, help="static and busy scenes: noise sigma in grey levels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     write_video(args.out, args.duration, args.fps, (args.width, args.height), args.marker, seed=args.seed,
