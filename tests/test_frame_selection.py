@@ -1,13 +1,13 @@
 """Scene-aware frame selection (issue 18) end to end through `VideoHighlightGenerator`, on generated videos.
 
 The marker model answers 9/10 for a white square and 2/10 without (tests/test_marker_end_to_end.py), so
-the highlights a correct analysis must find are known. What it sees was measured on still, centred white
-squares on the static scene (320x180 and 160x120, 10 s segments, 8 frames, 2 seeds, event of 1.5 s or a
-whole segment): 8 % and 6 % of the picture found every time (16/16 each), 5 % 7/8, 4 % 1/8, 2 % and 3 %
-never: its training squares have a side of 0.2-0.6 of the height, and 2 % of a 16:9 picture is 0.19.
-So the 2 % marker, the size the frame selection promises to count as change, is checked for being *sent*
-(its segment sends more than the one frame of an unchanged one), and the model-found check is made on the
-6 % and 8 % ones.
+the highlights a correct analysis must find are known. What it sees was measured with today's evenly
+spaced frames on still, centred white squares in the static scene (320x180 and 160x120, 10 s segments,
+8 frames, 2 seeds, shown 1.5 s or the whole segment; no empty segment ever scored 9): 8 % of the picture
+found 16/16, 6 % 8/8, 5 % 6/8, 4 % 1/16, 3 % 0/8, 2 % 0/16 (moving ones: 2 % 2/8). Its training squares
+have a side of 0.2-0.6 of the height; 2 % of a 16:9 picture is 0.19. So the 2 % square, the size the
+frame selection promises to count as change, is checked for being *sent* (its segment sends more than
+the one frame of an unchanged one), and the model-found check is made on the 6 % and 8 % ones.
 """
 from __future__ import annotations
 
