@@ -44,7 +44,7 @@ def static_video(duration: float, scene: str = "static") -> str:
     path = os.path.join(WORK, f"{scene}-{STATIC_SIZE[0]}x{STATIC_SIZE[1]}-{STATIC_FPS:g}fps-{duration:g}s-"
                               f"noise{NOISE:g}.mp4")
     if not os.path.exists(path):
-        tmp = path + ".part.mp4"
+        tmp = f"{path}.{os.getpid()}.part.mp4"  # two writers of one video never share a file
         markers = static_events(duration) if scene == "static" else ()
         write_video(tmp, duration, STATIC_FPS, STATIC_SIZE, markers, seed=0, scene=scene, noise=NOISE)
         os.replace(tmp, path)
