@@ -65,7 +65,8 @@ def frames_and_highlights(marker: str, duration: float) -> dict:
     video = static_video(duration)
     with running_service("p7-marker", marker, JOB_WORKERS=1) as server:
         run_job(server.base, bench_video(10), frames_per_segment=1, max_tokens=1)  # warm
-        jobs = {selection: run_job(server.base, video, frame_selection=selection)
+        # The service's own min_significance (the bench's jobs ask for 1: every segment a highlight).
+        jobs = {selection: run_job(server.base, video, frame_selection=selection, min_significance=6)
                 for selection in ("even", "changes")}
     sent = {selection: _frames_sent(job) for selection, job in jobs.items()}
     highlights = {selection: _highlights(job) for selection, job in jobs.items()}
