@@ -137,7 +137,7 @@ def p7_sampling(quick: bool, full_model: bool, results: dict, details: dict) -> 
     results["p7_frames_ratio_static"] = frames["frames_ratio"]
     results["p7_same_highlights"] = frames["same_highlights"]
     say("P7: busy video (every frame changes), tiny model, changes vs even")
-    busy = busy_slowdown(checkpoint("tiny"), static_video(60 if quick else 120, "busy"), 3 if quick else 5)
+    busy = busy_slowdown(checkpoint("tiny"), static_video(60 if quick else 120, "busy"), 5 if quick else 9)
     details["p7_busy"] = busy
     results["p7_busy_slowdown"] = busy["slowdown"]
     if full_model:
