@@ -90,4 +90,6 @@ def run_job(base: str, video: str, poll: Optional[float] = None, **params) -> di
         "engine_seconds": result["processing_time_seconds"],
         "segments": result["total_segments_analyzed"],
         "texts": [a["analysis"] for a in result["all_analyses"]],
+        "analyses": result["all_analyses"],
+        "highlights": result["highlights"],
     }

@@ -19,6 +19,8 @@ Figures (see bench/README.md for targets and the latest values; one module each 
                           restart with 1,000 ended sessions
   BLAS                    one full-size segment on OpenBLAS vs mlx's bundled BLAS
   P8 vision efficiency    the full-size vision tower's GFLOP/s / this machine's float32 GEMM peak; where the rest goes
+  P7 scene-aware sampling frame_selection "changes" vs "even": frames sent (marker model, static video), job wall
+                          time (full model), slowdown on a busy video (tiny model)
   P9 throughput           cluster mode: videos per minute with 2 model workers / with 1 (tiny model, 8 videos)
   cluster P1, P3          P1 (full) and P3 with the service in cluster mode (redis, API, 1 model worker)
   cuts                    cut detection: F1 and frames/s, ours beside PySceneDetect's Content/AdaptiveDetector
@@ -50,6 +52,7 @@ from bench.figures.p4_big_upload import p4_big_upload
 from bench.figures.p5_queued_jobs import p5_queued
 from bench.figures.p6_scaling import p6_scaling, sampling_vs_decode_all
 from bench.figures.p8_vision_efficiency import p8_vision_efficiency
+from bench.figures.p7_sampling import p7_sampling
 from bench.figures.p9_throughput import p9_throughput
 from bench.figures.speedups import blas_matmul, segment_ab
 from bench.results import finish, missing_keys
@@ -317,6 +320,8 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
                            **{k: v for k, v in plan.items() if k != "p4_bytes"}, "p4_mib": plan["p4_bytes"] // MIB}
     tiny_figures(plan, quick, want, results, details)
     cut_figures(plan, want, results, details)
+    if want("p7"):
+        p7_sampling(quick, not quick and not skip_full, results, details)
     cluster_figures(plan, want, results, details)
     if not quick and not skip_full:
         full_figures(plan, want, results, details)
@@ -328,9 +333,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv if argv is None else argv
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
-    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,store,blas,vision,p8,p9,p1-cluster,"
-                                       "p3-cluster,cuts (default --out then: bench/results/experiments/<date>-only-"
-                                       "<subset>"
+    parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,p7,store,blas,vision,p8,p9,"
+                                       "p1-cluster,p3-cluster,cuts (default --out then: bench/results/experiments/"
+                                       "<date>-only-<subset>"
                                        ".json, so a partial run never takes the place of a complete one)")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")
     parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")

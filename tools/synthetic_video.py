@@ -1,9 +1,20 @@
 """Videos the project makes itself with OpenCV, for tests, demos and benchmarks.
 
-A video is a moving, low-saturation background with optional solid squares
+A video is a low-saturation background with optional solid squares
 ("markers") shown during chosen time intervals. The marker test model
 (`python -m tools.make_tiny_model --preset marker`) is trained to see such squares, so
 a test can know which moments a correct analysis must find.
+
+Three scenes: "moving" (the default), a slowly drifting gradient; "static",
+one fixed picture (a fixed camera on a room) with fresh sensor noise of a
+chosen sigma in every frame, written through the same codec, so the
+compression flicker is the codec's own; and "busy", the same room with
+muted blocks (people, things) crossing it fast, so that any two frames a
+few tenths of a second apart differ. The drift of "moving" is slow: frames
+half a second apart differ by at most ~16 grey levels, which a change
+measure may rightly call the same picture.
+A marker has today's size (a side of 0.35 of the height) unless given an
+`area` (a fraction of the picture), and moves unless it is `still`.
 """
 from __future__ import annotations
 
@@ -19,6 +30,7 @@ import numpy as np
 # BGR, as OpenCV draws.
 COLOURS = {"white": (255, 255, 255), "red": (0, 0, 255), "blue": (255, 0, 0)}
 _CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".webm": "VP80", ".mov": "mp4v"}
+SCENES = ("moving", "static", "busy")
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,13 @@ class Marker:
     start: float
     end: float
     colour: str = "white"
+    area: Optional[float] = None  # fraction of the picture the square covers; None: a side of 0.35 of the height
+    still: bool = False  # True: drawn at the same place in every frame (in the middle of the picture)
+
+    def side(self, width: int, height: int) -> int:
+        if self.area is None:
+            return int(height * 0.35)
+        return max(1, min(width, height, int(round(np.sqrt(self.area * width * height)))))
 
 
 def background(frame_index: int, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
@@ -44,25 +63,83 @@ def background(frame_index: int, width: int, height: int, rng: np.random.Generat
     return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def draw_square(frame: np.ndarray, colour: str, frame_index: int, side_fraction: float = 0.35) -> None:
-    """A square of the given colour that moves slowly across the frame."""
+def still_picture(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A fixed, room-like picture: a shaded wall and floor with a few muted pieces of furniture.
+
+    Low-saturation and never near white, like the backgrounds the marker model was trained on,
+    so a white, red or blue square is the only thing in it that looks like a marker.
+    """
+    rng = np.random.default_rng([seed, 1])
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    wall = np.array([95, 105, 115], dtype=np.float32) + 30 * (1 - y) - 15 * x
+    floor = np.array([60, 75, 90], dtype=np.float32) + 25 * y
+    picture = np.where(y < 0.68, wall, floor)
+    for _ in range(4):
+        w, h = rng.uniform(0.1, 0.3) * width, rng.uniform(0.15, 0.45) * height
+        left, top = rng.uniform(0, width - w), rng.uniform(0.1 * height, height - h)
+        tone = rng.uniform(45, 150) + rng.uniform(-12, 12, size=3)
+        picture[int(top):int(top + h), int(left):int(left + w)] = tone
+    return np.clip(picture, 0, 255).astype(np.float32)
+
+
+def _crossing_blocks(picture: np.ndarray, index: int, seed: int) -> np.ndarray:
+    """`picture` with four muted blocks bouncing across it at 2-4 % of its width a frame."""
+    height, width = picture.shape[:2]
+    rng = np.random.default_rng([seed, 2])
+    frame = picture.copy()
+    for _ in range(4):
+        w, h = int(rng.uniform(0.12, 0.25) * width), int(rng.uniform(0.3, 0.6) * height)
+        x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+        vx, vy = rng.choice([-1, 1], size=2) * rng.uniform(0.02, 0.04, size=2) * (width, height)
+        left = _bounce(x0 + vx * index, width - w)
+        top = _bounce(y0 + vy * index, height - h)
+        frame[top:top + h, left:left + w] = rng.uniform(35, 140) + rng.uniform(-12, 12, size=3)
+    return frame
+
+
+def _bounce(position: float, span: int) -> int:
+    period = 2 * max(1, span)
+    p = position % period
+    return int(p if p <= span else period - p)
+
+
+def draw_square(frame: np.ndarray, colour: str, frame_index: int, side_fraction: float = 0.35,
+                side: Optional[int] = None, still: bool = False) -> None:
+    """A square of the given colour that moves slowly across the frame (`still`: stays in its middle).
+
+    Its side is `side` pixels when given, else `side_fraction` of the frame's height.
+    """
     height, width = frame.shape[:2]
-    side = int(height * side_fraction)
+    side = int(height * side_fraction) if side is None else side
     span_x, span_y = max(1, width - side), max(1, height - side)
-    left = (frame_index * 3) % span_x
-    top = (frame_index * 2) % span_y
+    if still:
+        left, top = (width - side) // 2, (height - side) // 2
+    else:
+        left = (frame_index * 3) % span_x
+        top = (frame_index * 2) % span_y
     frame[top : top + side, left : left + side] = COLOURS[colour]
 
 
-def _frames(duration: float, fps: float, size: Tuple[int, int], markers: Sequence[Marker], seed: int):
+def _frames(duration: float, fps: float, size: Tuple[int, int], markers: Sequence[Marker], seed: int,
+            scene: str = "moving", noise: float = 3.0):
     width, height = size
     rng = np.random.default_rng(seed)
+    picture = None if scene == "moving" else still_picture(width, height, seed)
     for index in range(int(round(duration * fps))):
-        frame = background(index, width, height, rng)
+        if picture is None:
+            frame = background(index, width, height, rng)
+        else:
+            scenery = _crossing_blocks(picture, index, seed) if scene == "busy" else picture
+            grain = rng.standard_normal(picture.shape, dtype=np.float32) * noise if noise else 0
+            frame = np.clip(scenery + grain, 0, 255).astype(np.uint8)
         now = index / fps
         for marker in markers:
             if marker.start <= now < marker.end:
-                draw_square(frame, marker.colour, index)
+                if marker.area is None and not marker.still:
+                    draw_square(frame, marker.colour, index)  # today's square, drawn exactly as before
+                else:
+                    draw_square(frame, marker.colour, index, side=marker.side(width, height), still=marker.still)
         yield frame
 
 
@@ -75,8 +152,15 @@ def write_video(
     seed: int = 0,
     codec: Optional[str] = None,
     codec_options: Optional[Dict[str, str]] = None,
+    scene: str = "moving",
+    noise: float = 3.0,
 ) -> str:
     """Write a video of `duration` seconds to `path`.
+
+    `scene` is "moving" (the drifting background), "static" (`still_picture`
+    with fresh Gaussian noise of sigma `noise`, in grey levels, in every
+    frame) or "busy" (the same with blocks crossing it); `noise` applies to
+    "static" and "busy" only.
 
     By default OpenCV writes it and the codec follows the extension. With
     `codec` (an FFmpeg encoder name such as "libx264" or "libx265", with its
@@ -84,15 +168,18 @@ def write_video(
     tests get the B-frames and open GOPs of phone videos, which OpenCV's
     writer cannot make.
     """
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {', '.join(SCENES)}, not {scene!r}")
+    frames = _frames(duration, fps, size, markers, seed, scene, noise)
     if codec is not None:
-        return _write_with_pyav(path, codec, codec_options or {}, fps, size, _frames(duration, fps, size, markers, seed))
+        return _write_with_pyav(path, codec, codec_options or {}, fps, size, frames)
     extension = os.path.splitext(path)[1].lower()
     fourcc = cv2.VideoWriter_fourcc(*_CODECS.get(extension, "mp4v"))
     writer = cv2.VideoWriter(str(path), fourcc, fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {extension} videos on this machine")
     try:
-        for frame in _frames(duration, fps, size, markers, seed):
+        for frame in frames:
             writer.write(frame)
     finally:
         writer.release()
@@ -137,8 +224,11 @@ def _write_with_pyav(path, codec, options, fps, size, frames) -> str:
 
 
 def _parse_marker(text: str) -> Marker:
-    start, end, *colour = text.split(":")
-    return Marker(float(start), float(end), colour[0] if colour else "white")
+    start, end, *rest = text.split(":")
+    colour = rest[0] if rest and rest[0] else "white"
+    area = float(rest[1]) if len(rest) > 1 and rest[1] else None
+    still = len(rest) > 2 and rest[2] == "still"
+    return Marker(float(start), float(end), colour, area, still)
 
 
 def main() -> None:
@@ -149,9 +239,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--marker", action="append", default=[], type=_parse_marker,
-                        help="START:END[:white|red|blue] seconds with a solid square, repeatable")
+                        help="START:END[:white|red|blue[:AREA[:still]]] seconds with a solid square covering AREA "
+                             "of the picture (e.g. 0.02), still or moving; repeatable")
+    parser.add_argument("--scene", choices=SCENES, default="moving",
+                        help="moving: a drifting background; static: one fixed picture with sensor noise; "
+                             "busy: the same picture with blocks crossing it fast")
+    parser.add_argument("--noise", type=float, default=3.0, help="static and busy scenes: noise sigma in grey levels")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    write_video(args.out, args.duration, args.fps, (args.width, args.height), args.marker)
+    write_video(args.out, args.duration, args.fps, (args.width, args.height), args.marker, seed=args.seed,
+                scene=args.scene, noise=args.noise)
     print(args.out)
 
 

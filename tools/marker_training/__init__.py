@@ -58,6 +58,7 @@ The modules, in the order training uses them:
 from __future__ import annotations
 
 import hashlib
+import inspect
 from pathlib import Path
 
 from tools import synthetic_video
@@ -70,9 +71,12 @@ __all__ = ["HIGHLIGHTS", "WORKOUT", "TASKS", "eval_sets", "labels_for", "source_
 
 
 def source_hash() -> str:
-    """Hash of every module training runs (this package and synthetic_video's backgrounds) and of the
-    product prompts it trains on: part of the checkpoint cache key, so a change to any of them retrains."""
-    modules = sorted(Path(__file__).parent.glob("*.py")) + [Path(synthetic_video.__file__)]
+    """Hash of every module training runs (this package and synthetic_video's `background`, the one
+    function of it training draws) and of the product prompts it trains on: part of the checkpoint cache
+    key, so a change to any of them retrains, and a change elsewhere in synthetic_video (new test
+    scenes) does not."""
+    modules = sorted(Path(__file__).parent.glob("*.py"))
     blob = b"".join(path.name.encode() + b"\0" + path.read_bytes() + b"\0" for path in modules)
+    blob += inspect.getsource(synthetic_video.background).encode() + b"\0"
     blob += repr((SYSTEM_PROMPTS, USER_PROMPTS)).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
