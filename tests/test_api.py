@@ -369,3 +369,17 @@ def test_no_response_reveals_a_server_path(app, client, videos, tiny_model_dir):
                      client.get("/health"), client.get("/api/v1/openapi.json")):
         text = response.get_data(as_text=True)
         assert data_dir not in text and tiny_model_dir not in text and os.path.dirname(videos["short"]) not in text
+
+
+def test_while_the_scenes_are_found_the_status_says_how_far(client, tmp_path):
+    """segmentation=scenes reads every frame before the first segment: the status says so, in frames read."""
+    from tools.shot_videos import random_shots, write_shot_video
+    video = str(tmp_path / "shots.mp4")
+    write_shot_video(video, random_shots(24, 30, seed=2, shortest=2.0, longest=3.0), fps=30, size=(320, 180))
+    session_id, seen = completed_session(client, video, segmentation="scenes", frames_per_segment=1, max_tokens=2)
+    finding = [body for body in seen if body["message"].startswith("Finding the video's scenes (")]
+    assert finding, [body["message"] for body in seen]
+    assert all(body["status"] == "processing" and body["currentStep"] == "reading" and body["segmentsDone"] == 0
+               for body in finding)
+    data = client.get(f"/api/v1/video/results/{session_id}").get_json()["data"]
+    assert data["settings"]["segmentation"] == "scenes" and data["total_segments_analyzed"] >= 24

@@ -203,6 +203,20 @@ def test_the_command_line_prints_a_summary_and_writes_json(tiny_model_dir, tmp_p
     assert json.loads(out.read_text())["total_segments_analyzed"] == 2
 
 
+def test_the_command_line_runs_as_a_module_too_with_scenes_and_what_it_sent(tiny_model_dir, tmp_path):
+    """`python -m video_analysis.cli` is the same command (it once did nothing and exited 0)."""
+    from tools.shot_videos import random_shots, write_shot_video
+    video = str(tmp_path / "shots.mp4")
+    write_shot_video(video, random_shots(4, 15, seed=1), fps=15)
+    completed = subprocess.run(
+        [sys.executable, "-m", "video_analysis.cli", video, "--model", tiny_model_dir, "--segmentation", "scenes",
+         "--frames-per-segment", "2", "--max-tokens", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.startswith("shots.mp4: ") and " 4 segments " in completed.stdout
+    assert "frames sent to the model" in completed.stdout
+
+
 def test_the_command_line_explains_a_bad_video(tiny_model_dir, tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 1000)
@@ -267,8 +281,14 @@ def test_scene_segmentation_puts_the_boundaries_at_the_cuts_and_splits_long_scen
     shots[2] = dataclasses.replace(shots[2], frames=7 * fps)  # 7 s: two segments of 3.5 s at segment_duration 5
     path = str(tmp_path / "shots.mp4")
     cuts = write_shot_video(path, shots, fps=fps)
+    calls = []
     result = generator.generate_highlights(path, segmentation="scenes", segment_duration=5, frames_per_segment=2,
-                                           max_tokens=4)
+                                           max_tokens=4, progress=lambda *call: calls.append(call))
+    # While the cuts are found, progress says how far in frames (0 of 0 segments: none planned yet), then segments.
+    finding = [message for done, total, message in calls if total == 0]
+    assert finding[0] == "Finding the video's scenes (0 % of its frames read)"
+    assert finding[-1] == "Finding the video's scenes (100 % of its frames read)"
+    assert calls.index((0, 0, finding[-1])) < min(i for i, call in enumerate(calls) if call[1] > 0)
     rows = result["all_analyses"]
     starts = [round(row["start_time"] * fps) for row in rows]
     middle_of_the_long_scene = (cuts[1] + cuts[2]) / 2
@@ -280,3 +300,31 @@ def test_scene_segmentation_puts_the_boundaries_at_the_cuts_and_splits_long_scen
     # The same video in fixed segments of 5 s: boundaries every 5 s, whatever the cuts.
     fixed = generator.generate_highlights(path, segment_duration=5, frames_per_segment=2, max_tokens=4)
     assert [row["start_time"] for row in fixed["all_analyses"]][:3] == [0, 5, 10]
+
+
+@pytest.mark.parametrize("text", [
+    '{"answer": "Significance: 9/10", "segment": [100, 200]}',  # a model asked to answer in JSON
+    '{"record": 1, "answer": "x", "segment": 5, "frames_analyzed": 1, "reused_from": null}',
+    '{"record": 1, "answer": 7, "segment": [0, 2], "frames_analyzed": 1, "reused_from": null}',
+    '{"record": 1, "answer": "x", "segment": [4, 6], "frames_analyzed": 1, "reused_from": null}',  # another segment
+    '{"record": 1, "answer": "x", "segment": [0, 2], "frames_analyzed": true, "reused_from": null}',
+    "[1, 2]", "null", "Significance: 7/10",
+])
+def test_a_kept_answer_that_is_not_a_whole_record_of_its_segment_is_plain_text(text):
+    """Answers an earlier version kept are the model's text, whatever it looks like: never trusted as times."""
+    from video_analysis.engine.analysis import SegmentAnswer
+    from video_analysis.video import Segment
+    planned = Segment(1, 0.0, 2.0)
+    assert SegmentAnswer.restored(text, 1, planned) == SegmentAnswer(planned, text)
+    if '"segment": [4, 6]' in text:
+        return  # a whole record, of segment 4-6 s: what a scene plan (nothing planned to check it with) takes
+    with pytest.raises(ValueError, match="not a record of this version"):
+        SegmentAnswer.restored(text, 1, None)  # a scene plan has no fixed segment to hold it
+
+
+def test_a_record_round_trips():
+    from video_analysis.engine.analysis import SegmentAnswer
+    from video_analysis.video import Segment
+    answer = SegmentAnswer(Segment(3, 4.0, 6.5), '{"answer": "looks like JSON"}', 0, 2)
+    assert SegmentAnswer.restored(answer.stored(), 3, None) == answer
+    assert SegmentAnswer.restored(answer.stored(), 3, Segment(3, 4.0, 6.5)) == answer

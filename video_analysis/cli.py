@@ -79,8 +79,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = tqdm(total=0, unit="segment", file=sys.stderr, desc="analysing")
 
     def progress(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
+        if total:  # 0 while the segments are planned (finding the scenes)
+            bar.total = total
+            bar.n = done
         bar.set_postfix_str(message, refresh=True)
 
     try:
@@ -102,3 +103,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             json.dump(result, out, indent=2)
     return 0
 
+
+if __name__ == "__main__":  # python -m video_analysis.cli, as video_highlight_generator.py
+    sys.exit(main())

@@ -7,6 +7,7 @@ The segment loop that gets the answers is the same for all (analyzer.py).
 from __future__ import annotations
 
 import json
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, List, Optional, Sequence
@@ -28,7 +29,8 @@ class SegmentAnswer:
 
     def stored(self) -> str:
         """As the session stores keep it (the jobs' `answered`, a resume's `resume`): one JSON text."""
-        return json.dumps({"answer": self.text, "segment": [self.segment.start_time, self.segment.end_time],
+        return json.dumps({"record": _RECORD, "answer": self.text,
+                           "segment": [self.segment.start_time, self.segment.end_time],
                            "frames_analyzed": self.frames_analyzed, "reused_from": self.reused_from})
 
     @classmethod
@@ -36,19 +38,43 @@ class SegmentAnswer:
         """The answer `stored` kept for segment `index` (1-based).
 
         An answer kept by a version before these records is the plain text of a
-        fixed segment: its segment is `planned`, how it was got is unknown.
+        fixed segment: its segment is `planned`, how it was got is unknown. So is
+        any text that is not a whole record for that segment, whatever it looks
+        like (a model can be asked to answer in JSON).
         """
-        try:
-            record = json.loads(stored)
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and {"answer", "segment"} <= record.keys():
+        record = _record(stored)
+        if record is not None and (planned is None or (abs(record["segment"][0] - planned.start_time) < 1e-3 and
+                                                       abs(record["segment"][1] - planned.end_time) < 1e-3)):
             start, end = record["segment"]
-            return cls(Segment(index, start, end), record["answer"], record.get("frames_analyzed"),
-                       record.get("reused_from"))
+            return cls(Segment(index, start, end), record["answer"], record["frames_analyzed"], record["reused_from"])
         if planned is None:
-            raise ValueError(f"The answer kept for segment {index} names no segment, and none is planned there.")
+            raise ValueError(f"The answer kept for segment {index} is not a record of this version, and no fixed "
+                             "segment is planned there to hold it.")
         return cls(planned, stored)
+
+
+_RECORD = 1  # the version of SegmentAnswer.stored's form
+
+
+def _whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _record(stored: str) -> Optional[dict]:
+    """`stored` as a record SegmentAnswer.stored wrote, or None when it is anything else."""
+    try:
+        record = json.loads(stored)
+    except ValueError:
+        return None
+    if not (isinstance(record, dict) and record.keys() == {"record", "answer", "segment", "frames_analyzed",
+                                                              "reused_from"} and record["record"] == _RECORD):
+        return None
+    segment = record["segment"]
+    times_ok = (isinstance(segment, list) and len(segment) == 2 and
+                all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in segment)
+                and 0 <= segment[0] < segment[1])
+    counts_ok = all(record[key] is None or _whole_number(record[key]) for key in ("frames_analyzed", "reused_from"))
+    return record if times_ok and counts_ok and isinstance(record["answer"], str) else None
 
 
 # The model's answer for each segment, in order.

@@ -26,7 +26,8 @@ from video_analysis.video.scenes import scene_segments
 
 __all__ = ["VideoHighlightGenerator", "Cancelled", "VideoError", "ModelLoadError"]
 
-# Called with (segments done, segments in all, a sentence) as the work goes on.
+# Called with (segments done, segments in all, a sentence) as the work goes on; 0 of 0 while the segments are
+# still being planned (scene cut detection reads every frame first).
 Progress = Callable[[int, int, str], None]
 # Called with (the segment's position, 0-based; the model's answer) as each segment is answered.
 Answered = Callable[[int, str], None]
@@ -38,6 +39,20 @@ def _no_progress(done: int, total: int, message: str) -> None:
 
 def _no_answer(position: int, answer: str) -> None:
     pass
+
+
+def _finding_scenes(progress: Progress) -> Callable[[int, int], None]:
+    """The cut detection's frames read, told as progress before the segments are known (0 of 0 segments),
+    once per whole percent."""
+    shown = [-1]
+
+    def frames_read(done: int, frames: int) -> None:
+        percent = 100 * done // max(frames, 1)
+        if percent != shown[0]:
+            shown[0] = percent
+            progress(0, 0, f"Finding the video's scenes ({percent} % of its frames read)")
+    frames_read(0, 1)  # said before the first frame is read
+    return frames_read
 
 
 class VideoHighlightGenerator:
@@ -110,7 +125,8 @@ class VideoHighlightGenerator:
         info = video_info or probe_video(video_path, video_name)
         parameters = analysis.parameters
         if parameters.segmentation == "scenes":  # one pass over every frame, then segments at the cuts
-            segments = scene_segments(video_path, info, parameters.segment_duration, cancel)
+            segments = scene_segments(video_path, info, parameters.segment_duration, cancel,
+                                      _finding_scenes(progress))
         else:
             segments = plan_segments(info.duration_seconds, parameters.segment_duration, info)
         total = len(segments)

@@ -109,7 +109,10 @@ class JobRunner:
         total = [before.segments_total or 0]
         because = job.resumed_because
 
-        def progress(done: int, segments: int, _message: str) -> None:
+        def progress(done: int, segments: int, message: str) -> None:
+            if segments == 0:  # still planning (finding the scenes): the engine's sentence says how far
+                self.update(job, message=message)
+                return
             total[0] = segments
             if done < segments and done + 1 == resumed_at:  # the resume's own message stays until an answer
                 self.update(job, segments_done=done, segments_total=segments)
