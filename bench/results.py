@@ -26,6 +26,10 @@ TARGETS = {
     "p1_overhead_ratio_full_cluster": ("<=", 1.05),
     "p3_status_p99_ms_cluster": ("<=", 10.0),
     "p3_status_p99_ms_heavy_job_cluster": ("<=", 10.0),
+    "p7_frames_ratio_static": (">=", 3.0),
+    "p7_wall_ratio_full_static": (">=", 2.5),
+    "p7_busy_slowdown": ("<=", 1.05),
+    "cuts_f1_ours": (">=", 0.95),
 }
 
 # Keys every results file has: every figure bench/README.md's table shows (bench/report.py ROWS),
@@ -40,18 +44,20 @@ REQUIRED_KEYS = (
     "p6_sampling_vs_decode_all_ratio", "blas_matmul_speedup", "store_cost_ratio_tiny", "store_db_bytes_per_segment",
     "store_restart_load_seconds_1000", "store_restart_ready_ratio_1000",
     "p9_throughput_ratio_2_workers", "p9_videos_per_minute_1_worker", "p9_videos_per_minute_2_workers",
-    "p3_status_p99_ms_cluster", "p3_status_p99_ms_heavy_job_cluster", "machine", "targets",
+    "p3_status_p99_ms_cluster", "p3_status_p99_ms_heavy_job_cluster",
+    "p7_frames_ratio_static", "p7_same_highlights", "p7_busy_slowdown",
+    "cuts_f1_ours", "cuts_f1_content", "cuts_f1_adaptive", "cuts_frames_per_second_ours",
+    "cuts_frames_per_second_content", "cuts_frames_per_second_adaptive", "cuts_frames_per_cpu_second_ours",
+    "cuts_frames_per_cpu_second_content", "cuts_frames_per_cpu_second_adaptive", "machine", "targets",
 )
 FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
              "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
              "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full",
-             "p1_overhead_ratio_full_cluster", "p9_throughput_ratio_2_workers_one_thread")
-# Shown in the table but not yet required: a new figure's keys, until a complete `make bench` has them
-# (then they move to FULL_KEYS; the newest results file must have every required key).
-PENDING_KEYS = ("p8_vision_fraction_of_peak", "p8_vision_gflops", "p8_gemm_peak_gflops", "p8_vision_gflop_per_frame",
-                "p8_vision_seconds_per_frame", "p8_preprocess_seconds_per_frame", "p8_projection_mlp_gflops",
-                "p8_attention_matmul_gflops", "p8_share_matmuls_below_peak", "p8_share_softmax", "p8_share_gelu",
-                "p8_share_layernorm_residuals", "p8_share_step_overhead_and_split")
+             "p1_overhead_ratio_full_cluster", "p9_throughput_ratio_2_workers_one_thread",
+             "p7_wall_ratio_full_static", "p8_vision_fraction_of_peak", "p8_vision_gflops", "p8_gemm_peak_gflops",
+             "p8_vision_gflop_per_frame", "p8_vision_seconds_per_frame", "p8_preprocess_seconds_per_frame",
+             "p8_projection_mlp_gflops", "p8_attention_matmul_gflops", "p8_share_matmuls_below_peak",
+             "p8_share_softmax", "p8_share_gelu", "p8_share_layernorm_residuals", "p8_share_step_overhead_and_split")
 
 
 def met(key: str, value) -> Optional[bool]:
