@@ -10,14 +10,14 @@ fade-free static shot with sensor noise, where no cut must be found.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v"}
+from tools.synthetic_video import write_frames
+
 PATTERNS = ("gradient", "stripes", "checker", "rings", "blobs")
 MOTIONS = ("square", "disc", "bar", "drift", "still")
 
@@ -131,33 +131,20 @@ def static_frames(frames: int, size: Tuple[int, int], noise: float = 6.0, seed: 
     return shot_frames([shot], size, noise, seed)
 
 
-def _write(path: str, fps: float, size: Tuple[int, int], frames) -> str:
-    extension = os.path.splitext(path)[1].lower()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*_CODECS.get(extension, "mp4v")), fps, size)
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {extension} videos on this machine")
-    try:
-        for frame in frames:
-            writer.write(frame)
-    finally:
-        writer.release()
-    return str(path)
-
-
 def write_shot_video(path: str, shots: Sequence[Shot], fps: float = 15.0, size: Tuple[int, int] = (160, 120),
                      noise: float = 4.0, seed: int = 0) -> List[int]:
     """Write the shots back to back with hard cuts (OpenCV's writer: mp4v, a keyframe every 12 frames).
 
     Returns the cut frames (the first frame of each shot after the first).
     """
-    _write(path, fps, size, shot_frames(shots, size, noise, seed))
+    write_frames(path, fps, size, shot_frames(shots, size, noise, seed))
     return cut_frames(shots)
 
 
 def write_static_video(path: str, duration: float = 10.0, fps: float = 15.0, size: Tuple[int, int] = (160, 120),
                        noise: float = 6.0, seed: int = 0) -> str:
     """A single static shot with sensor noise: no cut in it."""
-    return _write(path, fps, size, static_frames(int(round(duration * fps)), size, noise, seed))
+    return write_frames(path, fps, size, static_frames(int(round(duration * fps)), size, noise, seed))
 
 
 def main() -> None:

@@ -173,6 +173,11 @@ def write_video(
     frames = _frames(duration, fps, size, markers, seed, scene, noise)
     if codec is not None:
         return _write_with_pyav(path, codec, codec_options or {}, fps, size, frames)
+    return write_frames(path, fps, size, frames)
+
+
+def write_frames(path: str, fps: float, size: Tuple[int, int], frames) -> str:
+    """BGR frames to `path` with OpenCV's writer, the codec chosen by the file's extension (mp4v by default)."""
     extension = os.path.splitext(path)[1].lower()
     fourcc = cv2.VideoWriter_fourcc(*_CODECS.get(extension, "mp4v"))
     writer = cv2.VideoWriter(str(path), fourcc, fps, size)
@@ -195,19 +200,14 @@ def still_video(path: str, seconds: int, fps: int, marked_at: Sequence[Tuple[flo
     rng = np.random.default_rng(0)
     x = np.linspace(0, 1, 160, dtype=np.float32)[None, :, None]
     picture = np.broadcast_to(80 + 60 * x, (90, 160, 3)).astype(np.float32)
-    fourcc = cv2.VideoWriter_fourcc(*_CODECS.get(os.path.splitext(path)[1].lower(), "mp4v"))
-    writer = cv2.VideoWriter(str(path), fourcc, fps, (160, 90))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write {os.path.splitext(path)[1]} videos on this machine")
-    try:
+
+    def frames():
         for index in range(seconds * fps):
             frame = picture.copy()
             if any(start <= index / fps < end for start, end in marked_at):
                 frame[30:60, 60:100] = 250
-            writer.write(np.clip(frame + rng.normal(0, 5, frame.shape), 0, 255).astype(np.uint8))
-    finally:
-        writer.release()
-    return str(path)
+            yield np.clip(frame + rng.normal(0, 5, frame.shape), 0, 255).astype(np.uint8)
+    return write_frames(path, fps, (160, 90), frames())
 
 
 def _write_with_pyav(path, codec, options, fps, size, frames) -> str:
