@@ -38,6 +38,10 @@ from video_analysis.video.probe import VideoInfo, probe_video
 # "faster" 20 % slower for files 3-12 % smaller, "medium" half as fast.
 # Reels are watched over the network: size matters as much as time.
 X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
+# The most bits a pixel of a frame may take on average (x264's VBV, over 2 s): CRF 23 alone spends ~13 Mbit/s on
+# a noisy 1280x720 30 fps picture; capped, a 60 s reel of it stays under ~62 MB (8.3 Mbit/s) while ordinary
+# footage, well under the cap, is left as CRF makes it.
+MAX_BITS_PER_PIXEL = 0.3
 # A keyframe every 2 s: a browser's seek in the reel decodes at most 2 s of frames.
 KEYFRAME_SECONDS = 2
 # The sample rates AAC has; any other is resampled to 48 kHz.
@@ -177,7 +181,9 @@ def _frame_rate(stream, fps: float) -> Fraction:
 
 
 def _add_picture_stream(output, rate: Fraction, size: Tuple[int, int]):
-    stream = output.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
+    most = round(MAX_BITS_PER_PIXEL * size[0] * size[1] * float(rate) / 1000)  # kbit/s
+    stream = output.add_stream("libx264", rate=rate, options={**X264_OPTIONS, "maxrate": f"{most}k",
+                                                              "bufsize": f"{2 * most}k"})
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     stream.codec_context.time_base = 1 / rate
