@@ -30,6 +30,7 @@ TARGETS = {
     "p7_wall_ratio_full_static": (">=", 2.5),
     "p7_busy_slowdown": ("<=", 1.05),
     "cuts_f1_ours": (">=", 0.95),
+    "reel_share_of_job_full": ("<=", 0.03),
 }
 
 # Keys every results file has: every figure bench/README.md's table shows (bench/report.py ROWS),
@@ -47,6 +48,7 @@ REQUIRED_KEYS = (
     "p3_status_p99_ms_cluster", "p3_status_p99_ms_heavy_job_cluster",
     "p7_frames_ratio_static", "p7_same_highlights", "p7_busy_slowdown",
     "cuts_f1_ours", "cuts_f1_content", "cuts_f1_adaptive", "cuts_frames_per_second_ours",
+    "reel_render_ratio_640x360", "reel_render_ratio_1280x720",
     "cuts_frames_per_second_content", "cuts_frames_per_second_adaptive", "cuts_frames_per_cpu_second_ours",
     "cuts_frames_per_cpu_second_content", "cuts_frames_per_cpu_second_adaptive", "machine", "targets",
 )
@@ -57,7 +59,8 @@ FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speed
              "p7_wall_ratio_full_static", "p8_vision_fraction_of_peak", "p8_vision_gflops", "p8_gemm_peak_gflops",
              "p8_vision_gflop_per_frame", "p8_vision_seconds_per_frame", "p8_preprocess_seconds_per_frame",
              "p8_projection_mlp_gflops", "p8_attention_matmul_gflops", "p8_share_matmuls_below_peak",
-             "p8_share_softmax", "p8_share_gelu", "p8_share_layernorm_residuals", "p8_share_step_overhead_and_split")
+             "p8_share_softmax", "p8_share_gelu", "p8_share_layernorm_residuals", "p8_share_step_overhead_and_split",
+             "reel_share_of_job_full", "reel_share_of_job_full_worst")
 
 
 def met(key: str, value) -> Optional[bool]:

@@ -24,6 +24,8 @@ Figures (see bench/README.md for targets and the latest values; one module each 
   P9 throughput           cluster mode: videos per minute with 2 model workers / with 1 (tiny model, 8 videos)
   cluster P1, P3          P1 (full) and P3 with the service in cluster mode (redis, API, 1 model worker)
   cuts                    cut detection: F1 and frames/s, ours beside PySceneDetect's Content/AdaptiveDetector
+  reel                    reels: render time / reel duration (60 s reel, 640x360 and 1280x720 H.264+AAC sources);
+                          full: the rendering's share of a job on the full-size model (10-min video)
 
 This module decides what runs in which order, on which server and video,
 and writes the results: bench/results/<date>.json (quick: <date>-quick.json)
@@ -54,6 +56,7 @@ from bench.figures.p6_scaling import p6_scaling, sampling_vs_decode_all
 from bench.figures.p8_vision_efficiency import p8_vision_efficiency
 from bench.figures.p7_sampling import p7_sampling
 from bench.figures.p9_throughput import p9_throughput
+from bench.figures.reel_rendering import reel_rendering, share_of_full_job
 from bench.figures.speedups import blas_matmul, segment_ab
 from bench.results import finish, missing_keys
 from bench.server import running_cluster, running_service
@@ -84,6 +87,7 @@ def plan_for(quick: bool) -> dict:
         "p9_rounds": 2 if quick else 3,
         "p9_sides": ("1", "2") if quick else ("1", "2", "2-one-thread"),
         "cut_rounds": 1 if quick else 3,
+        "reel_rounds": 1 if quick else 3,
     }
 
 
@@ -224,6 +228,16 @@ def cut_figures(plan: dict, want: Callable[[str], bool], results: dict, details:
             results[f"cuts_frames_per_cpu_second_{name}"] = cuts[name]["frames_per_cpu_second"]
 
 
+def reel_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
+    """Rendering a 60 s reel (no model): its time over its duration, from a 640x360 and a 1280x720 source."""
+    if want("reel"):
+        say(f"reel: a 60 s reel from 120 s H.264+AAC sources, 640x360 and 1280x720, {plan['reel_rounds']} round(s)")
+        reel = reel_rendering(plan["reel_rounds"])
+        details["reel"] = reel
+        for size, figure in reel.items():
+            results[f"reel_render_ratio_{size}"] = figure["ratio"]
+
+
 def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details: dict) -> None:
     """The figures that need the full-size checkpoint (`make bench` only): P1-P3, BLAS, the vision speed-ups, P8."""
     full = checkpoint("full")
@@ -244,6 +258,13 @@ def full_figures(plan: dict, want: Callable[[str], bool], results: dict, details
                 results["p3_status_p99_ms_full_job_threaded_client"] = p3["threaded_client"]["p99_ms"]
         details["p1_full"] = p1
         results["p1_overhead_ratio_full"] = p1["ratio"]
+        if "reel" in details:  # the rendering beside the analysis it follows, both measured in this run
+            per_segment = statistics.median(p1["job_wall_seconds"]) / p1["segments"]
+            render = statistics.median(details["reel"]["1280x720"]["render_seconds"])
+            details["reel_share"] = {"seconds_per_segment_full": per_segment, "render_seconds_1280x720": render,
+                                     "video_minutes": 10, "worst_case": "a 60 s video, every segment a highlight"}
+            results["reel_share_of_job_full"] = share_of_full_job(render, per_segment, 60)
+            results["reel_share_of_job_full_worst"] = share_of_full_job(render, per_segment, 6)
         if want("p2"):
             say("P2 full: reference pipeline")
             p2 = p2_reference(full, full_video, statistics.median(p1["job_wall_seconds"]))
@@ -320,6 +341,7 @@ def run(quick: bool, only: Optional[set], skip_full: bool) -> dict:
                            **{k: v for k, v in plan.items() if k != "p4_bytes"}, "p4_mib": plan["p4_bytes"] // MIB}
     tiny_figures(plan, quick, want, results, details)
     cut_figures(plan, want, results, details)
+    reel_figures(plan, want, results, details)
     if want("p7"):
         p7_sampling(quick, not quick and not skip_full, results, details)
     cluster_figures(plan, want, results, details)
@@ -334,7 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmarks of the video-analysis service (ratios only).")
     parser.add_argument("--quick", action="store_true", help="tiny preset only, shorter videos, fewer repeats")
     parser.add_argument("--only", help="comma-separated subset: p1,p2,p3,p4,p5,p6,p7,store,blas,vision,p8,p9,"
-                                       "p1-cluster,p3-cluster,cuts (default --out then: bench/results/experiments/"
+                                       "p1-cluster,p3-cluster,cuts,reel (default --out then: bench/results/experiments/"
                                        "<date>-only-<subset>"
                                        ".json, so a partial run never takes the place of a complete one)")
     parser.add_argument("--skip-full", action="store_true", help="full mode without the full-size checkpoint")

@@ -231,8 +231,15 @@ def tone_video(
     The phase runs on across a change, so the only thing that changes there is the pitch.
     """
     frames = _frames(seconds, fps, size, markers, seed)
-    return _write_with_pyav(path, codec, codec_options or {}, fps, size, frames,
-                            sound=(tone(seconds, pitches, sample_rate), sample_rate))
+    return write_with_sound(path, fps, size, frames, tone(seconds, pitches, sample_rate), sample_rate, codec,
+                            codec_options)
+
+
+def write_with_sound(path: str, fps: float, size: Tuple[int, int], frames, samples: np.ndarray,
+                     sample_rate: int = 48000, codec: str = "libx264",
+                     codec_options: Optional[Dict[str, str]] = None) -> str:
+    """BGR `frames` through `codec` with `samples` (mono float) as an AAC track: a camera's kind of file."""
+    return _write_with_pyav(path, codec, codec_options or {}, fps, size, frames, sound=(samples, sample_rate))
 
 
 def tone(seconds: float, pitches: Sequence[Tuple[float, float]], sample_rate: int) -> np.ndarray:
