@@ -176,8 +176,31 @@ def check_legacy_workout(ctx: Context) -> None:
     assert len(body["data"]["segment_analyses"]) == 2 and "summary" in body["data"]
 
 
+def check_thumbnails_and_reel(ctx: Context) -> None:
+    response = ctx.upload("short", segment_duration="4", min_significance="1", reel="true")
+    assert response.status_code == 202, response.text
+    session_id = response.json()["sessionId"]
+    final = ctx.poll(session_id)[-1]
+    assert final["status"] == "completed", final
+    data = ctx.http.get(ctx.url(f"/api/v1/video/results/{session_id}"), timeout=30).json()["data"]
+    for n, highlight in enumerate(data["highlights"]):
+        assert highlight["thumbnailUrl"] == f"/api/v1/video/thumbnail/{session_id}/{n}.jpg", highlight
+        picture = ctx.http.get(ctx.url(highlight["thumbnailUrl"]), timeout=30)
+        assert picture.status_code == 200 and picture.headers["Content-Type"] == "image/jpeg"
+        assert picture.content[:2] == b"\xff\xd8" and picture.headers.get("ETag")  # a JPEG's first bytes
+    if data["highlights"]:  # the tiny model may score nothing readable: then there is nothing for a reel
+        assert data["reelUrl"] == f"/api/v1/video/reel/{session_id}.mp4" and data["reelDuration"] > 0, data
+        first = ctx.http.get(ctx.url(data["reelUrl"]), headers={"Range": "bytes=0-99"}, timeout=30)
+        assert first.status_code == 206 and len(first.content) == 100 and first.content[4:8] == b"ftyp"
+        assert first.headers["Content-Range"] == f"bytes 0-99/{data['reelSize']}"
+    else:
+        assert data["reelUrl"] is None and "nothing to put in it" in final["message"], final
+    ctx.http.delete(ctx.url(f"/api/v1/video/cleanup/{session_id}"), timeout=30)
+    assert ctx.http.get(ctx.url(f"/api/v1/video/reel/{session_id}.mp4"), timeout=30).status_code == 404
+
+
 CHECKS = [check_health, check_upload_status_results, check_partial_results, check_idempotency_key, check_cancel,
-          check_cleanup, check_bad_upload, check_legacy_highlights, check_legacy_workout]
+          check_cleanup, check_bad_upload, check_thumbnails_and_reel, check_legacy_highlights, check_legacy_workout]
 
 
 # -- pytest ----------------------------------------------------------------------------------
