@@ -307,7 +307,8 @@ def form_field(driver, name):
     return driver.execute_script("""
         var input = document.querySelector('#analysis-form [name="' + arguments[0] + '"]');
         var hint = document.getElementById(input.getAttribute('aria-describedby'));
-        return {value: input.value, min: input.getAttribute('min'), max: input.getAttribute('max'),
+        return {value: input.value, checked: input.type === 'checkbox' ? input.checked : null,
+                min: input.getAttribute('min'), max: input.getAttribute('max'),
                 step: input.getAttribute('step'), maxlength: input.getAttribute('maxlength'),
                 shown: input.offsetParent !== null,
                 hint: hint ? hint.textContent : null,
@@ -328,15 +329,19 @@ def choice_texts(driver, name):
 
 def expected_field(name, schema):
     """What the page must show for a field the OpenAPI document describes with `schema`."""
+    if schema.get("type") == "boolean":  # a checkbox; the page asks for a reel whatever the API's default
+        return {"value": "true", "checked": True if name == "reel" else schema["default"], "min": None, "max": None,
+                "step": None, "maxlength": None, "shown": True, "hint": form_hint_words(name), "options": None}
     if "enum" in schema:  # a choice: the document's values, in its order, the default chosen; no limits
-        return {"value": schema["default"], "min": None, "max": None, "step": None, "maxlength": None,
+        return {"value": schema["default"], "checked": None, "min": None, "max": None, "step": None, "maxlength": None,
                 "shown": True, "hint": form_hint_words(name), "options": schema["enum"]}
     if "anyOf" in schema:  # optional text: nothing to fill in, no numbers, at most maxLength characters
         (text,) = [option for option in schema["anyOf"] if option.get("type") == "string"]
-        return {"value": "", "min": None, "max": None, "step": None, "maxlength": str(text["maxLength"]),
+        return {"value": "", "checked": None, "min": None, "max": None, "step": None,
+                "maxlength": str(text["maxLength"]),
                 "shown": True, "hint": None, "options": None}
     low, high = f"{schema['minimum']:g}", f"{schema['maximum']:g}"
-    return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "min": low, "max": high,
+    return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "checked": None, "min": low, "max": high,
             "step": "1" if schema["type"] == "integer" else "any", "maxlength": None, "shown": True,
             "hint": f"{low}–{high}" + form_hint_words(name), "options": None}
 
@@ -347,7 +352,9 @@ def form_hint_words(name):
             "segment_duration": " seconds per analyzed piece.", "frames_per_segment": " frames the model looks at.",
             "max_tokens": ". Empty uses the server's default.",
             "segmentation": "Where each analyzed piece starts.",
-            "frame_selection": "Skipping repeats is faster on still footage."}[name]
+            "frame_selection": "Skipping repeats is faster on still footage.",
+            "reel": "One video of what is found, in time order, to watch here or download.",
+            "reel_seconds_per_step": " seconds of each step at most."}[name]
 
 
 def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser, make_app):
@@ -368,6 +375,7 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
     for fields in (highlights, workout):
         fields["frame_selection"].update(default="even", enum=["even", "changes"])
     workout["segmentation"].update(default="scenes", enum=["scenes", "fixed", "keyframes"])
+    workout["reel_seconds_per_step"].update(default=9, maximum=30)
     app.view_functions["openapi"] = lambda: document
 
     with serve(app) as base_url:
@@ -394,9 +402,11 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
         select_type(browser, "highlights")
         set_field(browser, "segment_duration", 2)
         choose_option(browser, "frame_selection", "changes")
+        browser.find_element("name", "reel").click()  # no reel, then
         select_type(browser, "workout")
         assert form_field(browser, "segment_duration")["value"] == "2"
         assert form_field(browser, "frame_selection")["value"] == "changes"  # not workout's "even"
+        assert form_field(browser, "reel")["checked"] is False
         # A choice the other type does not offer gives way to that type's default.
         choose_option(browser, "segmentation", "keyframes")
         select_type(browser, "highlights")
@@ -406,6 +416,7 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
         assert form_field(browser, "segment_duration")["value"] == "12"
         assert form_field(browser, "frame_selection")["value"] == "even"
         assert form_field(browser, "segmentation")["value"] == "scenes"
+        assert form_field(browser, "reel")["checked"] is True
         select_type(browser, "highlights")
         assert form_field(browser, "segment_duration")["value"] == "7"
         assert console_errors(browser) == []
@@ -424,6 +435,7 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
             assert (field["value"], field["min"], field["max"]) == ("", None, None), (name, field)  # no guessing
         for name in ("segmentation", "frame_selection"):  # no choice guessed either: the server's default
             assert form_field(browser, name)["options"] == [""] and choice_texts(browser, name) == ["Server default"]
+        assert form_field(browser, "reel")["checked"] is True  # shown as the page asks for it, and so sent
 
         # Empty fields are not sent, so the analysis runs on the server's defaults.
         choose(browser, videos["short"], "highlights")
@@ -438,6 +450,7 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
             defaults.segment_duration, defaults.min_significance, defaults.frames_per_segment)
         assert (settings["segmentation"], settings["frame_selection"]) == (
             defaults.segmentation, defaults.frame_selection)
+        assert settings["reel"] is True
 
 
 # -- the modules ------------------------------------------------------------------------------
