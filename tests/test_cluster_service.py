@@ -488,3 +488,37 @@ def test_gunicorn_runs_web_processes_that_share_the_storage_bound(cluster, tmp_p
     again = post_upload(served_by(cluster.base, first, processes), body)
     assert again.status == 202, again.read()
     assert sorted(_children(master)) == processes  # the same two processes served it all
+
+
+# -- 6. thumbnails and reels (issue 19): made on the worker, served by the API node ------------------------------------
+def test_a_workers_thumbnails_and_reel_are_served_by_the_api_node_and_cleaned_up_there(
+        marker_model_dir, redis_server, tmp_path):
+    from tools.synthetic_video import Marker
+
+    cluster = Cluster(str(tmp_path / "marker-cluster"), marker_model_dir, redis_server)
+    try:
+        cluster.start_api()
+        worker = cluster.add_worker()
+        api = Api(cluster)
+        video = write_video(str(tmp_path / "match.mp4"), duration=20, fps=5, size=(320, 180),
+                            markers=[Marker(11, 19)])
+        session_id = api.start(video, reel="true")
+        assert api.wait_ended(session_id)["status"] == "completed"
+        data = api.results(session_id)
+        assert [(h["start_time"], h["end_time"]) for h in data["highlights"]] == [(10.0, 20.0)]
+        thumbnail = requests.get(api.base + data["highlights"][0]["thumbnailUrl"], timeout=10)
+        assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+        assert data["reelUrl"] == f"/api/v1/video/reel/{session_id}.mp4" and data["reelDuration"] == 10.0
+        reel = requests.get(api.base + data["reelUrl"], timeout=10)
+        assert reel.status_code == 200 and len(reel.content) == data["reelSize"]
+        first = requests.get(api.base + data["reelUrl"], headers={"Range": "bytes=0-99"}, timeout=10)
+        assert first.status_code == 206 and first.content == reel.content[:100]
+        # The API node keeps them; the worker's copies went with its scratch when the job ended.
+        files = wait_for(lambda: (lambda f: f if not f[worker.name] else None)(cluster.files()),
+                         lambda: str(cluster.files()), timeout=30)
+        assert {f"{session_id}/reel.mp4", f"{session_id}/thumbnails/0.jpg"} <= set(files["api"]), files
+        assert held(files["api"]) == [session_id] and len(files["api"]) == 3, files  # with the upload
+        api.cleanup(session_id)
+        assert nothing_anywhere(cluster) == {"api": [], worker.name: []}
+    finally:
+        cluster.stop()

@@ -5,6 +5,7 @@ for a red square, `push-up` for a blue one and `rest` for none, so the
 right answer for a planted video is known exactly.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -51,7 +52,8 @@ def test_the_async_api_finds_the_planted_highlights(marker_client, planted):
     # A highlight holds the contract's fields. Its description is the segment's answer without the score
     # line, or the whole answer when that line is all there is (the marker model says only "Significance: 9/10").
     for item, analysis in zip(data["highlights"], (data["all_analyses"][1], data["all_analyses"][3])):
-        assert set(item) == {"start_time", "end_time", "timestamp_formatted", "significance_score", "description"}
+        assert set(item) == {"start_time", "end_time", "timestamp_formatted", "significance_score", "description",
+                             "thumbnailUrl"}
         assert item["description"] == analysis["analysis"] == "Significance: 9/10"
 
 
@@ -90,3 +92,24 @@ def test_the_command_line_names_the_exercises(marker_model_dir, planted, tmp_pat
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "00:00-00:30  squat" in completed.stdout and "00:30-01:00  push-up" in completed.stdout
     assert _steps(json.loads(out.read_text())) == EXPECTED_STEPS
+
+
+def test_the_command_line_writes_the_thumbnails_and_the_reel(marker_model_dir, planted, tmp_path):
+    import av
+    from PIL import Image
+
+    reel, thumbnails = tmp_path / "best.mp4", tmp_path / "thumbs"
+    completed = subprocess.run([sys.executable, "video_highlight_generator.py", planted["highlights"],
+                                "--model", marker_model_dir, "--reel", str(reel), "--thumbnails", str(thumbnails),
+                                "--json", str(tmp_path / "out.json")],
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert f"2 thumbnails in {thumbnails}" in completed.stdout and f"reel: {reel} (20.0 s," in completed.stdout
+    assert "rendering" in completed.stderr and "Rendering the reel" in completed.stderr  # the progress bar
+    assert sorted(os.listdir(thumbnails)) == ["0.jpg", "1.jpg"]
+    assert Image.open(thumbnails / "0.jpg").size == (160, 120)  # smaller than 320 wide: as it is
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert [h["thumbnail"] for h in result["highlights"]] == ["0.jpg", "1.jpg"]
+    with av.open(str(reel)) as container:  # two 10 s highlights at 5 fps
+        assert sum(1 for _ in container.decode(video=0)) == 100
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".part")]  # no half-written reel

@@ -59,7 +59,8 @@ def test_the_document_covers_exactly_the_apps_routes(app, client):
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
     routes = _app_routes(app)
     internal = {(path, method) for path, method in routes if path.startswith(INTERNAL_PREFIX + "/")}
-    assert internal == {(INTERNAL_PREFIX + "/videos/{session_id}", "get")}
+    assert internal == {(INTERNAL_PREFIX + "/videos/{session_id}", "get"),
+                        (INTERNAL_PREFIX + "/videos/{session_id}/outputs/{name}", "put")}
     assert documented == routes - internal
 
 
@@ -73,7 +74,7 @@ def test_a_value_just_outside_each_documented_limit_is_a_400_naming_the_field(cl
             assert response.status_code == 400 and body["field"] == name, (kind, name, outside, body)
             assert f"between {schema['minimum']:g} and {schema['maximum']:g}" in body["detail"], body
             checked += 1
-    assert checked == 2 * (5 + 3)  # highlights has five numeric parameters, workout three
+    assert checked == 2 * (5 + 4)  # highlights has five numeric parameters, workout four
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -96,7 +97,7 @@ def test_the_documented_defaults_are_what_a_job_receives(client, short_video, ki
     settings = client.get(f"/api/v1/video/results/{session_id}").get_json()["data"]["settings"]
     # The prompts' default (null) stands for the analysis's own prompts, which the settings spell out.
     numbers = {name: prop["default"] for name, prop in schema["properties"].items() if "_prompt" not in name}
-    assert len(numbers) == (7 if kind == "highlights" else 5)
+    assert len(numbers) == (8 if kind == "highlights" else 7)  # reel, and for workout reel_seconds_per_step too
     assert {name: settings[name] for name in numbers} == numbers
 
 

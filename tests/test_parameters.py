@@ -32,7 +32,8 @@ def test_an_empty_form_is_a_highlights_analysis_with_its_defaults():
     assert kind is AnalysisKind.HIGHLIGHTS
     assert parameters.model_dump() == {"segment_duration": 10, "frames_per_segment": 8, "max_tokens": 64,
                                        "system_prompt": None, "user_prompt": None, "segmentation": "fixed",
-                                       "frame_selection": "changes", "min_significance": 6, "max_highlights": 10}
+                                       "frame_selection": "changes", "reel": False, "min_significance": 6,
+                                       "max_highlights": 10}
 
 
 def test_a_workout_has_its_own_defaults_and_no_highlight_parameters():
@@ -40,7 +41,7 @@ def test_a_workout_has_its_own_defaults_and_no_highlight_parameters():
     assert kind is AnalysisKind.WORKOUT and isinstance(parameters, WorkoutParameters)
     assert parameters.model_dump() == {"segment_duration": 15, "frames_per_segment": 8, "max_tokens": 64,
                                        "system_prompt": None, "user_prompt": None, "segmentation": "fixed",
-                                       "frame_selection": "changes"}
+                                       "frame_selection": "changes", "reel": False, "reel_seconds_per_step": 5}
 
 
 def test_a_fixed_kind_wins_over_the_forms_analysis_type():
@@ -210,7 +211,8 @@ def test_of_several_bad_fields_the_first_in_the_contracts_order_is_named(fields,
 
 def test_the_accepted_parameters_are_listed_in_the_contracts_order():
     assert PARAMETER_NAMES == ("min_significance", "max_highlights", "segment_duration", "frames_per_segment",
-                               "max_tokens", "system_prompt", "user_prompt", "segmentation", "frame_selection")
+                               "max_tokens", "system_prompt", "user_prompt", "segmentation", "frame_selection",
+                               "reel", "reel_seconds_per_step")
     assert ", ".join(PARAMETER_NAMES) in refusal(params=json.dumps({"colour": 1})).detail
 
 

@@ -4,7 +4,7 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tools.synthetic_video import Marker, write_video
+from tools.synthetic_video import Marker, rotate_mp4, write_video
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.video import (
     FrameReader, Segment, VideoError, VideoInfo, format_range, plan_segments, probe_video, sample_frame_indices,
@@ -295,30 +295,12 @@ def test_reader_reads_a_segment_from_keyframes_and_decodes_only_them(tmp_path, m
         assert reader.segment_frame_indices(segment, 8) == [15, 46, 78, 109, 140, 171, 203, 234]
 
 
-def _rotate_mp4(path, degrees):
-    """Set the video track's display matrix (tkhd), as phones do for portrait videos."""
-    import math
-    import struct
-
-    data = bytearray(open(path, "rb").read())
-    at = data.find(b"tkhd")
-    matrix_at = at + 4 + (52 if data[at + 4] == 1 else 40)
-    cos, sin = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
-
-    def fixed(value):
-        return struct.pack(">i", value * 0x10000)
-
-    data[matrix_at:matrix_at + 36] = (fixed(cos) + fixed(sin) + bytes(4) + fixed(-sin) + fixed(cos) + bytes(4)
-                                      + bytes(8) + struct.pack(">i", 0x40000000))
-    open(path, "wb").write(bytes(data))
-
-
 @pytest.mark.parametrize("degrees", [90, 180, 270])
 def test_rotated_videos_come_out_upright_as_opencv_shows_them(tmp_path, degrees):
     import numpy as np
 
     path = write_video(str(tmp_path / "portrait.mp4"), duration=2, fps=25, size=(96, 64))
-    _rotate_mp4(path, degrees)
+    rotate_mp4(path, degrees)
     info = probe_video(path)
     assert (info.width, info.height) == ((64, 96) if degrees != 180 else (96, 64))
     every = _every_frame_rgb(path)
@@ -369,7 +351,7 @@ def test_shrunk_frames_are_upright_and_close_to_shrinking_the_whole_frame(tmp_pa
 
     path = write_video(str(tmp_path / "v.mp4"), duration=1, fps=25, size=(160, 96), markers=[Marker(0, 1, "red")])
     if degrees:
-        _rotate_mp4(path, degrees)
+        rotate_mp4(path, degrees)
     info = probe_video(path)
     whole = _every_frame_rgb(path)[7]
     with FrameReader(path, info, max_edge=48) as reader:

@@ -1,4 +1,4 @@
-"""Videos the project makes itself with OpenCV, for tests, demos and benchmarks.
+"""Videos the project makes itself with OpenCV (or PyAV), for tests, demos and benchmarks.
 
 A video is a low-saturation background with optional solid squares
 ("markers") shown during chosen time intervals. The marker test model
@@ -15,6 +15,9 @@ half a second apart differ by at most ~16 grey levels, which a change
 measure may rightly call the same picture.
 A marker has today's size (a side of 0.35 of the height) unless given an
 `area` (a fraction of the picture), and moves unless it is `still`.
+`tone_video` writes the same pictures with a sound track: a sine tone whose
+pitch changes at chosen times, so a test can tell by ear (an FFT) which
+moment of the source a piece of sound comes from.
 """
 from __future__ import annotations
 
@@ -210,17 +213,91 @@ def still_video(path: str, seconds: int, fps: int, marked_at: Sequence[Tuple[flo
     return write_frames(path, fps, (160, 90), frames())
 
 
-def _write_with_pyav(path, codec, options, fps, size, frames) -> str:
+def tone_video(
+    path: str,
+    seconds: float,
+    fps: float,
+    size: Tuple[int, int],
+    pitches: Sequence[Tuple[float, float]] = ((0.0, 440.0),),
+    markers: Sequence[Marker] = (),
+    sample_rate: int = 48000,
+    codec: str = "libx264",
+    codec_options: Optional[Dict[str, str]] = None,
+    seed: int = 0,
+) -> str:
+    """`write_video`'s moving scene, encoded by PyAV with an AAC sound track (mono): a sine tone whose
+    pitch is `hz` from each `(start, hz)` of `pitches` (sorted) until the next.
+
+    The phase runs on across a change, so the only thing that changes there is the pitch.
+    """
+    frames = _frames(seconds, fps, size, markers, seed)
+    return _write_with_pyav(path, codec, codec_options or {}, fps, size, frames,
+                            sound=(tone(seconds, pitches, sample_rate), sample_rate))
+
+
+def tone(seconds: float, pitches: Sequence[Tuple[float, float]], sample_rate: int) -> np.ndarray:
+    """Samples (float32, amplitude 0.5) of the tone `tone_video` writes."""
+    times = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    starts = np.array([start for start, _ in pitches])
+    hz = np.array([hz for _, hz in pitches], dtype=np.float64)
+    frequency = hz[np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(hz) - 1)]
+    phase = 2 * np.pi * np.cumsum(frequency) / sample_rate
+    return (0.5 * np.sin(phase)).astype(np.float32)
+
+
+def _write_with_pyav(path, codec, options, fps, size, frames, sound=None) -> str:
+    """Frames (BGR) through `codec`; with `sound` (mono float samples, sample rate), an AAC track too,
+    muxed as the frames go so the file is interleaved as a camera's is."""
     import av  # only this path needs it
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        for frame in frames:
+        audio, written = None, 0
+        if sound is not None:
+            samples, rate = sound
+            audio = container.add_stream("aac", rate=rate, layout="mono")
+        for index, frame in enumerate(frames):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+            if audio is not None:
+                until = min(len(samples), int(round((index + 1) / fps * rate)))
+                written = _mux_sound(container, audio, samples, written, until, rate)
         container.mux(stream.encode())  # flush the encoder's delayed frames
+        if audio is not None:
+            _mux_sound(container, audio, samples, written, len(samples), rate)
+            container.mux(audio.encode())
     return str(path)
+
+
+def _mux_sound(container, stream, samples: np.ndarray, start: int, stop: int, rate: int) -> int:
+    import av
+
+    if stop > start:
+        frame = av.AudioFrame.from_ndarray(samples[None, start:stop], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        container.mux(stream.encode(frame))
+    return max(start, stop)
+
+
+def rotate_mp4(path: str, degrees: int) -> str:
+    """Set the first track's display matrix (tkhd) of the MP4 `path` in place, as phones do for portrait
+    videos; the first track is the video in every file written here."""
+    import math
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    at = data.find(b"tkhd")
+    matrix_at = at + 4 + (52 if data[at + 4] == 1 else 40)
+    cos, sin = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+
+    def fixed(value):
+        return struct.pack(">i", value * 0x10000)
+
+    data[matrix_at:matrix_at + 36] = (fixed(cos) + fixed(sin) + bytes(4) + fixed(-sin) + fixed(cos) + bytes(4)
+                                      + bytes(8) + struct.pack(">i", 0x40000000))
+    open(path, "wb").write(bytes(data))
+    return path
 
 
 def _parse_marker(text: str) -> Marker:
@@ -229,6 +306,11 @@ def _parse_marker(text: str) -> Marker:
     area = float(rest[1]) if len(rest) > 1 and rest[1] else None
     still = len(rest) > 2 and rest[2] == "still"
     return Marker(float(start), float(end), colour, area, still)
+
+
+def _parse_pitch(text: str) -> Tuple[float, float]:
+    start, hz = text.split(":")
+    return float(start), float(hz)
 
 
 def main() -> None:
@@ -245,10 +327,17 @@ def main() -> None:
                         help="moving: a drifting background; static: one fixed picture with sensor noise; "
                              "busy: the same picture with blocks crossing it fast")
     parser.add_argument("--noise", type=float, default=3.0, help="static and busy scenes: noise sigma in grey levels")
+    parser.add_argument("--pitch", action="append", default=[], type=_parse_pitch,
+                        help="START:HZ: a sound track (H.264 + AAC, moving scene) whose tone is HZ from START "
+                             "seconds on; repeatable")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    write_video(args.out, args.duration, args.fps, (args.width, args.height), args.marker, seed=args.seed,
-                scene=args.scene, noise=args.noise)
+    if args.pitch:
+        tone_video(args.out, args.duration, args.fps, (args.width, args.height), sorted(args.pitch), args.marker,
+                   seed=args.seed)
+    else:
+        write_video(args.out, args.duration, args.fps, (args.width, args.height), args.marker, seed=args.seed,
+                    scene=args.scene, noise=args.noise)
     print(args.out)
 
 

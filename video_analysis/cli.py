@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from video_analysis.config import DEFAULT_MODEL
 from video_analysis.engine.analyzer import VideoHighlightGenerator
+from video_analysis.engine.outputs import OutputRequest
 from video_analysis.engine.parameters import AnalysisKind, HighlightsParameters, WorkoutParameters
 from video_analysis.model.errors import ModelLoadError
 from video_analysis.video import VideoError
@@ -24,7 +25,7 @@ def _problems(error: ValidationError) -> str:
     return "; ".join(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}" for problem in error.errors())
 
 
-def _summary(result: dict, workout: bool) -> str:
+def _summary(result: dict, workout: bool, outputs: OutputRequest) -> str:
     video = result["video"]
     rows = result["segment_analyses" if workout else "all_analyses"]
     sent = sum(row["frames_analyzed"] or 0 for row in rows)
@@ -42,7 +43,22 @@ def _summary(result: dict, workout: bool) -> str:
             lines.append(f"  {item['timestamp_formatted']}  {item['significance_score']}/10  {item['description']}")
         if not result["highlights"]:
             lines.append(f"  no segment scored {result['settings']['min_significance']} or more")
-    return "\n".join(lines)
+    return "\n".join(lines + _outputs(result, outputs))
+
+
+def _outputs(result: dict, outputs: OutputRequest) -> List[str]:
+    """Where the thumbnails and the reel were written, or why there is no reel."""
+    lines = []
+    items = result["exercise_steps" if "exercise_steps" in result else "highlights"]
+    made = sum(1 for item in items if item.get("thumbnail"))
+    if outputs.thumbnails_dir is not None:
+        lines.append(f"{made} thumbnail{'' if made == 1 else 's'} in {outputs.thumbnails_dir}")
+    if result.get("reel"):
+        reel = result["reel"]
+        lines.append(f"reel: {outputs.reel_path} ({reel['duration']:.1f} s, {reel['size'] / 1e6:.1f} MB)")
+    elif result.get("reel_refused"):
+        lines.append(result["reel_refused"])
+    return lines
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -63,12 +79,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         field = HighlightsParameters.model_fields[name]
         parser.add_argument("--" + name.replace("_", "-"), choices=get_args(field.annotation), default=field.default,
                             help=field.description + " Default %(default)s.")
+    field = WorkoutParameters.model_fields["reel_seconds_per_step"]
+    parser.add_argument("--reel-seconds-per-step", type=int, default=field.default,
+                        help=field.description.rstrip(".") + " (workout); default %(default)s")
+    parser.add_argument("--reel", metavar="OUT.mp4", help="also render the highlights (or steps) into this MP4")
+    parser.add_argument("--thumbnails", metavar="DIR", help="also write a JPEG per highlight (or step) here: 0.jpg, ...")
     parser.add_argument("--json", metavar="OUT", help="write the result object to this file")
     args = parser.parse_args(argv)
     kind = AnalysisKind.WORKOUT if args.workout else AnalysisKind.HIGHLIGHTS
     # The options this kind takes; one not given (None) is left to the kind's default.
     parameters = {name: getattr(args, name) for name in kind.parameters.model_fields
                   if getattr(args, name, None) is not None}
+    parameters["reel"] = args.reel is not None
+    outputs = OutputRequest(args.thumbnails, args.reel)
     try:
         kind.parameters(**parameters)  # before the model loads: a bad option is told at once
     except ValidationError as error:
@@ -84,8 +107,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar.n = done
         bar.set_postfix_str(message, refresh=True)
 
+    def rendering(fraction: float, message: str) -> None:  # the same bar, in percent of the rendering
+        if bar.unit != "%":
+            bar.set_description("rendering")
+            bar.unit, bar.total = "%", 100
+        bar.n = int(100 * fraction)
+        bar.set_postfix_str(message, refresh=True)
+
     try:
-        result = generator.analyze(kind, args.video, progress=progress, **parameters)
+        result = generator.analyze(kind, args.video, progress=progress, rendering=rendering, outputs=outputs,
+                                   **parameters)
     except (VideoError, ModelLoadError, ValueError) as error:
         bar.close()
         print(f"error: {error}", file=sys.stderr)
@@ -97,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         generator.close()
     bar.close()
-    print(_summary(result, kind is AnalysisKind.WORKOUT))
+    print(_summary(result, kind is AnalysisKind.WORKOUT, outputs))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(result, out, indent=2)

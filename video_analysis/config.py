@@ -68,6 +68,8 @@ class Config(BaseSettings):
     # The most DATA_DIR may hold for sessions and uploads being received, in MB (storage.py). None: half the
     # free space of DATA_DIR's disk when the service starts; 0: no bound but the disk's own.
     MAX_STORAGE_MB: Optional[WholeNumber] = Field(None, ge=0)
+    # The longest reel a job renders, in seconds; a longer one is refused (the job still completes, and says why).
+    MAX_REEL_SECONDS: float = Field(600.0, gt=0)
     # Comma-separated in the environment; set but empty means no origin at all.
     CORS_ORIGINS: Annotated[List[str], NoDecode, BeforeValidator(_comma_list)] = ["*"]
     HOST: str = "127.0.0.1"

@@ -35,10 +35,12 @@ from video_analysis.cluster.processes import alive
 from video_analysis.cluster.queue import CANCEL_CHANNEL
 from video_analysis.cluster.reaper import Reaper
 from video_analysis.cluster.sessions import RedisSessionStore
+from video_analysis.cluster.video_fetch import NodeUnreachable, VideoGone, send_outputs
 from video_analysis.cluster.worker_token import token_problem
 from video_analysis.config import Config
+from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, without_outputs
 from video_analysis.jobs.analysis_process import result_of
-from video_analysis.jobs.job_runner import Job, JobRunner
+from video_analysis.jobs.job_runner import Job, JobRunner, sent_outputs
 from video_analysis.jobs.sessions import SessionNotFound
 
 log = logging.getLogger(__name__)
@@ -71,13 +73,13 @@ class InProcessAnalysis:
         self.engine = engine
 
     def run(self, job_id, kind, video_path, options, progress=None, cancel=None, answered=None, started=None,
-            through_retries=False) -> dict:
+            through_retries=False, rendering=None) -> dict:
         from video_analysis.jobs.analysis_child import run_engine  # the engine and mlx: only in a worker
 
         if started is not None:
             started()
         return result_of(run_engine(self.engine, kind, video_path, options, progress, answered,
-                                    cancel or CancelToken()))
+                                    cancel or CancelToken(), rendering))
 
 
 class _ThisRun:
@@ -120,14 +122,30 @@ class _WorkerRunner(JobRunner):
     """The job runner of a worker: its name goes into the session, and its writes can be stopped for good
     (`freeze`) before the worker hands a job back that did not stop in time."""
 
-    def __init__(self, worker: "ModelWorker", analysis):
-        super().__init__(analysis, _ThisRun(worker.store), pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED)
+    def __init__(self, worker: "ModelWorker", analysis, max_reel_seconds: float):
+        super().__init__(analysis, _ThisRun(worker.store), pause_seconds=_PAUSE_SECONDS, paused_message=_PAUSED,
+                         max_reel_seconds=max_reel_seconds)
         self.worker = worker
         self._writes = threading.Lock()
         self.frozen = False
 
     def started_fields(self) -> dict:
         return {"worker": self.worker.name}
+
+    def deliver(self, job, session, outputs, result: dict) -> dict:
+        """The thumbnails and reel go to the API node that keeps the session (this worker's scratch is deleted when
+        the job ends); ones that cannot get there are left out of the result, which says why."""
+        if outputs is None:
+            return result
+        names = sent_outputs(outputs, result)
+        try:
+            send_outputs(session.node, session.session_id, self.worker.token, os.path.dirname(outputs.thumbnails_dir),
+                         names, job.cancel)
+        except (NodeUnreachable, VideoGone) as error:
+            log.warning("Session %s: its outputs could not be sent: %s", session.session_id, error)
+            return without_outputs(result, f"The thumbnails and the reel were made but could not be sent to the API "
+                                           f"server: {error}")
+        return result
 
     def freeze(self) -> None:
         """From now on the job writes nothing; returns once a write under way has ended."""
@@ -153,7 +171,8 @@ class ModelWorker(SimpleWorker):
     # is back within seconds, not a minute.
     max_connection_wait_time = float(HEARTBEAT_SECONDS)
 
-    def __init__(self, connection: redis.Redis, engine, model_name: str, scratch: str, token: str):
+    def __init__(self, connection: redis.Redis, engine, model_name: str, scratch: str, token: str,
+                 max_reel_seconds: float = DEFAULT_MAX_REEL_SECONDS):
         self.store = RedisSessionStore(connection)
         self.queue = Queue(QUEUE_NAME, connection=connection)
         super().__init__([self.queue], connection=connection, name=worker_name(), worker_ttl=20,
@@ -161,7 +180,7 @@ class ModelWorker(SimpleWorker):
         self.model_name = model_name
         self.scratch = scratch
         self.token = token
-        self.runner = _WorkerRunner(self, InProcessAnalysis(engine))
+        self.runner = _WorkerRunner(self, InProcessAnalysis(engine), max_reel_seconds)
         self.current: Optional[Job] = None  # the runner's job while one runs (`task.analyse` sets it)
         self.rq_job = None  # the RQ job running, while one runs
         self.handing_back = False
@@ -376,7 +395,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"The model worker could not load MODEL: {error}") from None
     log.info("Model %s loaded in %.1f s; taking jobs", engine.runner.name, time.perf_counter() - started)
     scratch = scratch_directory(config.DATA_DIR)
-    worker = ModelWorker(connection, engine, engine.runner.name, scratch, config.WORKER_TOKEN)
+    worker = ModelWorker(connection, engine, engine.runner.name, scratch, config.WORKER_TOKEN, config.MAX_REEL_SECONDS)
     try:
         worker.work(logging_level=config.LOG_LEVEL.upper())
     finally:

@@ -18,6 +18,7 @@ from video_analysis.config import DEFAULT_MODEL
 from video_analysis.engine.analysis import Analysis, Answers, SegmentAnswer, count_of, kept_answers
 from video_analysis.engine.frame_sampling import FrameSampler, Seen
 from video_analysis.engine.kinds import analysis_class
+from video_analysis.engine.outputs import OutputRequest, Rendering, add_outputs
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.engine.prompts import PromptsDoNotFit, prompts_problem
 from video_analysis.model.runner import ModelLoadError, ModelRunner
@@ -38,6 +39,10 @@ def _no_progress(done: int, total: int, message: str) -> None:
 
 
 def _no_answer(position: int, answer: str) -> None:
+    pass
+
+
+def _no_rendering(fraction: float, message: str) -> None:
     pass
 
 
@@ -76,7 +81,8 @@ class VideoHighlightGenerator:
     def analyze(self, kind: "AnalysisKind | str", video_path: str, *, progress: Optional[Progress] = None,
                 cancel: "CancelToken | threading.Event | None" = None, video_name: Optional[str] = None,
                 video_info: Optional[VideoInfo] = None, answered: Optional[Answered] = None,
-                resume: Sequence[str] = (), **parameters) -> dict:
+                resume: Sequence[str] = (), outputs: Optional[OutputRequest] = None,
+                rendering: Optional[Rendering] = None, **parameters) -> dict:
         """Run the analysis of `kind` on the video and return its result object.
 
         `parameters` are the kind's (engine/parameters.py: defaults and limits; a ValueError
@@ -88,14 +94,22 @@ class VideoHighlightGenerator:
         `resume` hands such answers back: the first len(resume) segments take them and are
         neither decoded nor sent to the model again, so the result is the one a run without
         the interruption gives.
+        `outputs` asks for thumbnails and a reel (engine/outputs.py), made once the result is known and
+        noted in it; `rendering` hears how far that has got.
         """
         analysis = analysis_class(kind).with_parameters(**parameters)
         if isinstance(cancel, threading.Event):
             cancel = CancelToken(cancel)
         started = time.perf_counter()
+        cancel = cancel or CancelToken()
         info, answers = self._answers(analysis, video_path, video_name, video_info, progress or _no_progress,
-                                      cancel or CancelToken(), answered or _no_answer, list(resume))
-        return analysis.result(info, answers, self.model_name, round(time.perf_counter() - started, 3))
+                                      cancel, answered or _no_answer, list(resume))
+        result = analysis.result(info, answers, self.model_name, round(time.perf_counter() - started, 3))
+        if outputs is not None:
+            add_outputs(analysis.kind, analysis.parameters, result, video_path, info, outputs, cancel,
+                        rendering or _no_rendering)
+            result["processing_time_seconds"] = round(time.perf_counter() - started, 3)  # the rendering too
+        return result
 
     def generate_highlights(self, video_path: str, **options) -> dict:
         """Score every segment 1-10 and return the best as highlights (the contract's highlights object).

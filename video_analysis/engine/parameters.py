@@ -100,6 +100,8 @@ class AnalysisParameters(BaseModel):
                                             "frames the model sees: those that differ from the ones already chosen, "
                                             "reusing the last answer when nothing changed ('changes'), or all of "
                                             "them ('even').")
+    reel: bool = Field(False, description="Also render one MP4 of the results in time order "
+                                          "(reelUrl in the results).")
 
 
 class HighlightsParameters(AnalysisParameters):
@@ -110,6 +112,11 @@ class HighlightsParameters(AnalysisParameters):
 
 class WorkoutParameters(AnalysisParameters):
     segment_duration: Seconds = _segment_duration(15)
+    reel_seconds_per_step: int = Field(5, ge=1, le=60, description="Most seconds of each exercise step "
+                                                                   "in the reel.")
 
 
 Parameters = Union[HighlightsParameters, WorkoutParameters]
+
+# Parameters that ask for the reel: the asynchronous API's, not the legacy routes' (their answer has no place for it).
+REEL_PARAMETERS = ("reel", "reel_seconds_per_step")

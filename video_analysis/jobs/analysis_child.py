@@ -64,8 +64,11 @@ class AnalysisChild:
         def answered(position: int, answer: str) -> None:
             self.send((m.ANSWER, job_id, position, answer))
 
+        def rendering(fraction: float, message: str) -> None:
+            self.send((m.RENDERING, job_id, fraction, message))
+
         try:
-            what, *rest = run_engine(self.engine, kind, video_path, options, progress, answered, token)
+            what, *rest = run_engine(self.engine, kind, video_path, options, progress, answered, token, rendering)
         finally:
             with self.lock:
                 self.tokens.pop(job_id, None)
@@ -99,7 +102,7 @@ class AnalysisChild:
 
 
 def run_engine(engine: VideoHighlightGenerator, kind: str, video_path: str, options: dict, progress, answered,
-               token: CancelToken) -> tuple:
+               token: CancelToken, rendering=None) -> tuple:
     """Run one job on `engine`; its outcome as the rest of a message: (DONE, result) or (ERROR, kind, sentence).
 
     The one place a job's exception becomes the error kind and the sentence its client reads (the analysis
@@ -107,7 +110,7 @@ def run_engine(engine: VideoHighlightGenerator, kind: str, video_path: str, opti
     """
     try:
         return m.DONE, engine.analyze(AnalysisKind(kind), video_path, progress=progress, answered=answered,
-                                      cancel=token, **options)
+                                      cancel=token, rendering=rendering, **options)
     except Cancelled as error:
         return m.ERROR, m.CANCELLED, str(error)
     except VideoError as error:

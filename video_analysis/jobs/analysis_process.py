@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 Answered = Callable[[int, str], None]
+Rendering = Callable[[float, str], None]
 # How often a job waiting for the model looks at its cancel token and at shutdown.
 _WAIT_STEP_SECONDS = 0.25
 # The longest pause before starting a child again after children died while loading.
@@ -91,6 +92,7 @@ class ModelState:
 class _Waiter:
     progress: Optional[Progress]
     answered: Optional[Answered] = None
+    rendering: Optional[Rendering] = None
     done: threading.Event = field(default_factory=threading.Event)
     outcome: Optional[tuple] = None  # (m.DONE, result) or (m.ERROR, kind, message)
 
@@ -154,13 +156,14 @@ class AnalysisProcess:
     def run(self, job_id: str, kind: "AnalysisKind | str", video_path: str, options: Dict[str, Any],
             progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
             answered: Optional[Answered] = None, started: Optional[Callable[[], None]] = None,
-            through_retries: bool = False) -> dict:
+            through_retries: bool = False, rendering: Optional[Rendering] = None) -> dict:
         """Analyse one video in the child and return its result object.
 
         Waits while the model loads. Raises Cancelled (once `cancel` is cancelled), AnalysisFailed
         or ModelUnavailable (the model did not load: the reason); ValueError for an unknown kind.
         `started` is called once the model is ready, before the job is handed over; `progress` and
-        `answered` (each segment's answer) from the parent's reader thread as the child reports.
+        `answered` (each segment's answer) and `rendering` (the outputs after them) from the parent's reader
+        thread as the child reports.
         `through_retries`: while a load that failed is to be tried again (the Hub could not be
         reached), wait for that try rather than fail: for jobs queued again after a restart, which
         were accepted when the model worked and may have finished segments behind them.
@@ -170,7 +173,7 @@ class AnalysisProcess:
         self._wait_for_model(cancel, through_retries)
         if started is not None:
             started()
-        waiter = _Waiter(progress, answered)
+        waiter = _Waiter(progress, answered, rendering)
         with self._lock:
             if self._closed:
                 raise ModelUnavailable("The analysis process is shutting down.")
@@ -302,6 +305,10 @@ class AnalysisProcess:
         if what == m.ANSWER:
             if waiter.answered is not None:
                 waiter.answered(*message[2:])
+            return
+        if what == m.RENDERING:
+            if waiter.rendering is not None:
+                waiter.rendering(*message[2:])
             return
         if what == m.REPLY:
             ok, value = message[2], message[3]

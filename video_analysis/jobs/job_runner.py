@@ -13,12 +13,14 @@ it tries again after `pause_seconds` from its last saved answer.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Iterator, List, Optional
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.engine.kinds import analysis_class
+from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, OutputRequest
 from video_analysis.jobs.analysis_process import AnalysisFailed, ModelUnavailable
 from video_analysis.jobs.messages import INTERNAL, INTERNAL_ERROR, MODEL
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, StateNotSaved
@@ -31,6 +33,10 @@ PAUSED = ("Paused: the server's disk is full or not writable, so the analysis's 
           "by itself, from its last saved segment, once there is room again.")
 # How long a paused job waits before it tries to save again.
 PAUSE_SECONDS = 30.0
+# Where a session's outputs go, in the directory of its video.
+THUMBNAILS_DIR, REEL_FILE = "thumbnails", "reel.mp4"
+# The share of the progress bar the outputs take after the segments (making thumbnails alone is quick).
+_RENDERING_SHARE = {True: 9.0, False: 1.0}  # with a reel, without
 
 
 @dataclass
@@ -52,8 +58,13 @@ class JobRunner:
     """Runs jobs against `analysis` (`.loaded`, `.run(...)`), keeping their progress in `sessions`."""
 
     def __init__(self, analysis, sessions, pause_seconds: float = PAUSE_SECONDS, paused_message: str = PAUSED,
-                 resumed_because: str = "after a restart"):
+                 resumed_because: str = "after a restart", max_reel_seconds: float = DEFAULT_MAX_REEL_SECONDS,
+                 outputs_written: Optional[Callable[[str, int], None]] = None):
+        """`outputs_written(directory, bytes)` hears of the thumbnails and reel a job wrote (the storage bound
+        counts them)."""
         self.analysis = analysis
+        self.max_reel_seconds = max_reel_seconds
+        self.outputs_written = outputs_written
         self.sessions = sessions
         self.pause_seconds = pause_seconds
         self.paused_message = paused_message
@@ -108,6 +119,9 @@ class JobRunner:
             return False
         total = [before.segments_total or 0]
         because = job.resumed_because
+        outputs = self.outputs(job, session)
+        reel = outputs is not None and outputs.reel_path is not None
+        top = 99.0 - _RENDERING_SHARE[reel] if outputs is not None else 99.0  # where the segments' share ends
 
         def progress(done: int, segments: int, message: str) -> None:
             if segments == 0:  # still planning (finding the scenes): the engine's sentence says how far
@@ -117,20 +131,28 @@ class JobRunner:
             if done < segments and done + 1 == resumed_at:  # the resume's own message stays until an answer
                 self.update(job, segments_done=done, segments_total=segments)
             else:
-                self.update(job, **self._progress(done, segments, resumed_at, because))
+                self.update(job, **self._progress(done, segments, resumed_at, because, top))
 
         def started() -> None:  # the model is ready: the job goes to the analysis process now
             if waiting:
                 self.update(job, message=ready_message)
 
         def answered(position: int, answer: str) -> None:
-            self.update(job, answer=(position, answer), **self._progress(position + 1, total[0], resumed_at, because))
+            self.update(job, answer=(position, answer),
+                        **self._progress(position + 1, total[0], resumed_at, because, top))
 
-        options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume)
+        def rendering(fraction: float, message: str) -> None:
+            self.update(job, current_step="rendering", message=message, progress=top + (99.0 - top) * fraction)
+
+        options = dict(session.params, video_name=session.video_name, video_info=job.video_info, resume=resume,
+                       outputs=outputs)
         try:
             analysis = analysis_class(session.analysis_type)
-            result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel, answered,
-                                       started, through_retries=job.restored)
+            try:
+                result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel,
+                                           answered, started, through_retries=job.restored, rendering=rendering)
+            finally:
+                self._count_outputs(outputs)
         except Cancelled:
             if job.stopped_because == _NOT_SAVED:
                 return True
@@ -148,17 +170,41 @@ class JobRunner:
             log.exception("Job %s failed", sid)
             ended = self.finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, INTERNAL)
         else:
-            ended = self.finish(sid, ProcessingStatus.COMPLETED, analysis.summary(result), result=result)
+            result = self.deliver(job, session, outputs, result)
+            summary = analysis.summary(result)
+            if result.get("reel_refused"):
+                summary += ". " + result["reel_refused"]
+            ended = self.finish(sid, ProcessingStatus.COMPLETED, summary, result=result)
         # An end the store refused pauses the job like any refused write: the next run has every answer
         # kept, asks the model nothing and only writes the end.
         return not ended
+
+    def outputs(self, job: Job, session: SessionState) -> Optional[OutputRequest]:
+        """The thumbnails and reel a job makes, beside its video (a legacy request's makes none)."""
+        if session.legacy:
+            return None
+        directory = os.path.dirname(os.path.abspath(job.video_path))
+        reel = os.path.join(directory, REEL_FILE) if session.params.get("reel") else None
+        return OutputRequest(os.path.join(directory, THUMBNAILS_DIR), reel, self.max_reel_seconds)
+
+    def deliver(self, job: Job, session: SessionState, outputs: Optional[OutputRequest], result: dict) -> dict:
+        """Put the outputs where clients fetch them from, before the job completes: here they are already (a cluster's
+        worker sends them to the API node that keeps the session); the result, as it is then."""
+        return result
+
+    def _count_outputs(self, outputs: Optional[OutputRequest]) -> None:
+        if outputs is None or self.outputs_written is None:
+            return
+        sizes = [os.path.getsize(path) for path in _files(outputs)]
+        if sizes:
+            self.outputs_written(os.path.dirname(outputs.thumbnails_dir), sum(sizes))
 
     def started_fields(self) -> dict:
         """More session fields written when a run starts (a cluster worker adds its name)."""
         return {}
 
     @staticmethod
-    def _progress(done: int, total: int, resumed_at: Optional[int], because: str) -> dict:
+    def _progress(done: int, total: int, resumed_at: Optional[int], because: str, top: float = 99.0) -> dict:
         """What the session shows with `done` of `total` segments answered."""
         if done < total:
             step, message = "analyzing", f"Analyzing segment {done + 1} of {total}"
@@ -167,7 +213,7 @@ class JobRunner:
         else:
             step, message = "ranking", "Putting the results together"
         return dict(current_step=step, message=message, segments_done=done, segments_total=total,
-                    progress=1 + 98 * done / max(total, 1))
+                    progress=1 + (top - 1) * done / max(total, 1))
 
     def update(self, job: Job, answer: Optional[tuple] = None, **changes) -> Optional[SessionState]:
         """Change the job's session (keeping `answer` with it); None once the session is gone.
@@ -202,3 +248,22 @@ class JobRunner:
         except StateNotSaved:
             return False
         return True
+
+
+def sent_outputs(outputs: OutputRequest, result: dict) -> List[str]:
+    """The output files `result` names, relative to the session's directory (thumbnails/0.jpg, reel.mp4)."""
+    names = [f"{THUMBNAILS_DIR}/{item['thumbnail']}" for key in ("highlights", "exercise_steps")
+             for item in result.get(key, ()) if item.get("thumbnail")]
+    if result.get("reel") and outputs.reel_path is not None:
+        names.append(REEL_FILE)
+    return names
+
+
+def _files(outputs: OutputRequest) -> Iterator[str]:
+    """The output files on disk now."""
+    if os.path.isdir(outputs.thumbnails_dir):
+        for entry in os.scandir(outputs.thumbnails_dir):
+            if entry.is_file():
+                yield entry.path
+    if outputs.reel_path is not None and os.path.isfile(outputs.reel_path):
+        yield outputs.reel_path

@@ -27,6 +27,8 @@ Child to parent:
         the PROGRESS that counts it: the parent keeps it for a resume.
     (PROGRESS, job_id, done, total, message)
         segments done of `total`; `message` describes the step.
+    (RENDERING, job_id, fraction, message)
+        after the segments, how far making the thumbnails and the reel has got (0-1), and a sentence.
     (DONE, job_id, result)
         the contract's result object.
     (ERROR, job_id, error_kind, sentence)
@@ -37,7 +39,8 @@ Child to parent:
 from __future__ import annotations
 
 RUN, CANCEL, CALL, STOP = "run", "cancel", "call", "stop"
-LOADED, ANSWER, PROGRESS, DONE, ERROR, REPLY = "loaded", "answer", "progress", "done", "error", "reply"
+LOADED, ANSWER, PROGRESS, RENDERING, DONE, ERROR, REPLY = ("loaded", "answer", "progress", "rendering", "done",
+                                                           "error", "reply")
 
 # How a job can fail: cancelled by its caller, a video we cannot read, no model, a fault of ours, or
 # parameters the loaded model cannot take (prompts too long for its context: an upload taken while the

@@ -57,12 +57,14 @@ class Slot:
 
 
 class JobQueue:
-    def __init__(self, analysis: AnalysisProcess, sessions: SessionManager, workers: int = 2, max_queued: int = 16):
+    def __init__(self, analysis: AnalysisProcess, sessions: SessionManager, workers: int = 2, max_queued: int = 16,
+                 **runner_options):
+        """`runner_options`: JobRunner's (the reel's limit, who counts the outputs' bytes)."""
         self.analysis = analysis
         self.sessions = sessions
         self.max_queued = max_queued
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
-        self.runner = JobRunner(analysis, sessions)
+        self.runner = JobRunner(analysis, sessions, **runner_options)
         self._jobs: Dict[str, Job] = {}  # unfinished jobs, pending or running
         self._held: Set[Slot] = set()  # slots of uploads still being received
         self._lock = threading.Lock()

@@ -180,6 +180,12 @@ class Storage:
         """`nbytes` already taken now belong to the session whose files are in `directory` (given back by `remove`)."""
         self.ledger.keep(os.path.abspath(directory), nbytes)
 
+    def count_written(self, directory: str, nbytes: int) -> None:
+        """A job wrote `nbytes` of outputs (thumbnails, a reel) into a session's directory: counted, and given back
+        with it. Past the bound if need be: the bytes are on disk already, and uploads wait for the room."""
+        self.ledger.take(nbytes, None)
+        self.keep(directory, nbytes)
+
     def session_dir(self, session_id: str) -> str:
         return os.path.join(self.root, session_id)
 

@@ -34,6 +34,7 @@ from video_analysis.web.openapi import openapi_document
 from video_analysis.web.request_body import LargeBodyReads
 from video_analysis.web.services import EXTENSION_KEY, Services, services
 from video_analysis.web.upload_request import UploadRequest
+from video_analysis.web.outputs_api import outputs_api
 from video_analysis.web.video_api import video_api
 
 __version__ = "1.0.0"
@@ -75,7 +76,8 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
         owns_analysis = analysis is None
         if analysis is None:
             analysis = AnalysisProcess(config.MODEL, config.MODEL_RETRY_SECONDS)  # loads in its child; /health tells when ready
-        jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS)
+        jobs = JobQueue(analysis, sessions, config.JOB_WORKERS, config.MAX_QUEUED_JOBS,
+                        max_reel_seconds=config.MAX_REEL_SECONDS, outputs_written=storage.count_written)
         jobs.resume_unfinished()
     sweeper = SessionSweeper(sessions, storage, min(config.SWEEP_INTERVAL_SECONDS, config.SESSION_TTL_SECONDS)).start()
     legacy_requests = threading.BoundedSemaphore(config.MAX_LEGACY_REQUESTS)
@@ -87,6 +89,7 @@ def create_app(config: Union[Config, dict, None] = None, analysis: Optional[Anal
     CORS(app, resources={r"/api/*": cors, r"/analyze/*": cors, r"/health": cors})
     register_error_handlers(app)  # everything outside the blueprints, which register their own
     app.register_blueprint(video_api)
+    app.register_blueprint(outputs_api)
     app.register_blueprint(legacy)
     app.register_blueprint(internal_api)
     app.add_url_rule("/health", "health", health)

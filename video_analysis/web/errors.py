@@ -28,6 +28,7 @@ _SENTENCES = {
     408: "The upload took too long to arrive; try again on a steadier connection.",
     413: "The request is larger than this server accepts (uploads up to {max_mb} MB, with at most {parts} form fields).",
     415: "The request's content type is not supported here.",
+    416: "The requested byte range lies outside the file ({length} bytes); ask for a range within it.",
     500: "Something went wrong on the server while handling this request; it has been logged. Please try again.",
 }
 
@@ -95,7 +96,10 @@ def http_problem(error: HTTPException, always: dict) -> Response:
     elif status == 413:
         config = current_app.config["SERVICE"]
         detail = template.format(max_mb=config.MAX_UPLOAD_MB, parts=config.MAX_FORM_PARTS)
-    elif template:
+    elif status == 416 and getattr(error, "length", None) is not None:  # a Range past a served file's end
+        headers["Content-Range"] = f"bytes */{error.length}"
+        detail = template.format(length=error.length)
+    elif template and status != 416:
         detail = template
     else:
         detail = f"{error.name}."

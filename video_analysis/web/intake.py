@@ -211,7 +211,7 @@ def _accept_new(svc: Services, kind: Optional[AnalysisKind], legacy: bool, key: 
         if size > svc.config.MAX_UPLOAD_MB * _MB:
             raise ApiError(413, f"The video is larger than the limit of {svc.config.MAX_UPLOAD_MB} MB; "
                                 "upload a shorter or more compressed video.")
-        kind, parameters = parse_analysis_request(form, kind)
+        kind, parameters = parse_analysis_request(form, kind, reel=not legacy)
         if model.loaded:  # otherwise the job checks, once the model has loaded
             try:
                 check_prompts_fit(svc.analysis.prompt_problem, kind, parameters)

@@ -8,13 +8,15 @@ as for an address that does not exist: nothing says the route is here.
 from __future__ import annotations
 
 import os
+import re
 
 from flask import Blueprint, request, send_file
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException, LengthRequired, MethodNotAllowed, NotFound
 
 from video_analysis.cluster.video_fetch import INTERNAL_PREFIX
 from video_analysis.cluster.worker_token import token_matches
-from video_analysis.jobs.sessions import SessionNotFound
+from video_analysis.jobs.job_runner import REEL_FILE, THUMBNAILS_DIR
+from video_analysis.jobs.sessions import SessionNotFound, SessionState
 from video_analysis.web.errors import http_problem, register_error_handlers
 from video_analysis.web.services import services
 
@@ -35,8 +37,13 @@ def _workers_only():
         raise NotFound()
 
 
-@internal_api.get("/videos/<session_id>")
-def video(session_id: str):
+# What a worker may send back: a job's outputs (jobs/job_runner.py names them), nothing else.
+_OUTPUT_NAME = re.compile(rf"^(?:{THUMBNAILS_DIR}/\d{{1,6}}\.jpg|{re.escape(REEL_FILE)})$")
+_CHUNK = 1024 * 1024
+
+
+def _kept_here(session_id: str) -> SessionState:
+    """The session whose upload this node keeps; 404 when another node keeps it, or it is gone."""
     svc = services()
     try:
         state = svc.sessions.get(session_id, with_result=False)
@@ -45,6 +52,48 @@ def video(session_id: str):
     path = state.video_path
     if (state.node != svc.config.api_url or not path or not os.path.isfile(path)
             or os.path.dirname(os.path.dirname(os.path.abspath(path))) != svc.storage.root):
-        raise NotFound()  # another node keeps it, or it is gone
+        raise NotFound()
+    return state
+
+
+@internal_api.get("/videos/<session_id>")
+def video(session_id: str):
+    state = _kept_here(session_id)
     return send_file(state.video_path, mimetype="application/octet-stream", conditional=False, etag=False,
                      max_age=0)
+
+
+@internal_api.put("/videos/<session_id>/outputs/<path:name>")
+def output(session_id: str, name: str):
+    """A thumbnail or the reel a worker made, kept beside the upload (written whole, then renamed into place)."""
+    if not _OUTPUT_NAME.match(name):
+        raise NotFound()
+    state = _kept_here(session_id)
+    length = request.content_length
+    if length is None:
+        raise LengthRequired()
+    directory = os.path.dirname(os.path.abspath(state.video_path))
+    target = os.path.join(directory, name)
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    partial = target + ".partial"
+    written = 0
+    try:
+        with open(partial, "wb") as out:
+            while written < length:
+                chunk = request.stream.read(min(_CHUNK, length - written))
+                if not chunk:
+                    raise BadRequest("The body ended before its Content-Length.")
+                out.write(chunk)
+                written += len(chunk)
+        before = os.path.getsize(target) if os.path.isfile(target) else 0
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    svc = services()
+    svc.storage.count_written(directory, written - before)
+    try:
+        svc.sessions.get(session_id, with_result=False)
+    except SessionNotFound:
+        svc.storage.remove(directory)  # cleaned up meanwhile: nothing of it may stay
+    return "", 204

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict
 
 from video_analysis.config import Config
-from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.engine.parameters import REEL_PARAMETERS, AnalysisKind
 from video_analysis.web.parameters import PARAMETER_SCHEMAS
 
 _KINDS = [kind.value for kind in AnalysisKind]
@@ -26,11 +26,17 @@ _PROMPT_TOKENS = (" Also at most what the loaded model's context leaves in token
                   "and max_tokens are counted (400 naming the field).")
 
 
-def _form_fields() -> Dict[str, dict]:
-    """The parameters as multipart fields: type and limits from the models, with every analysis's default."""
+def _form_fields(reel: bool) -> Dict[str, dict]:
+    """The parameters as multipart fields: type and limits from the models, with every analysis's default.
+    `reel=False` (the legacy routes): without the reel's."""
     fields = {}
     for name, schema in PARAMETER_SCHEMAS.items():
-        if schema.get("type") in ("integer", "number"):
+        if name in REEL_PARAMETERS and not reel:
+            continue
+        if schema.get("type") == "boolean":
+            fields[name] = {"type": "boolean", "default": schema["default"],
+                            "description": schema["description"] + " A form sends true or false."}
+        elif schema.get("type") in ("integer", "number"):
             defaults = [f"{kind.value} {kind.parameters.model_fields[name].default}" for kind in AnalysisKind
                         if name in kind.parameters.model_fields]
             fields[name] = {"type": schema["type"], "minimum": schema["minimum"], "maximum": schema["maximum"],
@@ -41,6 +47,11 @@ def _form_fields() -> Dict[str, dict]:
         else:
             fields[name] = {"type": "string", "description": schema["description"] + _PROMPT_TOKENS}
     return fields
+
+
+_THUMBNAIL_URL = {"type": ["string", "null"],
+                  "description": "/api/v1/video/thumbnail/<id>/<n>.jpg, n its place in the list from 0; null in "
+                                 "partial results."}
 
 
 def _json(schema_ref: str, description: str) -> dict:
@@ -57,7 +68,7 @@ def _upload_body(with_type: bool) -> dict:
         "video": {"type": "string", "contentMediaType": "application/octet-stream",
                   "description": "The video file (the field may also be named `file`)."},
         "params": {"type": "string", "description": "A JSON object of parameters; plain fields win over it."},
-        **_form_fields(),
+        **_form_fields(reel=with_type),
     }
     if with_type:
         properties["analysis_type"] = {"type": "string", "enum": _KINDS, "default": AnalysisKind.HIGHLIGHTS.value}
@@ -159,6 +170,35 @@ def openapi_document(config: Config) -> dict:
                 "summary": "Cancel if running, delete every file of the session and forget it", "parameters": _ID,
                 "responses": {"200": _json("#/components/schemas/CleanedUp", "Deleted."), "404": _NOT_FOUND,
                               "503": _NOT_RECORDED}}},
+            "/api/v1/video/thumbnail/{session_id}/{n}.jpg": {"get": {
+                "summary": "The thumbnail of a completed analysis's highlight or exercise step n (from 0)",
+                "parameters": [*_ID, {"name": "n", "in": "path", "required": True,
+                                      "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"200": {"description": "A JPEG from inside the highlight or step, at most 320 px "
+                                                     "wide, its aspect kept. ETag; Cache-Control: private, "
+                                                     "max-age=86400.",
+                                      "content": {"image/jpeg": {}}},
+                              "304": {"description": "If-None-Match named its ETag."},
+                              "404": _problem("Unknown session, not completed, or no finding n (see its "
+                                              "thumbnailUrl)."),
+                              "503": _UNAVAILABLE}}},
+            "/api/v1/video/reel/{session_id}.mp4": {"get": {
+                "summary": "The reel of a completed analysis (asked for with reel=true), seekable with Range",
+                "parameters": [*_ID, {"name": "Range", "in": "header", "required": False,
+                                      "schema": {"type": "string"}, "description": "bytes=0-99, bytes=100- or "
+                                                                                  "bytes=-100."}],
+                "responses": {"200": {"description": "The whole MP4 (H.264, AAC when the video has sound); "
+                                                     "Accept-Ranges: bytes; ETag; Cache-Control: private, "
+                                                     "max-age=86400.",
+                                      "content": {"video/mp4": {}}},
+                              "206": {"description": "The bytes asked for with Range, with Content-Range.",
+                                      "content": {"video/mp4": {}}},
+                              "304": {"description": "If-None-Match named its ETag."},
+                              "404": _problem("Unknown session, not completed, or no reel (none was asked for, "
+                                              "there was nothing to put in it, or it was refused: reelUrl is "
+                                              "null and the status message says why)."),
+                              "416": _problem("The Range lies outside the file (Content-Range: bytes */size)."),
+                              "503": _UNAVAILABLE}}},
             "/analyze/highlights": {"post": {
                 "summary": "Legacy: analyse highlights and wait for the result", "requestBody": _upload_body(False),
                 "responses": _legacy_responses()}},
@@ -191,7 +231,9 @@ def openapi_document(config: Config) -> dict:
                 "sessionId": {"type": "string"},
                 "status": {"enum": ["pending", "processing", "completed", "failed", "cancelled"]},
                 "analysisType": {"type": "string"}, "progress": {"type": "number", "minimum": 0, "maximum": 100},
-                "currentStep": {"enum": ["queued", "reading", "analyzing", "ranking", "done", "cancelled", "failed"]},
+                "currentStep": {"enum": ["queued", "reading", "analyzing", "ranking", "rendering", "done",
+                                         "cancelled", "failed"],
+                                "description": "rendering: making the thumbnails and the reel, after the segments."},
                 "message": {"type": "string"}, "segmentsDone": {"type": "integer"},
                 "segmentsTotal": {"type": ["integer", "null"]}, "createdAt": {"type": "string"},
                 "updatedAt": {"type": "string"}, "startedAt": {"type": ["string", "null"]},
@@ -212,7 +254,20 @@ def openapi_document(config: Config) -> dict:
                                                           "(workout) has `frames_analyzed` (frames sent to the "
                                                           "model, 0 when the answer was reused) and `reused_from` "
                                                           "(the segment whose answer it repeats, or null); "
-                                                          "`settings` has `segmentation` and `frame_selection`."},
+                                                          "`settings` has `segmentation` and `frame_selection`, "
+                                                          "and `reel` (and for workout `reel_seconds_per_step`).",
+                         "properties": {
+                             "highlights": {"type": "array", "items": {"type": "object", "properties": {
+                                 "thumbnailUrl": _THUMBNAIL_URL}}},
+                             "exercise_steps": {"type": "array", "items": {"type": "object", "properties": {
+                                 "thumbnailUrl": _THUMBNAIL_URL}}},
+                             "reelUrl": {"type": ["string", "null"],
+                                         "description": "/api/v1/video/reel/<id>.mp4; null when no reel was asked "
+                                                        "for, there was nothing to put in it, it would have lasted "
+                                                        "more than MAX_REEL_SECONDS (the status message says so), "
+                                                        "or the results are partial."},
+                             "reelDuration": {"type": ["number", "null"], "description": "The reel's seconds."},
+                             "reelSize": {"type": ["integer", "null"], "description": "The reel's bytes."}}},
                 "results": {"type": "object", "description": "The same as `data`."},
                 "partial": {"type": "boolean", "description": "Present only when asked with ?partial=: whether the "
                                                               "analysis is still going."}}},

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 from pydantic import ValidationError
 
-from video_analysis.engine.parameters import AnalysisKind, AnalysisParameters
+from video_analysis.engine.parameters import REEL_PARAMETERS, AnalysisKind, AnalysisParameters
 from video_analysis.engine.prompts import prompts_problem
 from video_analysis.web.errors import ApiError
 
@@ -23,13 +23,14 @@ from video_analysis.web.errors import ApiError
 
 
 def _own_parameters_first() -> Tuple[str, ...]:
-    """Every parameter some analysis takes: each kind's own first, then the shared ones.
+    """Every parameter some analysis takes: each kind's own first, then the shared ones, then the reel's.
 
     The order of the contract's table, in which a form is checked: of several bad fields, the first is named.
     """
-    shared = list(AnalysisParameters.model_fields)
-    own = [name for kind in AnalysisKind for name in kind.parameters.model_fields if name not in shared]
-    return tuple(dict.fromkeys(own + shared))
+    shared = [name for name in AnalysisParameters.model_fields if name not in REEL_PARAMETERS]
+    own = [name for kind in AnalysisKind for name in kind.parameters.model_fields
+           if name not in shared and name not in REEL_PARAMETERS]
+    return tuple(dict.fromkeys(own + shared + list(REEL_PARAMETERS)))
 
 
 PARAMETER_NAMES = _own_parameters_first()
@@ -44,6 +45,7 @@ PARAMETER_SCHEMAS: Dict[str, dict] = {
 # 5000-digit number is refused as text, never converted.
 _INTEGER_TEXT = re.compile(r"^[+-]?\d{1,12}$", re.ASCII)
 _NUMBER_TEXT = re.compile(r"^[+-]?(\d{1,12}(\.\d{0,9})?|\.\d{1,9})$", re.ASCII)
+_BOOLEAN_TEXT = {"true": True, "false": False, "1": True, "0": False}
 
 
 def _bad(field: str, sentence: str) -> ApiError:
@@ -68,6 +70,12 @@ def _from_http(name: str, value: Any) -> Any:
             shown = value[:40] if isinstance(value, str) else json.dumps(value)[:40]
             raise _bad(name, f"'{name}' must be {_one_of(choices)}; got {shown!r}.")
         return value.strip()
+    if kind == "boolean":  # a form sends text, `params` JSON's true/false
+        text = value.strip().lower() if isinstance(value, str) else value
+        if isinstance(value, bool) or text in _BOOLEAN_TEXT:
+            return value if isinstance(value, bool) else _BOOLEAN_TEXT[text]
+        shown = value[:40] if isinstance(value, str) else json.dumps(value)[:40]
+        raise _bad(name, f"'{name}' must be true or false; got {shown!r}.")
     if kind not in ("integer", "number"):  # a prompt
         if not isinstance(value, str):
             raise _bad(name, f"'{name}' must be text.")
@@ -133,15 +141,18 @@ def _analysis_kind(text: Optional[str]) -> AnalysisKind:
                                     f"{_one_of(kind.value for kind in AnalysisKind)}.") from None
 
 
-def parse_analysis_request(form, kind: Optional[AnalysisKind] = None) -> Tuple[AnalysisKind, AnalysisParameters]:
+def parse_analysis_request(form, kind: Optional[AnalysisKind] = None,
+                           reel: bool = True) -> Tuple[AnalysisKind, AnalysisParameters]:
     """The analysis kind and its validated parameters from a multipart form (werkzeug's MultiDict).
 
     `kind` fixes the kind (legacy routes); otherwise the form's `analysis_type`
     chooses it. Empty values count as not given; a plain field wins over the
     same key in `params`; unknown fields are refused. A parameter of another
     kind is accepted (frontends send every field) but checked, and not used.
+    `reel=False` (the legacy routes, which make no reel): the reel's parameters are unknown fields.
     """
-    accepted = set(PARAMETER_NAMES) | {"params", "analysis_type"}
+    names = [name for name in PARAMETER_NAMES if reel or name not in REEL_PARAMETERS]
+    accepted = set(names) | {"params", "analysis_type"}
     for key in form.keys():
         if key not in accepted:
             raise _bad(key[:64], f"Unknown field '{key[:64]}'; accepted fields are: {', '.join(sorted(accepted))}.")
@@ -153,11 +164,11 @@ def parse_analysis_request(form, kind: Optional[AnalysisKind] = None) -> Tuple[A
     given: Dict[str, Any] = {}
     if form.get("params", "").strip():
         for key, value in _params_object(form["params"]).items():
-            if key not in PARAMETER_NAMES:
+            if key not in names:
                 raise _bad(str(key)[:64], f"Unknown parameter '{str(key)[:64]}' in 'params'; "
-                                          f"accepted parameters are: {', '.join(PARAMETER_NAMES)}.")
+                                          f"accepted parameters are: {', '.join(names)}.")
             given[key] = value
-    for name in PARAMETER_NAMES:
+    for name in names:
         if name in form and form[name].strip() != "":
             given[name] = form[name]
 

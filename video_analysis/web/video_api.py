@@ -10,38 +10,18 @@ from typing import Optional
 from flask import Blueprint, jsonify, request, url_for
 
 from video_analysis.jobs.partial_results import partial_result
-from video_analysis.jobs.session_ids import is_session_id
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, iso_utc
 from video_analysis.web.errors import ApiError, register_error_handlers
 from video_analysis.web.intake import accept_upload
+from video_analysis.web.outputs_api import with_output_links
 from video_analysis.web.services import services
+from video_analysis.web.session_lookup import not_found as _not_found, public_session as _session
 
 video_api = Blueprint("video_api", __name__, url_prefix="/api/v1/video")
 register_error_handlers(video_api)
 
 # Seconds a client should wait before polling an unfinished session again.
 POLL_AFTER_SECONDS = "1"
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, "No session has this id; it may have been cleaned up or expired. Upload the video again.",
-                    "Session not found")
-
-
-def _known_id(session_id: str) -> str:
-    if not is_session_id(session_id):
-        raise _not_found()
-    return session_id
-
-
-def _session(session_id: str, with_result: bool = False) -> SessionState:
-    try:
-        state = services().sessions.get(_known_id(session_id), with_result)
-    except SessionNotFound:
-        raise _not_found() from None
-    if state.legacy:  # a synchronous request's job has no public id
-        raise _not_found()
-    return state
 
 
 @video_api.post("/upload")
@@ -101,12 +81,13 @@ def _partial_asked() -> bool:
 
 def _results_body(state: SessionState, result: dict, partial: Optional[bool]) -> dict:
     """The results route's body; with `partial` (asked for with ?partial=) saying whether the job is still going."""
+    linked = with_output_links(result, state)
     body = {
         "sessionId": state.session_id,
         "status": state.status.value,
         "analysisType": state.analysis_type,
-        "data": result,
-        "results": result,
+        "data": linked,
+        "results": linked,
     }
     if partial is not None:
         body["partial"] = partial

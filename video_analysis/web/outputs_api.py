@@ -1,0 +1,91 @@
+"""A finished analysis's thumbnails and reel over HTTP, and the links to them in its results.
+
+The files are the job's (engine/outputs.py makes them in the session's
+directory, jobs/job_runner.py says where). werkzeug serves them: ETags and
+If-None-Match for both, Range requests (206, 416) for the reel, so a browser
+can seek in it before it has all of it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from flask import Blueprint, send_file, url_for
+
+from video_analysis.engine.outputs import findings
+from video_analysis.engine.parameters import AnalysisKind
+from video_analysis.jobs.job_runner import REEL_FILE, THUMBNAILS_DIR
+from video_analysis.jobs.sessions import ProcessingStatus, SessionState
+from video_analysis.web.errors import ApiError, register_error_handlers
+from video_analysis.web.session_lookup import public_session
+
+outputs_api = Blueprint("outputs_api", __name__, url_prefix="/api/v1/video")
+register_error_handlers(outputs_api)
+
+# A session's outputs never change once made (a new analysis is a new session), so a browser keeps them a day;
+# `private`: a shared cache has no business keeping someone's video.
+_MAX_AGE_SECONDS = 86400
+
+
+def with_output_links(result: dict, state: SessionState) -> dict:
+    """`result` as the results route shows it: each finding with `thumbnailUrl`, the result with `reelUrl`,
+    `reelDuration` and `reelSize` (null when not made), and the engine's own notes of them left out."""
+    shown = {key: value for key, value in result.items() if key not in ("reel", "reel_refused")}
+    kind = AnalysisKind(state.analysis_type)
+    items, _, _ = findings(kind, result)
+    list_name = "highlights" if kind is AnalysisKind.HIGHLIGHTS else "exercise_steps"
+    shown[list_name] = [
+        {**{key: value for key, value in item.items() if key != "thumbnail"},
+         "thumbnailUrl": url_for("outputs_api.thumbnail", session_id=state.session_id, n=n)
+         if item.get("thumbnail") else None}
+        for n, item in enumerate(items)
+    ]
+    reel = result.get("reel")
+    shown["reelUrl"] = url_for("outputs_api.reel", session_id=state.session_id) if reel else None
+    shown["reelDuration"] = reel["duration"] if reel else None
+    shown["reelSize"] = reel["size"] if reel else None
+    return shown
+
+
+def _output_file(state: SessionState, *parts: str) -> Optional[str]:
+    path = os.path.join(state.directory, *parts)
+    return path if os.path.isfile(path) else None
+
+
+def _completed(session_id: str) -> SessionState:
+    state = public_session(session_id, with_result=True)
+    if state.status != ProcessingStatus.COMPLETED or state.result is None:
+        raise ApiError(404, f"This session has no outputs yet: its analysis is {state.status.value}. Thumbnails and "
+                            "the reel exist once it has completed.", "Not found", sessionStatus=state.status.value)
+    return state
+
+
+@outputs_api.get("/thumbnail/<session_id>/<int:n>.jpg")
+def thumbnail(session_id: str, n: int):
+    state = _completed(session_id)
+    items, _, _ = findings(AnalysisKind(state.analysis_type), state.result)
+    name = items[n].get("thumbnail") if n < len(items) else None
+    path = _output_file(state, THUMBNAILS_DIR, name) if name else None
+    if path is None:
+        raise ApiError(404, f"This session has no thumbnail {n}: its results list {len(items)} finding(s), "
+                            "numbered from 0, each with its thumbnailUrl.", "Not found")
+    return _cached(send_file(path, mimetype="image/jpeg", conditional=True, etag=True, max_age=_MAX_AGE_SECONDS))
+
+
+@outputs_api.get("/reel/<session_id>.mp4")
+def reel(session_id: str):
+    state = _completed(session_id)
+    path = _output_file(state, REEL_FILE) if state.result.get("reel") else None
+    if path is None:
+        raise ApiError(404, "This session has no reel: ask for one with the upload parameter reel=true (its "
+                            "results' reelUrl is null without one, and their message says when one was refused).",
+                       "Not found")
+    stem = os.path.splitext(state.video_name or "video")[0]
+    return _cached(send_file(path, mimetype="video/mp4", conditional=True, etag=True, max_age=_MAX_AGE_SECONDS,
+                             download_name=f"{stem} reel.mp4"))
+
+
+def _cached(response):
+    response.cache_control.public = False
+    response.cache_control.private = True
+    return response
