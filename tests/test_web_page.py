@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
@@ -594,12 +595,17 @@ SAMPLE_TABLES = """
       return {count: rows.length, kept: kept};
     }
     var results = document.querySelector('[data-testid=results]');
+    // The first step's row as results so far last drew it: the final results put its thumbnail in place.
+    if (results.getAttribute('data-partial') === 'true') {
+      window.__partialFirstStep = document.querySelector('[data-testid=step-item]');
+    }
     return {state: document.getElementById('main').getAttribute('data-state'),
             shown: !results.hidden, partial: results.getAttribute('data-partial'),
             note: document.querySelector('[data-testid=partial-note]').textContent,
             segments: look('segments', document.querySelectorAll('#segments-body tr')),
             steps: look('steps', document.querySelectorAll('[data-testid=step-item]')),
             marks: document.querySelectorAll('[data-testid=timeline-mark]').length,
+            thumbnails: document.querySelectorAll('[data-testid=thumbnail]').length,
             player: document.querySelector('[data-testid=player]').getAttribute('src')};
 """
 # The text of each cell of each row of a table body, by CSS selector.
@@ -665,4 +671,11 @@ def test_partial_results_fill_the_table_as_segments_finish(browser, marker_serve
         [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], frames_sent(s), s["analysis"]]
         for s in data["segment_analyses"]]
     assert by_id(browser, "segments-summary").text == f"Every analyzed segment ({SEGMENTS})"
+    # Results so far have no thumbnails; the final ones do, put into the rows already there.
+    assert all(s["thumbnails"] == 0 for s in during)
+    first = urljoin(marker_server + "/", data["exercise_steps"][0]["thumbnailUrl"])
+    wait_until(browser, lambda d: d.execute_script("""
+        var row = document.querySelector('[data-testid=step-item]'), img = row.querySelector('[data-testid=thumbnail]');
+        return row === window.__partialFirstStep && img.src === arguments[0] && img.complete && img.naturalWidth > 0;
+    """, first), "the first step's row did not get its thumbnail in place")
     assert console_errors(browser) == []

@@ -82,17 +82,23 @@ def jpeg_size(url):
     return picture.shape[1], picture.shape[0]
 
 
-def press_tab(driver):
+def press_key(driver, key):
     from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(key).perform()
+
+
+def press_tab(driver):
+    """Tab, as a person presses it; returns what has the focus then."""
     from selenium.webdriver.common.keys import Keys
 
-    ActionChains(driver).send_keys(Keys.TAB).perform()
+    press_key(driver, Keys.TAB)
     return driver.execute_script(FOCUSED)
 
 
 def run_highlights(driver, base_url, clip, **params):
-    """Uploads `clip` for highlights through the page and waits for the results; returns the session's `data`."""
-    open_page(driver, base_url)
+    """Uploads `clip` for highlights through the page open at `base_url` and waits for the results; returns the
+    session's `data`."""
     choose(driver, clip, "highlights", min_significance=6, segment_duration=1, **params)
     by_testid(driver, "start").click()
     sid = session_id(driver)
@@ -176,6 +182,7 @@ def test_each_highlight_shows_its_thumbnail_and_the_reel_plays(browser, marker_s
 def test_the_reel_and_the_thumbnails_work_from_the_keyboard(browser, marker_server, reel_clips):
     """Tab goes through the timeline's marks (each showing its thumbnail while focused) to the reel's player, whose
     own controls play it, and to its download link."""
+    open_page(browser, marker_server)
     data = run_highlights(browser, marker_server, reel_clips["highlights"])
     assert data["reelUrl"]
     marks = all_by_testid(browser, "timeline-mark")
@@ -185,32 +192,29 @@ def test_the_reel_and_the_thumbnails_work_from_the_keyboard(browser, marker_serv
     order = []
     for _ in range(60):
         focused = press_tab(browser)
+        if focused == "reel-player" and order[-1] != "reel-player":
+            # The first of its native controls Tab reaches is Play: Space plays the reel.
+            browser.execute_script("document.querySelector('[data-testid=reel-player]').muted = true")
+            press_key(browser, " ")
+            wait_until(browser, lambda d: d.execute_script(REEL_PLAYER)["time"] > 0.1,
+                       "Space on the reel player's first control did not play the reel")
         order.append(focused)
         if focused == "timeline-mark":
             mark = browser.switch_to.active_element
             thumbnail = mark.find_element("css selector", "[data-testid=thumbnail]")
             # Shown while the mark has the keyboard's focus, and only the focused mark's.
             wait_until(browser, lambda d: thumbnail.is_displayed(), "a focused mark did not show its thumbnail")
-            shown = [m for m in marks if m.find_element("css selector", "[data-testid=thumbnail]").is_displayed()]
-            assert shown == [mark]
-            assert mark.get_attribute("data-start") in {str(h["start_time"]) for h in data["highlights"]}
+            # The one shown before fades out (0.12 s).
+            wait_until(browser, lambda d: [m for m in marks if m.find_element(
+                "css selector", "[data-testid=thumbnail]").is_displayed()] == [mark],
+                "another mark than the focused one still showed its thumbnail")
+            assert float(mark.get_attribute("data-start")) in {h["start_time"] for h in data["highlights"]}
         if focused == "reel-download":
             break
     assert order.count("timeline-mark") == 2, order
     assert "reel-player" in order and order.index("reel-player") < order.index("reel-download"), order
     # Leaving the marks hides their thumbnails again.
     assert not any(m.find_element("css selector", "[data-testid=thumbnail]").is_displayed() for m in marks)
-
-    # Back to the reel's player: its native controls play it from the keyboard.
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
-
-    ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
-    assert browser.execute_script(FOCUSED) == "reel-player"
-    browser.execute_script("document.querySelector('[data-testid=reel-player]').muted = true")
-    ActionChains(browser).send_keys(Keys.SPACE).perform()
-    wait_until(browser, lambda d: d.execute_script(REEL_PLAYER)["time"] > 0.1,
-               "Space on the focused reel player did not play the reel")
     assert console_errors(browser) == []
 
 
@@ -224,7 +228,8 @@ def test_unchecking_the_reel_makes_none_but_thumbnails_still_come(browser, marke
     assert not by_testid(browser, "reel-player").is_displayed()
     assert not by_testid(browser, "reel-download").is_displayed()
     assert not by_testid(browser, "reel-note").is_displayed()  # none asked for: nothing to explain
-    assert by_testid(browser, "reel-player").get_attribute("src") is None
+    assert browser.execute_script("return document.querySelector('[data-testid=reel-player]').getAttribute('src')") \
+        is None  # nothing asked of the server
     loaded_thumbnails(browser, "[data-testid=highlight-item]", 2)
     assert console_errors(browser) == []
 
@@ -233,6 +238,7 @@ def test_a_refused_reel_says_why_where_the_reel_would_be(browser, make_app, mark
     """A reel longer than MAX_REEL_SECONDS is refused: the job completes, and the page shows the server's sentence."""
     app = make_app(MODEL=marker_model_dir, MAX_REEL_SECONDS=1)
     with serve(app) as base_url:
+        open_page(browser, base_url)
         data = run_highlights(browser, base_url, reel_clips["highlights"])
         assert data["settings"]["reel"] is True and data["reelUrl"] is None
         sid = by_id(browser, "main").get_attribute("data-session-id")
@@ -242,6 +248,7 @@ def test_a_refused_reel_says_why_where_the_reel_would_be(browser, make_app, mark
         assert note.is_displayed() and note.text == message
         assert not by_testid(browser, "reel-player").is_displayed()
         assert not by_testid(browser, "reel-download").is_displayed()
+        assert not by_id(browser, "reel-what").is_displayed()  # no reel to describe
         loaded_thumbnails(browser, "[data-testid=highlight-item]", 2)  # thumbnails come all the same
         assert console_errors(browser) == []
 
@@ -268,6 +275,7 @@ def test_workout_steps_show_thumbnails_and_a_reel_cut_to_the_seconds_per_step(br
         assert row["src"] == mark["src"] == urljoin(page, step["thumbnailUrl"])
         assert row["alt"] == f"Frame from step {index + 1}, {step['exercise_name']}, {step['timestamp_formatted']}"
     assert by_id(browser, "reel-title").text == "Reel of the exercise steps"
+    assert by_id(browser, "reel-what").text == "The exercise steps one after another, at most 1 s of each."
     wait_until(browser, lambda d: d.execute_script(REEL_PLAYER)["readyState"] >= 1, "the workout reel never loaded")
     assert browser.execute_script(REEL_PLAYER)["duration"] == pytest.approx(data["reelDuration"], abs=0.15)
     # The steps table reads as before: the picture adds no words to its cells.

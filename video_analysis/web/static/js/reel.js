@@ -6,8 +6,9 @@ import { pageUrl } from "./api.js";
 import { byId } from "./dom.js";
 import { bytes, seconds } from "./format.js";
 
-const section = byId("reel");
+const section = byId("reel-section");
 const title = byId("reel-title");
+const what = byId("reel-what");
 const media = byId("reel-media");
 const actions = byId("reel-actions");
 const player = byId("reel-player");
@@ -25,6 +26,7 @@ export function hideReel() {
   }
   download.removeAttribute("href");
   media.hidden = true;
+  what.hidden = true;
   actions.hidden = true;
   note.hidden = true;
 }
@@ -40,12 +42,19 @@ function fileName(video) {
   return name.replace(/\.[^.]*$/, "") + "-reel.mp4";
 }
 
+function reelContents(type, settings) {
+  if (type !== "workout") return "The highlights one after another, in the order they happen.";
+  const most = settings.reel_seconds_per_step;
+  return "The exercise steps one after another" + (most ? ", at most " + seconds(most) + " of each." : ".");
+}
+
 /* The final results' reel (`data.reelUrl`, `reelDuration`, `reelSize`); `message`: the job's last status line,
  * which says why when a reel was asked for and not made. */
 export function showReel(type, data, message) {
   const url = pageUrl(data.reelUrl);
   const asked = !!(data.settings && data.settings.reel);
   title.textContent = type === "workout" ? "Reel of the exercise steps" : "Highlight reel";
+  what.textContent = reelContents(type, data.settings || {});
   if (!url) {
     hideReel();
     if (asked && message) {
@@ -63,6 +72,7 @@ export function showReel(type, data, message) {
   facts.textContent = bits.length ? "MP4 · " + bits.join(" · ") : "MP4";
   sayNote("");
   media.hidden = false;
+  what.hidden = false;
   actions.hidden = false;
   section.hidden = false;
 }
