@@ -24,12 +24,12 @@ from rq.registry import FailedJobRegistry
 
 from tests.support.cluster import TERMINAL, Cluster
 from tests.support.processes import running
+from tests.support.results import comparable
 from tools.redis_server import RedisServer
 from tools.synthetic_video import Marker, write_video
 from video_analysis.cluster.connection import QUEUE_NAME
 from video_analysis.cluster.sessions import RedisSessionStore
 
-TIMING = ("processing_time_seconds",)
 # A job the tiny model runs in a few seconds: the `thirty` video in 30 one-second segments.
 ONE_SECOND = {"segment_duration": "1"}
 # max_tokens 1024: the tiny model writes until the limit, about 0.8 s a segment, so 90 segments run for over a
@@ -95,9 +95,6 @@ class Api:
     def messages(self, session_id: str) -> List[str]:
         return [body["message"] for body in self.seen.get(session_id, ())]
 
-
-def without_timing(result: dict) -> dict:
-    return {key: value for key, value in result.items() if key not in TIMING}
 
 
 def answer_runs(cluster: Cluster, session_id: str) -> List[int]:
@@ -264,7 +261,7 @@ def test_sigterm_hands_the_running_job_back_and_another_worker_resumes_it_after_
     total = final["segmentsTotal"]
     done = assert_resumed_after_first_run(answer_runs(cluster, handed), total)
     assert answer_runs(cluster, reference) == [1] * total
-    assert without_timing(api.result(handed)) == without_timing(api.result(reference))
+    assert comparable(api.result(handed)) == comparable(api.result(reference))
     assert any(f"resumed on worker {other.name} at segment {done + 1}" in message.lower()
                for message in api.messages(handed)), api.messages(handed)
 
@@ -300,7 +297,7 @@ class KilledMidJob:
         assert_resumed_after_first_run(self.runs, total)
         assert answer_runs(self.cluster, self.reference) == [1] * total
         resumed = api.result(self.killed)
-        assert without_timing(resumed) == without_timing(api.result(self.reference))
+        assert comparable(resumed) == comparable(api.result(self.reference))
         assert resumed["total_segments_analyzed"] == total
         return resumed
 

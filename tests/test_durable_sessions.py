@@ -16,11 +16,11 @@ import requests
 
 from tests.support.api import data_dir_entries
 from tests.support.http import host_port, multipart, request_head
+from tests.support.results import comparable
 from tests.support.state_db import answer_runs as runs_on_disk, integrity as integrity_on_disk
 from tools.synthetic_video import Marker, write_video
 from video_analysis.config import STATE_DB_NAME
 
-TIMING = ("processing_time_seconds",)
 
 
 class Client:
@@ -64,9 +64,6 @@ def integrity(data_dir: str) -> str:
     return integrity_on_disk(os.path.join(data_dir, STATE_DB_NAME))
 
 
-def without_timing(result: dict) -> dict:
-    return {key: value for key, value in result.items() if key not in TIMING}
-
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
@@ -108,7 +105,7 @@ def test_a_job_killed_mid_way_resumes_after_its_last_answer_and_ends_as_an_unint
     assert runs == [1] * done_at_kill + [2] * (total - done_at_kill)
     assert answer_runs(data_dir, reference) == [1] * total
     after = api.results(killed).json()["data"]
-    assert without_timing(after) == without_timing(api.results(reference).json()["data"])
+    assert comparable(after) == comparable(api.results(reference).json()["data"])
     assert after["total_segments_analyzed"] == total
 
 

@@ -7,13 +7,10 @@ import pytest
 
 from tests.support.api import upload, wait_for_status
 from tests.support.problems import assert_problem
+from tests.support.results import comparable
 
-TIMING = ("processing_time_seconds",)
 LISTS = {"highlights": "all_analyses", "workout": "segment_analyses"}
 
-
-def without_timing(result: dict) -> dict:
-    return {key: value for key, value in result.items() if key not in TIMING}
 
 
 @pytest.mark.parametrize("kind", ["highlights", "workout"])
@@ -43,7 +40,7 @@ def test_partial_results_grow_segment_by_segment_and_end_equal_to_the_final_resu
         assert done == len(result[rows])
         assert result[rows] == final["data"][rows][:done]
         if done == final["data"]["total_segments_analyzed"]:
-            assert without_timing(result) == without_timing(final["data"])
+            assert comparable(result) == comparable(final["data"])
         assert result["video"] == final["data"]["video"] and result["settings"] == final["data"]["settings"]
 
 

@@ -69,9 +69,7 @@ def add_outputs(kind: AnalysisKind, parameters: AnalysisParameters, result: dict
     """
     items, start, end = findings(kind, result)
     reel_asked = request.reel_path is not None
-    result["settings"]["reel"] = reel_asked
-    if kind is AnalysisKind.WORKOUT:
-        result["settings"]["reel_seconds_per_step"] = parameters.reel_seconds_per_step
+    note_reel_settings(kind, parameters, result, reel_asked)
     share = _THUMBNAILS_SHARE if reel_asked else 1.0
     if request.thumbnails_dir is not None and items:
         def written(done: int, total: int) -> None:
@@ -100,6 +98,14 @@ def add_outputs(kind: AnalysisKind, parameters: AnalysisParameters, result: dict
             result["reel_refused"] = _NOTHING
             return result
         result["reel"] = {"duration": round(reel.duration, 3), "size": reel.size}
+    return result
+
+
+def note_reel_settings(kind: AnalysisKind, parameters: AnalysisParameters, result: dict, reel: bool) -> dict:
+    """`settings` with the reel's parameters: whether one was asked for, and (workout) how long a step in it lasts."""
+    result["settings"]["reel"] = reel
+    if kind is AnalysisKind.WORKOUT:
+        result["settings"]["reel_seconds_per_step"] = parameters.reel_seconds_per_step
     return result
 
 

@@ -12,6 +12,7 @@ from typing import List
 
 from video_analysis.engine.analysis import kept_answers
 from video_analysis.engine.kinds import analysis_class
+from video_analysis.engine.outputs import note_reel_settings
 from video_analysis.jobs.sessions import SessionState
 from video_analysis.video import VideoInfo
 
@@ -21,5 +22,8 @@ def partial_result(state: SessionState, answers: List[str], model_name: str) -> 
     analysis = analysis_class(state.analysis_type).with_parameters(**state.params)
     info = VideoInfo(**state.video_info)
     seconds = round(time.time() - state.started_at, 3) if state.started_at else 0.0
-    return analysis.result(info, kept_answers(analysis, info, answers), model_name, seconds)
+    result = analysis.result(info, kept_answers(analysis, info, answers), model_name, seconds)
+    if state.legacy:
+        return result
+    return note_reel_settings(analysis.kind, analysis.parameters, result, analysis.parameters.reel)
 
