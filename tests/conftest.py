@@ -1,5 +1,5 @@
 """Fixtures only tests/ needs: the trained marker model, the generated videos, the service in a subprocess,
-a redis-server of the test's own.
+a redis-server of the test's own, a headless Chromium and the app on the marker model for the page's tests.
 
 The app, its client and a live server come from the root conftest.py.
 """
@@ -93,3 +93,28 @@ def cluster(tiny_model_dir, tmp_path, redis_server):
     built = Cluster(str(tmp_path / "cluster"), tiny_model_dir, redis_server)
     yield built
     built.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (tests/support/browser.py); each test opens its own live server in it."""
+    from tests.support.browser import chromium
+
+    with chromium() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def marker_server(marker_model_dir, tmp_path_factory):
+    """The app on the marker model behind a real HTTP server (module-wide: one model load)."""
+    from tests.support.api import serve
+    from video_analysis.web.app import create_app
+    from video_analysis.web.services import EXTENSION_KEY
+
+    app = create_app({"MODEL": marker_model_dir, "DATA_DIR": str(tmp_path_factory.mktemp("web-data"))})
+    app.extensions[EXTENSION_KEY].analysis.wait_until_loaded(120)
+    try:
+        with serve(app) as base_url:
+            yield base_url
+    finally:
+        app.extensions[EXTENSION_KEY].close()

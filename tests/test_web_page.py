@@ -1,71 +1,30 @@
 """The web page at /, driven in Debian's headless Chromium through selenium and chromedriver.
 
-Nothing here downloads a browser: the chromedriver and Chromium paths are given
-explicitly, so Selenium Manager never runs. A machine without them FAILS these
-tests (it does not skip them): `make setup` installs both (tools/install_system_packages.sh).
+The browser, the app on the marker model and the helpers that drive the page are
+shared with the other page tests (tests/conftest.py, tests/support/browser.py).
 """
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import requests
 
 import video_analysis.web
 from tests.support.api import serve, stored_entries
+from tests.support.browser import (
+    WAIT, all_by_testid, api, assert_fits_a_phone, assert_seeks_to, by_id, by_testid, choose, console_errors,
+    open_page, screenshot, session_id, set_field, wait_for_player, wait_for_results, wait_until)
 from video_analysis.engine.parameters import HighlightsParameters
 from video_analysis.web.services import EXTENSION_KEY
 from tools.synthetic_video import Marker, still_video, write_video
 
-CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1280,900", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-)
-OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 STATIC = Path(video_analysis.web.__file__).parent / "static"
-WAIT = 30  # seconds any one thing on the page may take
-
-
-# -- the browser -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module; each test opens its own live server in it."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(f"The browser tests need Debian's Chromium and chromedriver, missing: {', '.join(missing)}. "
-                    "Install them with `make setup` (tools/install_system_packages.sh installs the "
-                    "'chromium' and 'chromium-driver' packages).", pytrace=False)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail("The browser tests need selenium: `.venv/bin/pip install -r requirements.txt`.", pytrace=False)
-
-    os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager never runs anyway (paths are explicit)
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for console_errors()
-    service = Service(executable_path=CHROMEDRIVER, log_output=os.path.join(profile, "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,151 +43,6 @@ def clips(tmp_path_factory):
         # "changes" sends one frame where the picture changed and reuses the answer where it did not.
         "still": still_video(str(root / "still.webm"), 12, 10, marked_at=[(6.0, 8.0)]),
     }
-
-
-@pytest.fixture(scope="module")
-def marker_server(marker_model_dir, tmp_path_factory):
-    """The app on the marker model behind a real HTTP server (module-wide: one model load)."""
-    from video_analysis.web.app import create_app
-
-    app = create_app({"MODEL": marker_model_dir, "DATA_DIR": str(tmp_path_factory.mktemp("web-data"))})
-    app.extensions[EXTENSION_KEY].analysis.wait_until_loaded(120)
-    try:
-        with serve(app) as base_url:
-            yield base_url
-    finally:
-        app.extensions[EXTENSION_KEY].close()
-
-
-def by_testid(driver, testid):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
-
-
-def by_id(driver, element_id):
-    return driver.find_element("id", element_id)
-
-
-def all_by_testid(driver, testid):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
-
-
-def wait_until(driver, condition, message, timeout=WAIT):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), message)
-
-
-def console_errors(driver):
-    """What the page logged as errors since the last call (reading the log empties it).
-
-    The browser's own request for /favicon.ico, which the service does not
-    serve, is not the page's error.
-    """
-    return [entry["message"] for entry in driver.get_log("browser")
-            if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]]
-
-
-def open_page(driver, base_url):
-    console_errors(driver)  # forget what earlier pages logged
-    driver.get(base_url + "/")
-    wait_until(driver, lambda d: d.execute_script("return document.readyState") == "complete", "page never loaded")
-    # The settings' defaults and limits arrive from the OpenAPI document after the page loads.
-    try:
-        wait_until(driver, lambda d: by_id(d, "analysis-form").get_attribute("data-parameters") != "loading",
-                   "the page never finished reading the settings from the server", timeout=10)
-    except Exception:
-        pytest.fail(f"the page's modules never read the settings; its console: {console_errors(driver)}", pytrace=False)
-    assert not driver.execute_script("return document.getElementById('results').offsetParent !== null")
-
-
-def set_field(driver, name, value):
-    field = driver.find_element("name", name)
-    field.clear()
-    field.send_keys(str(value))
-
-
-def choose(driver, path, analysis_type, **params):
-    from selenium.webdriver.support.ui import Select
-
-    by_testid(driver, "file-input").send_keys(path)
-    Select(by_testid(driver, "analysis-type")).select_by_value(analysis_type)
-    for name, value in params.items():
-        set_field(driver, name, value)
-
-
-def session_id(driver):
-    sid = wait_until(driver, lambda d: d.find_element("id", "main").get_attribute("data-session-id"),
-                     "the page never showed the session id of its upload")
-    return sid
-
-
-def wait_for_results(driver):
-    wait_until(driver, lambda d: by_testid(d, "progress").get_attribute("value") == "100",
-               "the analysis progress bar never reached 100")
-    wait_until(driver, lambda d: by_testid(d, "results").is_displayed(), "the results never appeared")
-
-
-def player_time(driver):
-    return driver.execute_script("return document.querySelector('[data-testid=player]').currentTime")
-
-
-def wait_for_player(driver, duration):
-    wait_until(driver, lambda d: d.execute_script(
-        "var v = document.querySelector('[data-testid=player]'); return v.readyState >= 1 && v.duration > 0"),
-        "the player never loaded the local video")
-    assert driver.execute_script("return document.querySelector('[data-testid=player]').duration") == \
-        pytest.approx(duration, abs=0.3)
-    src = driver.execute_script("return document.querySelector('[data-testid=player]').currentSrc")
-    assert src.startswith("blob:"), src  # played from the chosen file, not downloaded again
-
-
-def assert_seeks_to(driver, element, start, activate="click"):
-    from selenium.webdriver.common.keys import Keys
-
-    if activate == "click":
-        element.click()
-    else:
-        element.send_keys(Keys.ENTER)
-    wait_until(driver, lambda d: abs(player_time(d) - start) <= 0.3,
-               f"the player did not seek to {start} s (it is at {player_time(driver)} s)", timeout=5)
-
-
-def assert_fits_a_phone(browser, what):
-    """Nothing scrolls sideways at a phone's 375 px; the window gets its size back."""
-    browser.set_window_size(375, 800)
-    try:
-        assert no_horizontal_overflow(browser), f"{what} is wider than a phone screen"
-    finally:
-        browser.set_window_size(1280, 900)
-
-
-def no_horizontal_overflow(driver):
-    return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
-
-
-def screenshot(driver, name, width=1280):
-    """A full-page screenshot into test-output/ (gitignored)."""
-    OUTPUT.mkdir(exist_ok=True)
-    driver.set_window_size(width, 900)
-    height = driver.execute_script("return Math.max(document.documentElement.scrollHeight, 900)")
-    driver.set_window_size(width, min(height + 140, 4000))
-    try:
-        # A frame on screen, not the player's loading spinner.
-        wait_until(driver, lambda d: d.execute_script(
-            "var v = document.querySelector('[data-testid=player]'); return !v.seeking && v.readyState >= 2"),
-            "the player never showed a frame", timeout=10)
-        driver.save_screenshot(str(OUTPUT / name))
-    finally:
-        driver.set_window_size(1280, 900)
-
-
-def api(base_url, path, method="get"):
-    response = getattr(requests, method)(f"{base_url}/api/v1/video/{path}", timeout=10)
-    return response.status_code, response.json()
 
 
 # -- the tests ---------------------------------------------------------------------------
@@ -494,7 +308,8 @@ def form_field(driver, name):
     return driver.execute_script("""
         var input = document.querySelector('#analysis-form [name="' + arguments[0] + '"]');
         var hint = document.getElementById(input.getAttribute('aria-describedby'));
-        return {value: input.value, min: input.getAttribute('min'), max: input.getAttribute('max'),
+        return {value: input.value, checked: input.type === 'checkbox' ? input.checked : null,
+                min: input.getAttribute('min'), max: input.getAttribute('max'),
                 step: input.getAttribute('step'), maxlength: input.getAttribute('maxlength'),
                 shown: input.offsetParent !== null,
                 hint: hint ? hint.textContent : null,
@@ -515,15 +330,19 @@ def choice_texts(driver, name):
 
 def expected_field(name, schema):
     """What the page must show for a field the OpenAPI document describes with `schema`."""
+    if schema.get("type") == "boolean":  # a checkbox; the page asks for a reel whatever the API's default
+        return {"value": "true", "checked": True if name == "reel" else schema["default"], "min": None, "max": None,
+                "step": None, "maxlength": None, "shown": True, "hint": form_hint_words(name), "options": None}
     if "enum" in schema:  # a choice: the document's values, in its order, the default chosen; no limits
-        return {"value": schema["default"], "min": None, "max": None, "step": None, "maxlength": None,
+        return {"value": schema["default"], "checked": None, "min": None, "max": None, "step": None, "maxlength": None,
                 "shown": True, "hint": form_hint_words(name), "options": schema["enum"]}
     if "anyOf" in schema:  # optional text: nothing to fill in, no numbers, at most maxLength characters
         (text,) = [option for option in schema["anyOf"] if option.get("type") == "string"]
-        return {"value": "", "min": None, "max": None, "step": None, "maxlength": str(text["maxLength"]),
+        return {"value": "", "checked": None, "min": None, "max": None, "step": None,
+                "maxlength": str(text["maxLength"]),
                 "shown": True, "hint": None, "options": None}
     low, high = f"{schema['minimum']:g}", f"{schema['maximum']:g}"
-    return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "min": low, "max": high,
+    return {"value": "" if name in ADVANCED else f"{schema['default']:g}", "checked": None, "min": low, "max": high,
             "step": "1" if schema["type"] == "integer" else "any", "maxlength": None, "shown": True,
             "hint": f"{low}–{high}" + form_hint_words(name), "options": None}
 
@@ -534,7 +353,9 @@ def form_hint_words(name):
             "segment_duration": " seconds per analyzed piece.", "frames_per_segment": " frames the model looks at.",
             "max_tokens": ". Empty uses the server's default.",
             "segmentation": "Where each analyzed piece starts.",
-            "frame_selection": "Skipping repeats is faster on still footage."}[name]
+            "frame_selection": "Skipping repeats is faster on still footage.",
+            "reel": "One video of what is found, in time order, to watch here or download.",
+            "reel_seconds_per_step": " seconds of each step at most."}[name]
 
 
 def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser, make_app):
@@ -555,6 +376,7 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
     for fields in (highlights, workout):
         fields["frame_selection"].update(default="even", enum=["even", "changes"])
     workout["segmentation"].update(default="scenes", enum=["scenes", "fixed", "keyframes"])
+    workout["reel_seconds_per_step"].update(default=9, maximum=30)
     app.view_functions["openapi"] = lambda: document
 
     with serve(app) as base_url:
@@ -581,9 +403,11 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
         select_type(browser, "highlights")
         set_field(browser, "segment_duration", 2)
         choose_option(browser, "frame_selection", "changes")
+        browser.find_element("name", "reel").click()  # no reel, then
         select_type(browser, "workout")
         assert form_field(browser, "segment_duration")["value"] == "2"
         assert form_field(browser, "frame_selection")["value"] == "changes"  # not workout's "even"
+        assert form_field(browser, "reel")["checked"] is False
         # A choice the other type does not offer gives way to that type's default.
         choose_option(browser, "segmentation", "keyframes")
         select_type(browser, "highlights")
@@ -593,6 +417,7 @@ def test_the_settings_show_the_defaults_and_limits_the_server_documents(browser,
         assert form_field(browser, "segment_duration")["value"] == "12"
         assert form_field(browser, "frame_selection")["value"] == "even"
         assert form_field(browser, "segmentation")["value"] == "scenes"
+        assert form_field(browser, "reel")["checked"] is True
         select_type(browser, "highlights")
         assert form_field(browser, "segment_duration")["value"] == "7"
         assert console_errors(browser) == []
@@ -611,6 +436,7 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
             assert (field["value"], field["min"], field["max"]) == ("", None, None), (name, field)  # no guessing
         for name in ("segmentation", "frame_selection"):  # no choice guessed either: the server's default
             assert form_field(browser, name)["options"] == [""] and choice_texts(browser, name) == ["Server default"]
+        assert form_field(browser, "reel")["checked"] is True  # shown as the page asks for it, and so sent
 
         # Empty fields are not sent, so the analysis runs on the server's defaults.
         choose(browser, videos["short"], "highlights")
@@ -625,6 +451,7 @@ def test_without_the_document_the_page_says_so_and_the_server_defaults_apply(bro
             defaults.segment_duration, defaults.min_significance, defaults.frames_per_segment)
         assert (settings["segmentation"], settings["frame_selection"]) == (
             defaults.segmentation, defaults.frame_selection)
+        assert settings["reel"] is True
 
 
 # -- the modules ------------------------------------------------------------------------------
@@ -768,12 +595,17 @@ SAMPLE_TABLES = """
       return {count: rows.length, kept: kept};
     }
     var results = document.querySelector('[data-testid=results]');
+    // The first step's row as results so far last drew it: the final results put its thumbnail in place.
+    if (results.getAttribute('data-partial') === 'true') {
+      window.__partialFirstStep = document.querySelector('[data-testid=step-item]');
+    }
     return {state: document.getElementById('main').getAttribute('data-state'),
             shown: !results.hidden, partial: results.getAttribute('data-partial'),
             note: document.querySelector('[data-testid=partial-note]').textContent,
             segments: look('segments', document.querySelectorAll('#segments-body tr')),
             steps: look('steps', document.querySelectorAll('[data-testid=step-item]')),
             marks: document.querySelectorAll('[data-testid=timeline-mark]').length,
+            thumbnails: document.querySelectorAll('[data-testid=thumbnail]').length,
             player: document.querySelector('[data-testid=player]').getAttribute('src')};
 """
 # The text of each cell of each row of a table body, by CSS selector.
@@ -839,4 +671,11 @@ def test_partial_results_fill_the_table_as_segments_finish(browser, marker_serve
         [str(s["segment"]), format_range(s["start_time"], s["end_time"]), s["exercise"], frames_sent(s), s["analysis"]]
         for s in data["segment_analyses"]]
     assert by_id(browser, "segments-summary").text == f"Every analyzed segment ({SEGMENTS})"
+    # Results so far have no thumbnails; the final ones do, put into the rows already there.
+    assert all(s["thumbnails"] == 0 for s in during)
+    first = urljoin(marker_server + "/", data["exercise_steps"][0]["thumbnailUrl"])
+    wait_until(browser, lambda d: d.execute_script("""
+        var row = document.querySelector('[data-testid=step-item]'), img = row.querySelector('[data-testid=thumbnail]');
+        return row === window.__partialFirstStep && img.src === arguments[0] && img.complete && img.naturalWidth > 0;
+    """, first), "the first step's row did not get its thumbnail in place")
     assert console_errors(browser) == []

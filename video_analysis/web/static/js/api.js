@@ -40,6 +40,13 @@ function sessionUrl(action, sessionId) {
   return VIDEO_API + action + "/" + encodeURIComponent(sessionId);
 }
 
+/* A URL the server sent (`/api/v1/video/reel/<id>.mp4`), relative to the page like every other call here,
+ * so it also works behind a path prefix; null stays null. */
+export function pageUrl(url) {
+  if (typeof url !== "string" || !url) return null;
+  return url.startsWith("/") && !url.startsWith("//") ? url.slice(1) : url;
+}
+
 export const openapiDocument = () => call(OPENAPI_DOCUMENT);
 export const jobStatus = (sessionId) => call(sessionUrl("status", sessionId));
 /* `partial`: the results so far of a job still running (the answer's `partial` says which it got). */

@@ -5,7 +5,8 @@
  * validates with). Each input is named after its field there; a field shows only
  * for the types whose schema has it. If the document cannot be read, the page
  * says so and leaves the fields empty, which the server reads as "use the
- * default", rather than guessing numbers.
+ * default", rather than guessing numbers. A yes/no field (`type: boolean`) is a checkbox, which is always
+ * sent, as "true" or "false".
  */
 import { byId, make } from "./dom.js";
 import { openapiDocument } from "./api.js";
@@ -21,6 +22,9 @@ const CHOICE_WORDS = {
   segmentation: { fixed: "Fixed length", scenes: "At scene cuts" },
   frame_selection: { changes: "Only frames that change", even: "All, evenly spaced" },
 };
+// Where the page asks for more than the API's default: the API makes no reel unless asked (older clients
+// have no use for one), and people on the page want to watch what was found.
+const PAGE_DEFAULTS = { reel: true };
 
 const form = byId("analysis-form");
 const typeSelect = byId("analysis-type");
@@ -73,7 +77,21 @@ function applyChoices(select, schema) {
   select.required = showsDefault(select);
 }
 
+function isCheckbox(input) {
+  return input.type === "checkbox";
+}
+
+/* A checkbox's state when the user has not changed it: the page's own default, else the document's. */
+function defaultChecked(input, schema) {
+  if (input.name in PAGE_DEFAULTS) return PAGE_DEFAULTS[input.name];
+  return schema ? schema.default === true : input.defaultChecked;
+}
+
 function applySchema(input, schema) {
+  if (isCheckbox(input)) {
+    if (!edited.has(input.name)) input.checked = defaultChecked(input, schema);
+    return;
+  }
   if (input.tagName === "SELECT") {
     if (Array.isArray(schema.enum)) applyChoices(input, schema);
     return;
@@ -108,7 +126,10 @@ function applyType() {
 }
 
 function resetSettings() {
-  for (const input of parameterInputs()) input.value = "";
+  for (const input of parameterInputs()) {
+    if (isCheckbox(input)) input.checked = defaultChecked(input, null);
+    else input.value = "";
+  }
   edited.clear();
   applyType();
 }
@@ -136,7 +157,7 @@ export async function loadParameters() {
   }
   if (!fieldsByType) {
     for (const input of parameterInputs()) {
-      if (input.tagName !== "SELECT" && !input.placeholder) input.placeholder = "server default";
+      if (input.tagName !== "SELECT" && !isCheckbox(input) && !input.placeholder) input.placeholder = "server default";
     }
     unavailable.textContent = "The page could not read the settings' defaults and limits from the server (" + reason
       + "), so the fields are empty: an empty field uses the server's default. Reload the page to try again.";
@@ -166,6 +187,10 @@ export function analysisForm(video) {
   data.append("analysis_type", typeSelect.value);
   for (const input of parameterInputs()) {
     if (input.disabled || !input.name) continue;
+    if (isCheckbox(input)) {
+      data.append(input.name, input.checked ? "true" : "false");
+      continue;
+    }
     const value = input.tagName === "TEXTAREA" ? input.value : input.value.trim();
     if (value.trim() === "") continue;  // empty means "the server's default"
     data.append(input.name, value);

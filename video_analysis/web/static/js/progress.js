@@ -34,7 +34,9 @@ export function setAnalysis(status) {
   analysisBar.value = pct;
   analysisBar.textContent = Math.round(pct) + "%";
   let text = Math.floor(pct) + "%";
-  if (status.segmentsTotal) text += " · " + status.segmentsDone + " of " + status.segmentsTotal + " segments";
+  // Every segment is done by then; the status line says how far the rendering is.
+  if (status.currentStep === "rendering") text += " · rendering the reel";
+  else if (status.segmentsTotal) text += " · " + status.segmentsDone + " of " + status.segmentsTotal + " segments";
   analysisText.textContent = text;
 }
 

@@ -1,4 +1,4 @@
-/* The results section: the summary line, the player and timeline, the findings, every segment.
+/* The results section: the summary line, the player and timeline, the findings, the reel, every segment.
  *
  * While the job runs, the results so far (partial) are drawn here as they grow, marked as partial;
  * the final results are drawn over them in place.
@@ -6,6 +6,7 @@
 import { byId } from "./dom.js";
 import { clearFindings, showHighlights, showSteps } from "./findings.js";
 import { clock, seconds } from "./format.js";
+import { hideReel, showReel } from "./reel.js";
 import { clearSegments, showSegments } from "./segments.js";
 import { clearTimeline, playLocalFile, setTimeline, unloadPlayer } from "./timeline.js";
 
@@ -21,6 +22,7 @@ export function hideResults() {
   shown = false;
   partialCounts = null;
   unloadPlayer();
+  hideReel();
 }
 
 function summaryLine(data, duration) {
@@ -64,10 +66,11 @@ function sayPartial(ending) {
     : "Partial results: " + of + " so far; more appear as the analysis goes on.";
 }
 
-/* The final results; `file` is the run's own video, played here. */
-export function showResults(type, data, file) {
+/* The final results; `file` is the run's own video, played here; `message` is the job's last status line. */
+export function showResults(type, data, file, message) {
   partialCounts = null;
   const first = draw(type, data, file, null);
+  showReel(type, data, message);
   results.setAttribute("data-partial", "false");
   partialNote.hidden = true;
   // Results that were already growing on screen stay where the reader is.

@@ -68,7 +68,7 @@ async function poll(run) {
   setAnalysis(status);
   if (status.message) setStatus(status.message);
   if (status.status === "completed") {
-    loadResults(run);
+    loadResults(run, status.message);
   } else if (status.status === "failed") {
     fail(status.error || "The analysis failed.", "The analysis failed.");
     endPartialResults("The analysis failed, so no more will come.");
@@ -132,7 +132,8 @@ export async function cancelAnalysis() {
   }
 }
 
-async function loadResults(run) {
+/* `message`: the job's last status line (it says why, when a reel was asked for and not made). */
+async function loadResults(run, message) {
   setStatus("Fetching the results…");
   let answer;
   try {
@@ -155,5 +156,5 @@ async function loadResults(run) {
   setAnalysisNote("100% · done");
   setStatus("Done: " + plural(data.total_segments_analyzed || 0, "segment") + " analyzed in "
     + seconds(data.processing_time_seconds) + ".");
-  showResults(body.analysisType || analysisType(), data, runFile());
+  showResults(body.analysisType || analysisType(), data, runFile(), message);
 }

@@ -1,8 +1,9 @@
-/* The player and the timeline under it: marks placed by their start and end, the playhead,
- * seeking, and marking what is playing as current.
+/* The player and the timeline under it: marks placed by their start and end (each showing its thumbnail
+ * on hover and on keyboard focus), the playhead, seeking, and marking what is playing as current.
  */
 import { KeyedNodes, byId, make } from "./dom.js";
 import { clock } from "./format.js";
+import { showThumbnail, thumbnailSlot } from "./thumbnails.js";
 
 const player = byId("player");
 const playerNote = byId("player-note");
@@ -70,14 +71,18 @@ export function clearTimeline() {
   playhead.style.left = "0%";
 }
 
-function buildMark(m) {
+function buildMark(m, video) {
   const mark = make("button", "timeline-mark " + (m.className || ""));
   mark.type = "button";
   mark.setAttribute("data-testid", "timeline-mark");
   mark.setAttribute("data-start", String(m.start));
   mark.setAttribute("aria-label", m.label);
-  mark.title = m.label;
   const left = duration > 0 ? (m.start / duration) * 100 : 0;
+  // The preview opens under the mark towards the timeline's middle, so it never sticks out of the page.
+  const preview = make("span", "mark-preview " + (left < 50 ? "from-left" : "from-right"));
+  preview.appendChild(thumbnailSlot("preview-thumb", video));
+  preview.appendChild(make("span", "preview-label", m.label));
+  mark.appendChild(preview);
   const width = duration > 0 ? ((m.end - m.start) / duration) * 100 : 0;
   mark.style.left = Math.max(0, Math.min(100, left)) + "%";
   // 2px less than its share, so that marks of adjacent segments stay apart.
@@ -87,10 +92,17 @@ function buildMark(m) {
   return mark;
 }
 
-/* The marks, in order: [{key, start, end, label, className, style}]; a mark drawn before with the same
- * everything is kept as it is. Returns the mark elements. */
-export function drawMarks(list) {
-  return marks.render(list.map((m) => ({ key: m.key, look: JSON.stringify([m, duration]), build: () => buildMark(m) })));
+/* The marks, in order: [{key, start, end, label, className, style, thumbnail: {url, alt}}]; a mark drawn before
+ * with the same everything but its thumbnail is kept as it is, and its thumbnail put in. `video` (the results'
+ * `video`) gives the thumbnails their shape. Returns the mark elements. */
+export function drawMarks(list, video) {
+  const nodes = marks.render(list.map((m) => ({
+    key: m.key,
+    look: JSON.stringify([{ ...m, thumbnail: null }, duration, video.width, video.height]),
+    build: () => buildMark(m, video),
+  })));
+  nodes.forEach((node, i) => showThumbnail(node.querySelector(".thumb"), list[i].thumbnail.url, list[i].thumbnail.alt));
+  return nodes;
 }
 
 /* `items`: [{start, end, nodes}], each marked current while the player is between start and end. */
