@@ -56,6 +56,7 @@ def test_every_variable_is_read_from_the_environment():
     given = {"MODEL": "/models/x", "DATA_DIR": "/srv/data", "STATE_DB": "/srv/state/sessions.db", "HOST": "::1", "NGINX": "/opt/nginx",
              "LOG_LEVEL": "warning", "CORS_ORIGINS": "https://a.example",
              "SWEEP_INTERVAL_SECONDS": "0.5", "MAX_LEGACY_REQUESTS": "3", "MODEL_RETRY_SECONDS": "2.5",
+             "MAX_REEL_SECONDS": "30.5",
              "REDIS_URL": "rediss://:pw@redis.internal:6380/2", "WORKER_TOKEN": "s3cret-token-of-the-cluster",
              "API_URL": "http://api.internal:5000",
              **{name: str(minimum + 7) for name, minimum in WHOLE_NUMBERS.items()},
