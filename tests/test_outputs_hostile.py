@@ -17,7 +17,7 @@ import av
 import pytest
 import requests
 
-from tests.support.api import serve, upload, wait_for_status
+from tests.support.api import upload, wait_for_status
 from tools.synthetic_video import Marker, tone_video, write_video
 from video_analysis.web.services import EXTENSION_KEY
 
@@ -215,6 +215,8 @@ def test_if_unmodified_since_before_the_reel_was_made_is_a_412(reel):
 
 
 def test_a_reel_response_has_one_date_header(reel):
+    # send_file's conditional answer sets Date itself; werkzeug's development server (app.py) adds a second one
+    # ("Date: <d>, <d>"), gunicorn does not.
     _, _, _, url = reel
     response = requests.get(url, headers={"Range": "bytes=0-9"}, timeout=30)
     assert "," not in response.headers["Date"].split(",", 1)[1], response.headers["Date"]
