@@ -25,6 +25,7 @@ from video_analysis.jobs.analysis_process import AnalysisFailed, ModelUnavailabl
 from video_analysis.jobs.messages import INTERNAL, INTERNAL_ERROR, MODEL
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, StateNotSaved
 from video_analysis.video import VideoInfo
+from video_analysis.video.reel import leftovers
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,10 @@ class JobRunner:
             return True
         # A session that ran before goes on after its last kept answer, and says so.
         resumed_at = len(resume) + 1 if before.runs else None
-        if resumed_at is not None:
+        if resumed_at is not None and before.segments_total and resumed_at > before.segments_total:
+            ready_message = (f"Resumed {job.resumed_because}: all {before.segments_total} segments were answered; "
+                             "putting the results together")
+        elif resumed_at is not None:
             of = f" of {before.segments_total}" if before.segments_total else ""
             ready_message = f"Resumed {job.resumed_because} at segment {resumed_at}{of}"
         else:
@@ -120,6 +124,7 @@ class JobRunner:
         total = [before.segments_total or 0]
         because = job.resumed_because
         outputs = self.outputs(job, session)
+        counted = self._outputs_bytes(outputs)  # a run before this one's, counted already
         reel = outputs is not None and outputs.reel_path is not None
         top = 99.0 - _RENDERING_SHARE[reel] if outputs is not None else 99.0  # where the segments' share ends
 
@@ -151,8 +156,9 @@ class JobRunner:
             try:
                 result = self.analysis.run(sid, analysis.kind, job.video_path, options, progress, job.cancel,
                                            answered, started, through_retries=job.restored, rendering=rendering)
+                result = self.deliver(job, session, outputs, result)  # may be cancelled too (a worker stopping)
             finally:
-                self._count_outputs(outputs)
+                self._count_outputs(outputs, counted)
         except Cancelled:
             if job.stopped_because == _NOT_SAVED:
                 return True
@@ -170,7 +176,6 @@ class JobRunner:
             log.exception("Job %s failed", sid)
             ended = self.finish(sid, ProcessingStatus.FAILED, "The analysis failed", INTERNAL_ERROR, INTERNAL)
         else:
-            result = self.deliver(job, session, outputs, result)
             summary = analysis.summary(result)
             if result.get("reel_refused"):
                 summary += ". " + result["reel_refused"]
@@ -192,12 +197,27 @@ class JobRunner:
         worker sends them to the API node that keeps the session); the result, as it is then."""
         return result
 
-    def _count_outputs(self, outputs: Optional[OutputRequest]) -> None:
+    def _outputs_bytes(self, outputs: Optional[OutputRequest]) -> int:
+        """What the outputs' files hold on disk now, a half-written one left by a crash included."""
+        if outputs is None or self.outputs_written is None:
+            return 0
+        total = 0
+        for path in _files(outputs):
+            try:
+                total += os.path.getsize(path)
+            except FileNotFoundError:  # replaced or removed meanwhile
+                pass
+        return total
+
+    def _count_outputs(self, outputs: Optional[OutputRequest], counted: int) -> None:
+        """Count what this run added to the outputs' files (less, when it replaced or removed some)."""
         if outputs is None or self.outputs_written is None:
             return
-        sizes = [os.path.getsize(path) for path in _files(outputs)]
-        if sizes:
-            self.outputs_written(os.path.dirname(outputs.thumbnails_dir), sum(sizes))
+        directory = os.path.dirname(outputs.thumbnails_dir)
+        if os.path.isdir(directory):  # else cleaned up meanwhile: given back already
+            change = self._outputs_bytes(outputs) - counted
+            if change:
+                self.outputs_written(directory, change)
 
     def started_fields(self) -> dict:
         """More session fields written when a run starts (a cluster worker adds its name)."""
@@ -260,10 +280,13 @@ def sent_outputs(outputs: OutputRequest, result: dict) -> List[str]:
 
 
 def _files(outputs: OutputRequest) -> Iterator[str]:
-    """The output files on disk now."""
+    """The output files on disk now, and what a crash left half-written of them (`leftovers`)."""
     if os.path.isdir(outputs.thumbnails_dir):
         for entry in os.scandir(outputs.thumbnails_dir):
             if entry.is_file():
                 yield entry.path
-    if outputs.reel_path is not None and os.path.isfile(outputs.reel_path):
-        yield outputs.reel_path
+    directory = os.path.dirname(outputs.thumbnails_dir)
+    reel = os.path.join(directory, REEL_FILE)
+    if os.path.isfile(reel):
+        yield reel
+    yield from leftovers(reel)

@@ -132,9 +132,22 @@ class _Progress:
             self._callback(step / _PROGRESS_STEPS)
 
 
+def leftovers(out_path: str) -> List[str]:
+    """The temporary files renders to `out_path` left behind: only a crash mid-render leaves one."""
+    directory, name = os.path.split(os.path.abspath(out_path))
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(directory, entry) for entry in entries
+            if entry.startswith(f".{name}.") and entry.endswith(".part")]
+
+
 def _render(source: str, info: VideoInfo, runs: List[Tuple[int, int]], out_path: str, cancel: CancelToken,
             report: _Progress, max_width: int, indexed: bool) -> Reel:
     directory, name = os.path.split(os.path.abspath(out_path))
+    for left in leftovers(out_path):  # a render that crashed before (the job resumed after a restart)
+        os.unlink(left)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
     os.close(handle)
     output = sound = frames = None

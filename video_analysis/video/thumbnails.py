@@ -22,7 +22,13 @@ def write_thumbnails(path: str, info: VideoInfo, stretches: Sequence[Tuple[float
     are chosen), scaled down to at most THUMBNAIL_WIDTH wide with its aspect kept. `written(done, total)`
     is called after each.
     """
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.mkdir(directory)  # not makedirs: a session directory cleaned up meanwhile must not come back
+    except FileExistsError:
+        pass
+    for entry in os.listdir(directory):  # what a run that crashed mid-write left (the job resumed after a restart)
+        if entry.endswith(".partial"):
+            os.unlink(os.path.join(directory, entry))
     # The long edge bounds the width too; a portrait video's width is its short edge.
     longest = THUMBNAIL_WIDTH if info.width >= info.height else round(THUMBNAIL_WIDTH * info.height / info.width)
     paths = []
