@@ -40,7 +40,7 @@ from video_analysis.cluster.worker_token import token_problem
 from video_analysis.config import Config
 from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, without_outputs
 from video_analysis.jobs.analysis_process import result_of
-from video_analysis.jobs.job_runner import Job, JobRunner, sent_outputs
+from video_analysis.jobs.job_runner import REEL_FILE, Job, JobRunner, sent_outputs
 from video_analysis.jobs.sessions import SessionNotFound
 
 log = logging.getLogger(__name__)
@@ -138,13 +138,21 @@ class _WorkerRunner(JobRunner):
         if outputs is None:
             return result
         names = sent_outputs(outputs, result)
+        directory = os.path.dirname(outputs.thumbnails_dir)
+        thumbnails = [name for name in names if name != REEL_FILE]
         try:
-            send_outputs(session.node, session.session_id, self.worker.token, os.path.dirname(outputs.thumbnails_dir),
-                         names, job.cancel)
+            send_outputs(session.node, session.session_id, self.worker.token, directory, thumbnails, job.cancel)
         except (NodeUnreachable, VideoGone) as error:
-            log.warning("Session %s: its outputs could not be sent: %s", session.session_id, error)
+            log.warning("Session %s: its thumbnails could not be sent: %s", session.session_id, error)
             return without_outputs(result, f"The thumbnails and the reel were made but could not be sent to the API "
                                            f"server: {error}")
+        if REEL_FILE in names:  # apart: a reel that cannot get there leaves the thumbnails that did
+            try:
+                send_outputs(session.node, session.session_id, self.worker.token, directory, [REEL_FILE], job.cancel)
+            except (NodeUnreachable, VideoGone) as error:
+                log.warning("Session %s: its reel could not be sent: %s", session.session_id, error)
+                result["reel"] = None
+                result["reel_refused"] = f"The reel was made but could not be sent to the API server: {error}"
         return result
 
     def freeze(self) -> None:

@@ -11,13 +11,13 @@ import os
 import re
 
 from flask import Blueprint, request, send_file
-from werkzeug.exceptions import BadRequest, HTTPException, LengthRequired, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from video_analysis.cluster.video_fetch import INTERNAL_PREFIX
 from video_analysis.cluster.worker_token import token_matches
 from video_analysis.jobs.job_runner import REEL_FILE, THUMBNAILS_DIR
 from video_analysis.jobs.sessions import SessionNotFound, SessionState
-from video_analysis.web.errors import http_problem, register_error_handlers
+from video_analysis.web.errors import ApiError, http_problem, register_error_handlers
 from video_analysis.web.services import services
 
 internal_api = Blueprint("internal_api", __name__, url_prefix=INTERNAL_PREFIX)
@@ -38,7 +38,10 @@ def _workers_only():
 
 
 # What a worker may send back: a job's outputs (jobs/job_runner.py names them), nothing else.
-_OUTPUT_NAME = re.compile(rf"^(?:{THUMBNAILS_DIR}/\d{{1,6}}\.jpg|{re.escape(REEL_FILE)})$")
+_OUTPUT_NAME = re.compile(rf"^(?:{THUMBNAILS_DIR}/\d{{1,6}}\.jpg|{re.escape(REEL_FILE)})$", re.ASCII)
+# Not MAX_UPLOAD_MB, which bounds what clients send: a reel of MAX_REEL_SECONDS may be larger than its upload. A reel
+# is at most ~1 MB a second (video/reel.py's rate cap), so 4 GiB is past any the service makes.
+_MOST_OUTPUT_BYTES = 4 << 30
 _CHUNK = 1024 * 1024
 
 
@@ -69,9 +72,13 @@ def output(session_id: str, name: str):
     if not _OUTPUT_NAME.match(name):
         raise NotFound()
     state = _kept_here(session_id)
+    request.max_content_length = _MOST_OUTPUT_BYTES
     length = request.content_length
     if length is None:
-        raise LengthRequired()
+        raise ApiError(411, "Send the file with a Content-Length header (not chunked), so that the server knows "
+                            "when it has all of it.", "Length required")
+    if length > _MOST_OUTPUT_BYTES:
+        raise ApiError(413, f"An output may be at most {_MOST_OUTPUT_BYTES >> 30} GiB; this one says {length} bytes.")
     directory = os.path.dirname(os.path.abspath(state.video_path))
     target = os.path.join(directory, name)
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
@@ -82,7 +89,8 @@ def output(session_id: str, name: str):
             while written < length:
                 chunk = request.stream.read(min(_CHUNK, length - written))
                 if not chunk:
-                    raise BadRequest("The body ended before its Content-Length.")
+                    raise ApiError(400, f"The body ended after {written} of the {length} bytes its Content-Length "
+                                        "announced; send the whole file again.", "Incomplete body")
                 out.write(chunk)
                 written += len(chunk)
         before = os.path.getsize(target) if os.path.isfile(target) else 0
