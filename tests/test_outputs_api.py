@@ -154,7 +154,8 @@ def test_the_legacy_routes_make_no_thumbnails_and_take_no_reel(marker_app, plant
 
 @pytest.mark.parametrize("fields, field, sentence", [
     ({"reel": "yes"}, "reel", "'reel' must be true or false; got 'yes'."),
-    ({"params": '{"reel": 1}'}, "reel", "'reel' must be true or false; got '1'."),
+    ({"params": '{"reel": 1}'}, "reel", "'reel' must be true or false; got 1."),
+    ({"params": '{"reel": "yes"}'}, "reel", "'reel' must be true or false; got 'yes'."),
     ({"analysis_type": "workout", "reel_seconds_per_step": "0"}, "reel_seconds_per_step",
      "'reel_seconds_per_step' must be between 1 and 60; got 0."),
     ({"analysis_type": "workout", "reel_seconds_per_step": "61"}, "reel_seconds_per_step",

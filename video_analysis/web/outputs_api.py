@@ -8,9 +8,10 @@ can seek in it before it has all of it.
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
-from flask import Blueprint, send_file, url_for
+from flask import Blueprint, request, send_file, url_for
 
 from video_analysis.engine.outputs import findings
 from video_analysis.engine.parameters import AnalysisKind
@@ -25,6 +26,7 @@ register_error_handlers(outputs_api)
 # A session's outputs never change once made (a new analysis is a new session), so a browser keeps them a day;
 # `private`: a shared cache has no business keeping someone's video.
 _MAX_AGE_SECONDS = 86400
+_ONE_BYTE_RANGE = re.compile(r"bytes=\s*(\d*)\s*-\s*(\d*)", re.ASCII)
 
 
 def with_output_links(result: dict, state: SessionState) -> dict:
@@ -76,13 +78,29 @@ def thumbnail(session_id: str, n: int):
 def reel(session_id: str):
     state = _completed(session_id)
     path = _output_file(state, REEL_FILE) if state.result.get("reel") else None
+    if path is None and state.result.get("reel_refused"):
+        raise ApiError(404, f"This session has no reel. {state.result['reel_refused']}", "Not found")
     if path is None:
         raise ApiError(404, "This session has no reel: ask for one with the upload parameter reel=true (its "
-                            "results' reelUrl is null without one, and their message says when one was refused).",
-                       "Not found")
+                            "results' reelUrl is null without one).", "Not found")
+    _one_byte_range_or_none(os.path.getsize(path))
     stem = os.path.splitext(state.video_name or "video")[0]
     return _cached(send_file(path, mimetype="video/mp4", conditional=True, etag=True, max_age=_MAX_AGE_SECONDS,
                              download_name=f"{stem} reel.mp4"))
+
+
+def _one_byte_range_or_none(size: int) -> None:
+    """Leave werkzeug the one kind of Range it serves: a single byte range. Several ranges, a malformed one or
+    another unit are ignored (the whole file, as RFC 9110 14.2 says), and a suffix longer than the file asks
+    for all of it (14.1.3): werkzeug would answer those 416, "outside the file", which they are not."""
+    header = request.environ.get("HTTP_RANGE")
+    if header is None:
+        return
+    one = _ONE_BYTE_RANGE.fullmatch(header.strip())
+    if one is None or not (one[1] or one[2]) or (one[1] and one[2] and int(one[1]) > int(one[2])):
+        del request.environ["HTTP_RANGE"]  # not one byte range: ignored
+    elif not one[1] and int(one[2]) > size:
+        request.environ["HTTP_RANGE"] = "bytes=0-"
 
 
 def _cached(response):

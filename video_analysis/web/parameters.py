@@ -74,8 +74,8 @@ def _from_http(name: str, value: Any) -> Any:
         text = value.strip().lower() if isinstance(value, str) else value
         if isinstance(value, bool) or text in _BOOLEAN_TEXT:
             return value if isinstance(value, bool) else _BOOLEAN_TEXT[text]
-        shown = value[:40] if isinstance(value, str) else json.dumps(value)[:40]
-        raise _bad(name, f"'{name}' must be true or false; got {shown!r}.")
+        shown = repr(value[:40]) if isinstance(value, str) else json.dumps(value)[:40]  # 1 in JSON, '1' in a form
+        raise _bad(name, f"'{name}' must be true or false; got {shown}.")
     if kind not in ("integer", "number"):  # a prompt
         if not isinstance(value, str):
             raise _bad(name, f"'{name}' must be text.")
