@@ -163,8 +163,6 @@ def test_a_thumbnail_answers_ranges_and_head_too(reel, service):
     _problem(requests.get(url, headers={"Range": f"bytes={len(whole)}-"}, timeout=10), 416)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a suffix range longer than the reel is a 416 (werkzeug's "
-                                       "Range.range_for_length); RFC 9110 14.1.3 says the whole reel is sent")
 def test_a_suffix_range_longer_than_the_reel_gives_the_whole_reel(reel):
     _, _, whole, url = reel
     response = requests.get(url, headers={"Range": f"bytes=-{len(whole) + 1}"}, timeout=30)
@@ -172,10 +170,6 @@ def test_a_suffix_range_longer_than_the_reel_gives_the_whole_reel(reel):
     assert response.headers["Content-Range"] == f"bytes 0-{len(whole) - 1}/{len(whole)}"
 
 
-@pytest.mark.xfail(strict=True, reason="finding: several ranges, a range with its ends swapped or an unknown unit "
-                                       "are a 416 saying 'the requested byte range lies outside the file', which "
-                                       "is untrue; RFC 9110 14.2 says to ignore a Range the server does not "
-                                       "support (an unknown unit MUST be ignored) and send the whole reel")
 @pytest.mark.parametrize("asked", ["bytes=0-1,5-9", "bytes=5-2", "items=0-1"])
 def test_a_range_the_server_does_not_support_is_ignored_not_refused(reel, asked):
     _, _, whole, url = reel
@@ -278,9 +272,6 @@ def test_a_reel_asked_for_over_nothing_is_null_and_the_message_says_why(marker_a
     _problem(client.get(f"/api/v1/video/reel/{session_id}.mp4"), 404)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the reel route's 404 for a reel that was asked for and refused "
-                                       "tells the client to 'ask for one with the upload parameter reel=true', "
-                                       "which it did; it should say why there is none (the results' message has it)")
 def test_the_404_of_a_refused_reel_says_why_there_is_none(make_app, marker_model_dir, sources):
     app = make_app(MODEL=marker_model_dir, MAX_REEL_SECONDS=15)
     client = app.test_client()
@@ -462,19 +453,12 @@ def test_a_job_stopped_while_rendering_resumes_with_a_whole_reel_and_no_part_lef
     assert progress == sorted(progress)
 
 
-@pytest.mark.xfail(strict=True, reason="finding: after a restart during the rendering the thumbnails are counted "
-                                       "twice against MAX_STORAGE_MB (once by Storage.prepare, once more by "
-                                       "JobRunner._count_outputs when the resumed job writes them again), until "
-                                       "cleanup or expiry")
 def test_after_a_restart_during_the_rendering_the_storage_count_is_what_is_on_disk(stopped_while_rendering):
     run = stopped_while_rendering
     assert run["seen"][-1]["status"] == "completed"
     assert run["used"] == run["on_disk"], f"counted {run['used'] - run['on_disk']} bytes more than on disk"
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a job resumed after all its segments were answered says "
-                                       "'Resumed after a restart at segment 4 of 3' (briefly: until the rendering "
-                                       "starts again)")
 def test_a_job_resumed_in_its_rendering_does_not_name_a_segment_past_the_last(stopped_while_rendering):
     messages = stopped_while_rendering["messages"]
     assert not any("segment 4 of 3" in message for message in messages), messages
@@ -488,11 +472,6 @@ def test_a_crash_during_the_rendering_resumes_with_a_whole_reel(killed_while_ren
     assert "reel.mp4" in run["files"]
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a crash (SIGKILL, OOM) during the rendering leaves the partial "
-                                       "reel .reel.mp4.<random>.part in the session's directory, counted against "
-                                       "MAX_STORAGE_MB, until cleanup or expiry; the resumed job writes a new one "
-                                       "and nothing removes the old (api.md: 'no part of one is ever ... left on "
-                                       "disk')")
 def test_a_crash_during_the_rendering_leaves_no_part_of_a_reel(killed_while_rendering):
     run = killed_while_rendering
     assert run["part_before_restart"], run["files"]  # the crash did leave one behind
@@ -631,9 +610,6 @@ def test_a_name_outside_the_outputs_is_a_404_that_writes_nothing(api_node, pendi
     assert sorted(os.walk(cluster.api.data_dir)) == before and _used(cluster, redis_client) == used
 
 
-@pytest.mark.xfail(strict=True, reason="finding: internal_api._OUTPUT_NAME's \\d takes any Unicode digit "
-                                       "(no re.ASCII, unlike web/parameters.py): thumbnails/\u0661.jpg is written "
-                                       "and counted, a file nothing names or serves")
 def test_a_thumbnail_named_with_a_non_ascii_digit_is_refused(api_node, pending):
     cluster, _, _ = api_node
     session_id = pending
@@ -670,9 +646,6 @@ def test_a_body_shorter_than_its_length_or_without_one_leaves_no_file(api_node, 
     assert _files(directory) == ["upload-0.bin"] and _used(cluster, redis_client) == used
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the outputs route's errors are not sentences a person can act on: "
-                                       "411 says 'Length Required.', a body cut short is a 400 telling to 'check "
-                                       "the form fields'")
 def test_the_outputs_routes_errors_say_what_to_fix(api_node, pending):
     cluster, _, _ = api_node
     session_id = pending
@@ -699,10 +672,6 @@ def test_a_put_to_a_cleaned_up_session_or_another_nodes_is_a_404_that_leaves_not
     assert _used(cluster, redis_client) == used - freed
 
 
-@pytest.mark.xfail(strict=True, reason="finding: the outputs route is bound by MAX_UPLOAD_MB (Flask's "
-                                       "MAX_CONTENT_LENGTH), with a 413 about 'uploads' and 'form fields': a reel "
-                                       "larger than the API's upload limit never reaches it, and the worker's "
-                                       "deliver() then drops the thumbnails it had sent too (without_outputs)")
 def test_a_reel_larger_than_the_upload_limit_can_be_delivered(api_node, pending):
     cluster, _, _ = api_node
     session_id = pending
@@ -710,11 +679,6 @@ def test_a_reel_larger_than_the_upload_limit_can_be_delivered(api_node, pending)
     assert response.status_code == 204, (response.status_code, response.text[:300])
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a worker stopped (SIGTERM) while it sends its outputs does not hand "
-                                       "the job back: Cancelled from send_outputs escapes JobRunner._analyse (deliver "
-                                       "runs in the try's else, outside `except Cancelled`), RQ logs a traceback and "
-                                       "counts a failed try, and the status says the worker 'stopped answering' "
-                                       "(try 2 of 3); three such stops fail the session")
 def test_a_worker_stopped_while_it_sends_its_outputs_hands_the_job_back(marker_model_dir, redis_server, sources,
                                                                          tmp_path):
     import signal
