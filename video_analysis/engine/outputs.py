@@ -8,6 +8,7 @@ findings in time order, an exercise step for at most `reel_seconds_per_step`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -35,11 +36,15 @@ class OutputRequest:
     max_reel_seconds: float = DEFAULT_MAX_REEL_SECONDS  # a longer reel is refused, and the result says why
 
 
+# Each kind's findings in its result: the list's name, and the names of a finding's start and end times.
+FINDINGS = {AnalysisKind.HIGHLIGHTS: ("highlights", "start_time", "end_time"),
+            AnalysisKind.WORKOUT: ("exercise_steps", "start_timestamp", "end_timestamp")}
+
+
 def findings(kind: AnalysisKind, result: dict) -> Tuple[List[dict], str, str]:
     """The result's findings and the names of their start and end times."""
-    if kind is AnalysisKind.HIGHLIGHTS:
-        return result["highlights"], "start_time", "end_time"
-    return result["exercise_steps"], "start_timestamp", "end_timestamp"
+    name, start, end = FINDINGS[kind]
+    return result[name], start, end
 
 
 def reel_cuts(kind: AnalysisKind, result: dict, parameters: AnalysisParameters) -> List[Tuple[float, float]]:
@@ -78,7 +83,7 @@ def add_outputs(kind: AnalysisKind, parameters: AnalysisParameters, result: dict
         paths = write_thumbnails(video_path, info, [(item[start], item[end]) for item in items],
                                  request.thumbnails_dir, cancel, written)
         for item, path in zip(items, paths):
-            item["thumbnail"] = path.rsplit("/", 1)[-1]
+            item["thumbnail"] = os.path.basename(path)
     result["reel"], result["reel_refused"] = None, None
     if not reel_asked:
         return result
@@ -111,7 +116,7 @@ def note_reel_settings(kind: AnalysisKind, parameters: AnalysisParameters, resul
 
 def without_outputs(result: dict, reason: str) -> dict:
     """`result` with no thumbnail and no reel noted (they were made, but are not where clients get them), and why."""
-    for name in ("highlights", "exercise_steps"):
+    for name, _, _ in FINDINGS.values():
         for item in result.get(name, ()):
             item.pop("thumbnail", None)
     result["reel"], result["reel_refused"] = None, reason

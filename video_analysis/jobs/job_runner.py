@@ -20,7 +20,7 @@ from typing import Callable, Iterator, List, Optional
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.engine.kinds import analysis_class
-from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, OutputRequest
+from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, FINDINGS, OutputRequest
 from video_analysis.jobs.analysis_process import AnalysisFailed, ModelUnavailable
 from video_analysis.jobs.messages import INTERNAL, INTERNAL_ERROR, MODEL
 from video_analysis.jobs.sessions import ProcessingStatus, SessionNotFound, SessionState, StateNotSaved
@@ -272,7 +272,7 @@ class JobRunner:
 
 def sent_outputs(outputs: OutputRequest, result: dict) -> List[str]:
     """The output files `result` names, relative to the session's directory (thumbnails/0.jpg, reel.mp4)."""
-    names = [f"{THUMBNAILS_DIR}/{item['thumbnail']}" for key in ("highlights", "exercise_steps")
+    names = [f"{THUMBNAILS_DIR}/{item['thumbnail']}" for key, _, _ in FINDINGS.values()
              for item in result.get(key, ()) if item.get("thumbnail")]
     if result.get("reel") and outputs.reel_path is not None:
         names.append(REEL_FILE)

@@ -13,7 +13,7 @@ from typing import Optional
 
 from flask import Blueprint, request, send_file, url_for
 
-from video_analysis.engine.outputs import findings
+from video_analysis.engine.outputs import FINDINGS, findings
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.jobs.job_runner import REEL_FILE, THUMBNAILS_DIR
 from video_analysis.jobs.sessions import ProcessingStatus, SessionState
@@ -33,14 +33,12 @@ def with_output_links(result: dict, state: SessionState) -> dict:
     """`result` as the results route shows it: each finding with `thumbnailUrl`, the result with `reelUrl`,
     `reelDuration` and `reelSize` (null when not made), and the engine's own notes of them left out."""
     shown = {key: value for key, value in result.items() if key not in ("reel", "reel_refused")}
-    kind = AnalysisKind(state.analysis_type)
-    items, _, _ = findings(kind, result)
-    list_name = "highlights" if kind is AnalysisKind.HIGHLIGHTS else "exercise_steps"
+    list_name = FINDINGS[AnalysisKind(state.analysis_type)][0]
     shown[list_name] = [
         {**{key: value for key, value in item.items() if key != "thumbnail"},
          "thumbnailUrl": url_for("outputs_api.thumbnail", session_id=state.session_id, n=n)
          if item.get("thumbnail") else None}
-        for n, item in enumerate(items)
+        for n, item in enumerate(result[list_name])
     ]
     reel = result.get("reel")
     shown["reelUrl"] = url_for("outputs_api.reel", session_id=state.session_id) if reel else None
