@@ -9,8 +9,10 @@ order reversed every round, exactly as `make bench`'s P9
 (bench/figures/p9_throughput.py); each side after the first is compared with
 the first in the same round. A side is a worker count, optionally with the
 workers' settings (`WORKER_SETTINGS`): default (as `make worker` starts
-one), one-thread (OPENBLAS_NUM_THREADS=1 and PARALLEL_VISION=0), blas1
-(OPENBLAS_NUM_THREADS=1), novision (PARALLEL_VISION=0).
+one: workers on one machine split its cores), unshared (MODEL_CORES = every
+core: each worker uses them all), one-thread (OPENBLAS_NUM_THREADS=1 and
+PARALLEL_VISION=0), blas1 (OPENBLAS_NUM_THREADS=1), novision
+(PARALLEL_VISION=0).
 Writes bench/results/experiments/<date>-p9-<sides>.json (or --out).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from bench.videos import bench_video
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sides", default="1,2,2-one-thread")
+    parser.add_argument("--sides", default="1,2,2-unshared")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--video", type=float, default=600, help="seconds of video")

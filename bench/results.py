@@ -55,7 +55,7 @@ REQUIRED_KEYS = (
 FULL_KEYS = ("p1_overhead_ratio_full", "p2_speedup_vs_reference_full", "p2_speedup_vs_plain_cli_tiny",
              "p3_status_p99_ms_full_job", "p3_status_p99_ms_full_job_threaded_client", "blas_speedup_full",
              "parallel_vision_speedup_full", "fast_activations_speedup_full", "store_cost_ratio_full",
-             "p1_overhead_ratio_full_cluster", "p9_throughput_ratio_2_workers_one_thread",
+             "p1_overhead_ratio_full_cluster", "p9_throughput_ratio_2_workers_unshared",
              "p7_wall_ratio_full_static", "p8_vision_fraction_of_peak", "p8_vision_gflops", "p8_gemm_peak_gflops",
              "p8_vision_gflop_per_frame", "p8_vision_seconds_per_frame", "p8_preprocess_seconds_per_frame",
              "p8_projection_mlp_gflops", "p8_attention_matmul_gflops", "p8_share_matmuls_below_peak",

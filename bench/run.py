@@ -85,7 +85,7 @@ def plan_for(quick: bool) -> dict:
         "p9_video": 480 if quick else 600,
         "p9_videos": 8,
         "p9_rounds": 2 if quick else 3,
-        "p9_sides": ("1", "2") if quick else ("1", "2", "2-one-thread"),
+        "p9_sides": ("1", "2") if quick else ("1", "2", "2-unshared"),
         "cut_rounds": 1 if quick else 3,
         "reel_rounds": 1 if quick else 3,
     }
@@ -199,8 +199,8 @@ def cluster_figures(plan: dict, want: Callable[[str], bool], results: dict, deta
         results["p9_throughput_ratio_2_workers"] = p9["ratio"]
         results["p9_videos_per_minute_1_worker"] = p9["videos_per_minute_1_worker"]
         results["p9_videos_per_minute_2_workers"] = p9["videos_per_minute_2_workers"]
-        if "2-one-thread" in plan["p9_sides"]:
-            results["p9_throughput_ratio_2_workers_one_thread"] = p9["ratio_medians"]["2-one-thread/1"]
+        if "2-unshared" in plan["p9_sides"]:
+            results["p9_throughput_ratio_2_workers_unshared"] = p9["ratio_medians"]["2-unshared/1"]
     if want("p3-cluster"):
         long_video = bench_video(plan["long_video"])
         say("cluster, tiny: redis-server, the API (serve.py: nginx + gunicorn x WEB_PROCESSES), 1 model worker")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Callable, List
 
@@ -210,6 +211,44 @@ def test_jobs_spread_over_two_workers_and_each_status_names_its_worker(cluster, 
         assert_emptied(worker.scratch)  # every scratch copy deleted once its job ended
 
 
+# -- sharing a machine's cores ------------------------------------------------------------------------------------
+def cores_in_health(cluster: Cluster) -> dict:
+    """Each worker's cores as /health shows them, by worker id."""
+    return {entry["id"]: entry["cores"] for entry in cluster.health()["workers"]}
+
+
+def test_workers_on_one_machine_split_its_cores_and_health_says_so(cluster, videos, thirty):
+    cores = len(os.sched_getaffinity(0))  # the workers inherit this process's cores
+    cluster.start_api()
+    first = cluster.add_worker()
+    api = Api(cluster)
+    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert cores_in_health(cluster) == {first.name: cores}  # alone on the machine: all of them
+
+    second = cluster.add_worker()
+    running = [api.upload(videos["long"], **OVER_A_MINUTE) for _ in range(2)]
+    for session_id in running:
+        api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
+    # Both busy: each has half, once each has worked it out (at its job's start, then at each 5 s heartbeat).
+    deadline = time.monotonic() + 20
+    while cores_in_health(cluster) != {first.name: max(1, cores // 2), second.name: max(1, cores // 2)}:
+        assert time.monotonic() < deadline, cores_in_health(cluster)
+        time.sleep(0.2)
+    for session_id in running:
+        api.cancel(session_id)
+    api.wait_all_ended(running)
+
+    second.stop()  # gone: the one left has the machine again from its next job on
+    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert cores_in_health(cluster) == {first.name: cores}
+
+    fixed = cluster.add_worker(MODEL_CORES="1")  # the setting wins over the share
+    first.stop()
+    final = api.wait_ended(api.upload(thirty, **ONE_SECOND))
+    assert final["status"] == "completed" and final["worker"] == fixed.name
+    assert cores_in_health(cluster) == {fixed.name: 1}
+
+
 # -- cancel -------------------------------------------------------------------------------------------------------
 def test_a_cancelled_job_stops_on_its_worker_which_takes_the_next_job(cluster, videos, thirty):
     cluster.start_api()
@@ -248,6 +287,9 @@ def test_sigterm_hands_the_running_job_back_and_another_worker_resumes_it_after_
     handed = api.upload(thirty, **ONE_SECOND)
     stopped = holder(cluster, api.wait(handed, lambda body: body["segmentsDone"] >= 2))
     other = second if stopped is first else first
+    # Watched from now on: the tiny model may run the other 28 segments in under a second.
+    watcher = threading.Thread(target=api.wait_ended, args=(handed,), daemon=True)
+    watcher.start()
 
     seconds = stopped.terminate()
     assert stopped.process.returncode == 0, stopped.log()
@@ -256,6 +298,7 @@ def test_sigterm_hands_the_running_job_back_and_another_worker_resumes_it_after_
     reference = api.upload(thirty, **ONE_SECOND)  # the same job, never interrupted
 
     final = api.wait_ended(handed)
+    watcher.join(30)
     assert final["status"] == "completed" and final["worker"] == other.name, final
     assert api.wait_ended(reference)["status"] == "completed"
     total = final["segmentsTotal"]

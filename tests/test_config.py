@@ -15,6 +15,7 @@ WHOLE_NUMBERS = {  # variable -> its smallest allowed value
     "MAX_UPLOAD_MB": 1, "MAX_QUEUED_JOBS": 1, "JOB_WORKERS": 1, "SESSION_TTL_SECONDS": 1, "MAX_STORAGE_MB": 0,
     "PORT": 1, "HTTP_THREADS": 2, "HEADER_TIMEOUT_SECONDS": 1, "BODY_TIMEOUT_SECONDS": 1,
     "LEGACY_PROXY_TIMEOUT_SECONDS": 1, "MAX_FORM_PARTS": 1, "MAX_FORM_MEMORY_SIZE": 1, "WEB_PROCESSES": 1,
+    "MODEL_CORES": 0,
 }
 SWITCHES = ("BUFFERED_BY_PROXY", "USE_OPENBLAS", "PARALLEL_VISION", "FAST_ACTIVATIONS", "PYAV_FRAMES")
 
@@ -47,7 +48,7 @@ def test_the_defaults():
     assert (config.HEADER_TIMEOUT_SECONDS, config.BODY_TIMEOUT_SECONDS) == (10, 60)
     assert (config.LEGACY_PROXY_TIMEOUT_SECONDS, config.NGINX) == (86400, None)
     assert config.BUFFERED_BY_PROXY is False
-    assert config.MODEL_RETRY_SECONDS == 15
+    assert config.MODEL_RETRY_SECONDS == 15 and config.MODEL_CORES == 0
     assert config.STATE_DB is None and config.state_db_path == os.path.join("data", "state.db")
     assert all(getattr(config, name) is True for name in SWITCHES[1:])
 

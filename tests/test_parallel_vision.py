@@ -1,10 +1,11 @@
 """Splitting the vision tower's frames across CPU streams changes speed, not answers."""
 
+import os
 from pathlib import Path
 
 import pytest
 
-from video_analysis.model.openblas import preload_openblas  # noqa: E402
+from video_analysis.model.openblas import blas_threads, preload_openblas, set_blas_threads  # noqa: E402
 
 preload_openblas()  # before mlx
 
@@ -98,3 +99,41 @@ def vision_layer_count(model_dir) -> int:
 
     config = json.loads((Path(model_dir) / "config.json").read_text())
     return config["vision_config"]["num_hidden_layers"]
+
+
+def test_the_runner_uses_the_cores_it_is_given_from_the_next_request_on_and_answers_the_same(tiny_model_dir,
+                                                                                            monkeypatch):
+    rng = np.random.default_rng(5)
+    frames = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(8)]
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("MODEL_CORES", raising=False)
+    runner = ModelRunner(tiny_model_dir)
+    try:
+        runner.wait_until_loaded(120)
+        everything = runner.generate(frames, "Describe the frames.", max_tokens=16)
+        assert runner.cores == cores and runner.vision_streams == (cores if cores >= 2 else 1)
+        assert blas_threads() == min(cores, threads_at_load())
+        runner.share_cores(1)
+        assert runner.cores == cores  # only from the next request on
+        assert runner.generate(frames, "Describe the frames.", max_tokens=16) == everything
+        assert (runner.cores, runner.vision_streams, blas_threads()) == (1, 1, 1)
+        runner.share_cores(64)  # more than there are: every usable core
+        assert runner.generate(frames, "Describe the frames.", max_tokens=16) == everything
+        assert runner.cores == cores and blas_threads() == min(cores, threads_at_load())
+    finally:
+        runner.close()
+        set_blas_threads(cores)
+    monkeypatch.setenv("MODEL_CORES", "1")  # the setting: from the start
+    runner = ModelRunner(tiny_model_dir)
+    try:
+        runner.wait_until_loaded(120)
+        assert (runner.cores, runner.vision_streams, blas_threads()) == (1, 1, 1)
+    finally:
+        runner.close()
+        set_blas_threads(cores)
+
+
+def threads_at_load() -> int:
+    from video_analysis.model import openblas
+
+    return openblas._threads_at_load

@@ -99,6 +99,9 @@ class Config(BaseSettings):
     # How model workers reach this API server to fetch its uploads; None: http://HOST:PORT (this host's name
     # when HOST listens on every address).
     API_URL: Optional[str] = None
+    # Cores the model may use (its matrix multiply's threads, the vision tower's streams). 0: every usable core in
+    # the embedded mode; for a model worker, this machine's cores split evenly among the workers running jobs on it.
+    MODEL_CORES: WholeNumber = Field(0, ge=0)
     # gunicorn processes `make run` starts in cluster mode (they hold no state); the embedded mode always has one.
     WEB_PROCESSES: WholeNumber = Field(2, ge=1)
 

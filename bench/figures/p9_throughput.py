@@ -10,8 +10,10 @@ order reversed every round (1, 2, 2, 1, 1, 2, ... workers; a worker is
 started or stopped between them, and every worker has run a job since it
 started before its batch counts); each round gives one ratio, and the figure
 is their median. A side may also start its workers with other settings
-(`WORKER_SETTINGS`: "2-one-thread" is 2 workers with one core's worth of
-threads each). Each batch also
+(`WORKER_SETTINGS`: "2-unshared" is 2 workers each told to use every core,
+`MODEL_CORES`, as every worker did before workers on one machine split its
+cores; "2-one-thread" is 2 workers with one core's worth of threads each
+through the environment). Each batch also
 counts the CPU time its parts used (the workers, the API node's processes,
 redis-server, this client): with every part on the same 2 cores, that says
 how far from 2x the machine itself allows.
@@ -111,7 +113,9 @@ def batch(cluster: ClusterService, video: str, videos: int) -> dict:
 
 # The workers' settings a side may name ("2-one-thread": 2 workers with ONE_THREAD's environment).
 WORKER_SETTINGS = {
-    "default": {},  # as `make worker` starts a worker
+    "default": {},  # as `make worker` starts a worker: workers on one machine split its cores
+    # each worker told to use every core, as before workers on one machine split them (2026-11-29)
+    "unshared": {"MODEL_CORES": str(len(os.sched_getaffinity(0)))},
     # one core's worth of threads per worker: OpenBLAS's pool and the vision tower's streams (usable cores each)
     "one-thread": {"OPENBLAS_NUM_THREADS": "1", "PARALLEL_VISION": "0"},
     "blas1": {"OPENBLAS_NUM_THREADS": "1"},
@@ -120,7 +124,7 @@ WORKER_SETTINGS = {
 
 
 def side_setup(side: str) -> tuple:
-    """"2" -> (2, {}); "2-one-thread" -> (2, WORKER_SETTINGS["one-thread"])."""
+    """"2" -> (2, {}); "2-unshared" -> (2, WORKER_SETTINGS["unshared"])."""
     count, _, settings = side.partition("-")
     return int(count), WORKER_SETTINGS[settings or "default"]
 

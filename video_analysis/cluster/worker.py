@@ -11,6 +11,9 @@ job and no fork after the model is loaded), with what it leaves to us:
   another worker after its last finished segment) and exits 0.
 - **Cancel**: a thread listens on the cancel channel and stops the running
   job when its session is cancelled, without stopping the worker.
+- **Sharing a machine**: workers on one machine split its cores evenly
+  (`MODEL_CORES` fixes a worker's number instead). A worker works out its
+  share when a job starts and at each heartbeat; see `workers_sharing_host`.
 """
 from __future__ import annotations
 
@@ -37,11 +40,13 @@ from video_analysis.cluster.reaper import Reaper
 from video_analysis.cluster.sessions import RedisSessionStore
 from video_analysis.cluster.video_fetch import NodeUnreachable, VideoGone, send_outputs
 from video_analysis.cluster.worker_token import token_problem
+from video_analysis.cluster.workers import workers_sharing_host
 from video_analysis.config import Config
 from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, without_outputs
 from video_analysis.jobs.analysis_process import result_of
 from video_analysis.jobs.job_runner import REEL_FILE, Job, JobRunner, sent_outputs
 from video_analysis.jobs.sessions import SessionNotFound
+from video_analysis.model.cores import fair_share
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +185,14 @@ class ModelWorker(SimpleWorker):
     max_connection_wait_time = float(HEARTBEAT_SECONDS)
 
     def __init__(self, connection: redis.Redis, engine, model_name: str, scratch: str, token: str,
-                 max_reel_seconds: float = DEFAULT_MAX_REEL_SECONDS):
+                 max_reel_seconds: float = DEFAULT_MAX_REEL_SECONDS, model_cores: int = 0):
         self.store = RedisSessionStore(connection)
         self.queue = Queue(QUEUE_NAME, connection=connection)
         super().__init__([self.queue], connection=connection, name=worker_name(), worker_ttl=20,
                          job_monitoring_interval=HEARTBEAT_SECONDS)
         self.model_name = model_name
+        self.model = engine.runner
+        self.model_cores = model_cores  # MODEL_CORES; 0: a fair share of this machine (`share_cores`)
         self.scratch = scratch
         self.token = token
         self.runner = _WorkerRunner(self, InProcessAnalysis(engine), max_reel_seconds)
@@ -247,6 +254,7 @@ class ModelWorker(SimpleWorker):
             self.connection.hset(self.key, "session", job.args[0] if job.args else "")
         except ERRORS:
             pass  # only /health's "job"; the job itself waits for Redis (`task`)
+        self.share_cores()
         beats.start()
         try:
             super().execute_job(job, queue)
@@ -268,10 +276,23 @@ class ModelWorker(SimpleWorker):
             try:
                 self.maintain_heartbeats(job)
                 self._stop_if_ended()
+                self.share_cores()
             except ERRORS as error:
                 log.warning("Heartbeat failed (Redis unreachable): %s", error)
             except Exception:  # noqa: BLE001  (a failed heartbeat must not end the job)
                 log.exception("Heartbeat failed")
+
+    def share_cores(self) -> None:
+        """Give the model this worker's share of the machine's cores (from its next request on), and say so in
+        the worker's entry (/health). Without Redis the share stays as it was."""
+        try:
+            sharing = 1 if self.model_cores else workers_sharing_host(self.connection, self.queue, self.name,
+                                                                     HEARTBEAT_TTL_SECONDS)
+            cores = self.model_cores or fair_share(sharing)
+            self.model.share_cores(cores)
+            self.connection.hset(self.key, "cores", cores)
+        except ERRORS as error:
+            log.warning("Could not work out this worker's share of the cores (Redis unreachable): %s", error)
 
     def _stop_if_ended(self) -> None:
         """A cancel published while this worker was not listening (Redis away) is found here, a beat later; so is
@@ -403,7 +424,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"The model worker could not load MODEL: {error}") from None
     log.info("Model %s loaded in %.1f s; taking jobs", engine.runner.name, time.perf_counter() - started)
     scratch = scratch_directory(config.DATA_DIR)
-    worker = ModelWorker(connection, engine, engine.runner.name, scratch, config.WORKER_TOKEN, config.MAX_REEL_SECONDS)
+    worker = ModelWorker(connection, engine, engine.runner.name, scratch, config.WORKER_TOKEN, config.MAX_REEL_SECONDS,
+                         config.MODEL_CORES)
     try:
         worker.work(logging_level=config.LOG_LEVEL.upper())
     finally:

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import redis
 from rq import Queue, Worker
+from rq.worker import WorkerStatus
 
 from video_analysis.cluster.connection import ERRORS, QUEUE_NAME
 from video_analysis.cluster.reaper import Reaper
@@ -24,6 +25,36 @@ from video_analysis.model.errors import model_display_name
 
 # A worker not heard from for this long is taken as gone (/health is degraded when none is left).
 SEEN_SECONDS = 60
+
+
+def live_workers(connection: redis.Redis, queue: Queue, within_seconds: float) -> List[Worker]:
+    """The queue's workers whose last heartbeat is at most `within_seconds` old."""
+    now = datetime.now(timezone.utc)
+    found = []
+    for worker in Worker.all(connection=connection, queue=queue):
+        seen = worker.last_heartbeat
+        if seen is None:
+            continue
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=timezone.utc)
+        if (now - seen).total_seconds() <= within_seconds:
+            found.append(worker)
+    return found
+
+
+def host_of(worker_name: str) -> str:
+    """The machine in a worker's name ("host:pid")."""
+    return worker_name.rpartition(":")[0]
+
+
+def workers_sharing_host(connection: redis.Redis, queue: Queue, me: str, within_seconds: float) -> int:
+    """How many workers run models on this worker's machine now, itself included: the others there that are busy,
+    or all the others there while jobs wait in the queue (they are about to be)."""
+    others = [worker for worker in live_workers(connection, queue, within_seconds)
+              if worker.name != me and host_of(worker.name) == host_of(me)]
+    if others and queue.count == 0:
+        others = [worker for worker in others if worker.get_state() == WorkerStatus.BUSY]
+    return 1 + len(others)
 
 
 class WorkerPool:
@@ -36,20 +67,14 @@ class WorkerPool:
         self.reaper = Reaper(connection, owner=owner).start()
 
     def workers(self) -> List[dict]:
-        """The workers heard from within SEEN_SECONDS: id ("host:pid"), model, state, job (a session id or None)."""
-        now = datetime.now(timezone.utc)
+        """The workers heard from within SEEN_SECONDS: id ("host:pid"), model, state, job (a session id or None),
+        cores (what its model uses, once it has run a job)."""
         found = []
-        for worker in Worker.all(connection=self.redis, queue=self.queue):
-            seen = worker.last_heartbeat
-            if seen is None:
-                continue
-            if seen.tzinfo is None:
-                seen = seen.replace(tzinfo=timezone.utc)
-            if (now - seen).total_seconds() > SEEN_SECONDS:
-                continue
-            model, session = self.redis.hmget(worker.key, "model", "session")
+        for worker in live_workers(self.redis, self.queue, SEEN_SECONDS):
+            model, session, cores = self.redis.hmget(worker.key, "model", "session", "cores")
             found.append({"id": worker.name, "model": model.decode() if model else None,
-                          "state": worker.get_state(), "job": session.decode() if session else None})
+                          "state": worker.get_state(), "job": session.decode() if session else None,
+                          "cores": int(cores) if cores else None})
         return sorted(found, key=lambda w: w["id"])
 
     def state(self) -> ModelState:

@@ -21,6 +21,8 @@ _OPENBLAS_CANDIDATES = (
     "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
 )
 _openblas_path: Optional[str] = None
+_openblas: Optional[ctypes.CDLL] = None
+_threads_at_load = 1  # OpenBLAS's pool as it started (OPENBLAS_NUM_THREADS, else the cores): never exceeded
 
 
 def preload_openblas() -> Optional[str]:
@@ -29,7 +31,7 @@ def preload_openblas() -> Optional[str]:
     Must run before the first `import mlx`. Set `USE_OPENBLAS=0` to measure
     mlx's bundled BLAS instead.
     """
-    global _openblas_path
+    global _openblas_path, _openblas, _threads_at_load
     if _openblas_path or platform.system() != "Linux" or not Config.from_env().USE_OPENBLAS:
         return _openblas_path
     # OpenBLAS's idle threads spin before they sleep; on a 2-core server that
@@ -40,9 +42,27 @@ def preload_openblas() -> Optional[str]:
     for candidate in _OPENBLAS_CANDIDATES:
         if os.path.exists(candidate):
             try:
-                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+                _openblas = ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
             except OSError:
                 continue
             _openblas_path = candidate
+            _threads_at_load = _openblas.openblas_get_num_threads()
             break
     return _openblas_path
+
+
+def blas_threads() -> Optional[int]:
+    """The threads OpenBLAS's matrix multiply uses now; None when OpenBLAS is not loaded."""
+    return _openblas.openblas_get_num_threads() if _openblas is not None else None
+
+
+def set_blas_threads(threads: int) -> Optional[int]:
+    """Let OpenBLAS use `threads` threads from now on (at least 1, at most what it started with, so an
+    OPENBLAS_NUM_THREADS in the environment stays the limit); returns the number in use, None without OpenBLAS.
+
+    Call it between matrix multiplies (the model thread, between requests): OpenBLAS's pool is the process's.
+    """
+    if _openblas is None:
+        return None
+    _openblas.openblas_set_num_threads(max(1, min(int(threads), _threads_at_load)))
+    return blas_threads()

@@ -18,21 +18,13 @@ frames 31 s -> 21 s, a whole segment 41.8 s -> 31.5 s (`make bench`, key
 """
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from video_analysis.config import Config
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+from video_analysis.model.cores import usable_cores
 
 
 class StreamSplitVision(nn.Module):
@@ -44,14 +36,24 @@ class StreamSplitVision(nn.Module):
         # Streams belong to the thread that makes them: this object must be
         # built and called on the model's own thread.
         self._streams = [mx.new_stream(mx.cpu) for _ in range(streams)]
+        self._active = streams  # fewer when the process gets fewer cores (ModelRunner.share_cores)
 
     @property
     def stream_count(self) -> int:
         return len(self._streams)
 
+    @property
+    def active_streams(self) -> int:
+        return self._active
+
+    def use_streams(self, count: int) -> int:
+        """Split across `count` of the streams from now on (1 to `stream_count`); returns the number used."""
+        self._active = max(1, min(int(count), len(self._streams)))
+        return self._active
+
     def __call__(self, x: mx.array, patch_attention_mask: Optional[mx.array] = None,
                  output_hidden_states: Optional[bool] = None):
-        chunks = _chunk_bounds(x.shape[0], len(self._streams))
+        chunks = _chunk_bounds(x.shape[0], self._active)
         if len(chunks) < 2:
             return self.inner(x, patch_attention_mask=patch_attention_mask,
                               output_hidden_states=output_hidden_states)

@@ -10,6 +10,10 @@ Each request carries the caller's CancelToken, checked before it starts,
 before every chunk of `PREFILL_CHUNK_TOKENS` of the prompt's prefill and
 after every generated token; closing the runner cancels the tokens of the
 requests it still holds. Loading is `loading`, prompt limits `prompt_budget`.
+
+The cores the model uses (OpenBLAS's threads, the vision tower's streams) can
+be changed between requests (`share_cores`): model workers sharing a machine
+split its cores rather than fight over them.
 """
 from __future__ import annotations
 
@@ -22,9 +26,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Set, Tuple
 
 from video_analysis.cancellation import CancelToken, Cancelled
-from video_analysis.config import DEFAULT_MODEL
+from video_analysis.config import DEFAULT_MODEL, Config
 from video_analysis.model.errors import HubUnreachable, ModelLoadError, RunnerClosed, model_display_name
 from video_analysis.model.loading import LoadedModel, current_device, load_model, release_thread_streams
+from video_analysis.model.openblas import set_blas_threads
+from video_analysis.model.cores import usable_cores
+from video_analysis.model.parallel_vision import StreamSplitVision
 from video_analysis.model.prompt_budget import PromptBudget
 
 __all__ = ["ModelRunner", "ModelLoadError", "RunnerClosed", "model_display_name", "PREFILL_CHUNK_TOKENS"]
@@ -62,6 +69,8 @@ class ModelRunner:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.prefill_chunks = 0  # prompt chunks run; bench.experiment_prefill_cancel reports it
         self.prompt_budget: Optional[PromptBudget] = None  # None until loaded, or when prompts cannot be counted
+        self.cores: Optional[int] = None  # cores the model uses (threads of its matrix multiply), once loaded
+        self._wanted_cores: Optional[int] = Config.from_env().MODEL_CORES or None  # None: every usable core
         self._loaded = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
@@ -122,6 +131,14 @@ class ModelRunner:
         return self.prompt_budget.problem(system_prompt, user_prompt, frames, max_tokens,
                                           default_system_prompt, default_user_prompt)
 
+    def share_cores(self, cores: Optional[int]) -> None:
+        """Use `cores` cores (None: every usable one) from the next request on; any thread.
+
+        Applied on the model thread before it serves a request (`cores` then says what is in use): OpenBLAS's
+        threads and the vision tower's streams are changed only between requests.
+        """
+        self._wanted_cores = cores
+
     def close(self, timeout: float = 30.0) -> None:
         """Cancel the requests held, stop the model thread after the current token; idempotent."""
         with self._lock:
@@ -139,6 +156,7 @@ class ModelRunner:
     def _run(self) -> None:
         try:
             self._take(load_model(self.model_ref, self.name))
+            self._use_wanted_cores()
         except Exception as error:  # noqa: BLE001  (reported to every caller)
             self.load_error = str(error)
             self.hub_unreachable = isinstance(error, HubUnreachable)
@@ -153,6 +171,7 @@ class ModelRunner:
                 if self.load_error:
                     request.future.set_exception(ModelLoadError(self.load_error))
                 else:
+                    self._use_wanted_cores()
                     self._serve(request)
                 with self._lock:
                     self._unfinished.discard(request)
@@ -166,6 +185,18 @@ class ModelRunner:
         self.vision_streams, self.fast_activation_layers = loaded.vision_streams, loaded.fast_activation_layers
         self.prompt_budget = PromptBudget.of(loaded.model, loaded.processor, loaded.image_size, self.name)
         self.load_seconds = loaded.seconds
+
+    def _use_wanted_cores(self) -> None:
+        available = usable_cores()
+        cores = max(1, min(self._wanted_cores or available, available))
+        if cores == self.cores:
+            return
+        set_blas_threads(cores)
+        vision = getattr(self._model, "vision_model", None)
+        if isinstance(vision, StreamSplitVision):
+            self.vision_streams = vision.use_streams(cores)
+        self.cores = cores
+        log.info("The model uses %d of this machine's %d usable core(s)", cores, available)
 
     def _fail_waiting(self) -> None:
         while True:

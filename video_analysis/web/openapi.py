@@ -313,7 +313,11 @@ def openapi_document(config: Config) -> dict:
                                                                                "job), busy (running one), started "
                                                                                "or suspended."},
                                 "job": {"type": ["string", "null"],
-                                        "description": "The session id of the job it runs, or null."}}}},
+                                        "description": "The session id of the job it runs, or null."},
+                                "cores": {"type": ["integer", "null"],
+                                          "description": "The CPU cores its model was given for its last job: "
+                                                         "MODEL_CORES, or its machine's cores split among the "
+                                                         "workers running jobs there; null before its first job."}}}},
                 "version": {"type": "string"},
                 "problems": {"type": "array", "items": {"type": "string"},
                              "description": "Present when the service cannot keep what it is given (DATA_DIR or "
