@@ -52,6 +52,8 @@ def analyse(session_id: str) -> Optional[str]:
     if problem:  # every fetch would be refused: the job goes back for a worker that has the right token
         worker.stop_for(problem)
         return hand_back(worker, session_id, get_current_job())
+    worker.share_cores()  # RQ counts this worker busy now: the others on its machine hear it and count it too
+    worker.announce_cores()
     worker.runner.sessions.begin(session_id)
     scratch = os.path.join(worker.scratch, session_id)
     job = Job(session_id, "", VideoInfo(**state.video_info) if state.video_info else None,

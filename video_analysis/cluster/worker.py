@@ -12,8 +12,10 @@ job and no fork after the model is loaded), with what it leaves to us:
 - **Cancel**: a thread listens on the cancel channel and stops the running
   job when its session is cancelled, without stopping the worker.
 - **Sharing a machine**: workers on one machine split its cores evenly
-  (`MODEL_CORES` fixes a worker's number instead). A worker works out its
-  share when a job starts and at each heartbeat; see `workers_sharing_host`.
+  among those running jobs (`MODEL_CORES` fixes a worker's number instead).
+  A worker works out its share when a job starts and at each heartbeat, and
+  again whenever another worker on its machine starts or ends a job (they
+  say so on CORES_CHANNEL); see `workers_sharing_host`.
 """
 from __future__ import annotations
 
@@ -33,14 +35,14 @@ from rq import Queue, SimpleWorker, worker_registration
 
 from video_analysis.cancellation import CancelToken
 from video_analysis.cluster import task
-from video_analysis.cluster.connection import ERRORS, QUEUE_NAME, connect
+from video_analysis.cluster.connection import ERRORS, PREFIX, QUEUE_NAME, connect
 from video_analysis.cluster.processes import alive
 from video_analysis.cluster.queue import CANCEL_CHANNEL
 from video_analysis.cluster.reaper import Reaper
 from video_analysis.cluster.sessions import RedisSessionStore
 from video_analysis.cluster.video_fetch import NodeUnreachable, VideoGone, send_outputs
 from video_analysis.cluster.worker_token import token_problem
-from video_analysis.cluster.workers import workers_sharing_host
+from video_analysis.cluster.workers import host_of, workers_sharing_host
 from video_analysis.config import Config
 from video_analysis.engine.outputs import DEFAULT_MAX_REEL_SECONDS, without_outputs
 from video_analysis.jobs.analysis_process import result_of
@@ -51,6 +53,9 @@ from video_analysis.model.cores import fair_share
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5
+# A worker that starts or ends a job publishes its host name here: the busy workers on that machine work out their
+# share of its cores again at once, not at their next heartbeat (a short job may end before that).
+CORES_CHANNEL = PREFIX + "cores"
 # RQ waits up to 5 s in a blocking pop for the next job (worker_ttl 20 - 15) and wants a socket timeout longer than
 # that; it raises the pool's setting, but only for connections made after it, so it is set before the first one.
 SOCKET_TIMEOUT_SECONDS = 30
@@ -201,7 +206,7 @@ class ModelWorker(SimpleWorker):
         self.handing_back = False
         self.problem: Optional[str] = None  # why it stopped by itself, for a person (`stop_for`)
         self.handed_back = threading.Lock()  # held by the one hand-back of the running job (task.hand_back)
-        self._cancels = threading.Thread(target=self._listen_for_cancels, name="cancels", daemon=True)
+        self._listener = threading.Thread(target=self._listen, name="cancels-and-cores", daemon=True)
         self._reaper = Reaper(connection, owner=self.name)
 
     # -- what RQ leaves to an in-process worker ----------------------------------------------------
@@ -254,7 +259,6 @@ class ModelWorker(SimpleWorker):
             self.connection.hset(self.key, "session", job.args[0] if job.args else "")
         except ERRORS:
             pass  # only /health's "job"; the job itself waits for Redis (`task`)
-        self.share_cores()
         beats.start()
         try:
             super().execute_job(job, queue)
@@ -266,6 +270,7 @@ class ModelWorker(SimpleWorker):
             stop.set()
             beats.join()
             self.rq_job = None
+            self.announce_cores()  # RQ has put it back to idle: the busy ones left here may take its cores
             try:
                 self.connection.hdel(self.key, "session")
             except ERRORS:
@@ -281,6 +286,13 @@ class ModelWorker(SimpleWorker):
                 log.warning("Heartbeat failed (Redis unreachable): %s", error)
             except Exception:  # noqa: BLE001  (a failed heartbeat must not end the job)
                 log.exception("Heartbeat failed")
+
+    def announce_cores(self) -> None:
+        """Tell the other workers on this machine that this one started or ended a job."""
+        try:
+            self.connection.publish(CORES_CHANNEL, host_of(self.name))
+        except ERRORS:
+            pass  # they work their share out again at their next heartbeat anyway
 
     def share_cores(self) -> None:
         """Give the model this worker's share of the machine's cores (from its next request on), and say so in
@@ -348,21 +360,27 @@ class ModelWorker(SimpleWorker):
         logging.shutdown()
         os._exit(0)
 
-    def _listen_for_cancels(self) -> None:
+    def _listen(self) -> None:
+        """Cancels (the running job's session) and other workers' job starts and ends (on this machine)."""
         pubsub = None
         while True:
             try:
                 if pubsub is None:
                     pubsub = self.connection.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(CANCEL_CHANNEL)
+                    pubsub.subscribe(CANCEL_CHANNEL, CORES_CHANNEL)
                 # A short wait, not listen(): listen() would hit the connection's socket timeout when idle.
                 message = pubsub.get_message(timeout=1.0)
                 job = self.current
-                if message and job is not None and message["data"].decode() == job.session_id:
+                if not message or job is None:
+                    continue
+                if message["channel"].decode() == CORES_CHANNEL:
+                    if message["data"].decode() == host_of(self.name):
+                        self.share_cores()
+                elif message["data"].decode() == job.session_id:
                     job.cancel.cancel()
             except Exception as error:  # noqa: BLE001  (Redis away, or worse: listen again in a second)
                 if not isinstance(error, ERRORS):
-                    log.exception("Listening for cancels failed")
+                    log.exception("Listening for cancels and job starts failed")
                 if pubsub is not None:
                     try:
                         pubsub.close()
@@ -373,7 +391,7 @@ class ModelWorker(SimpleWorker):
 
     def work(self, *args, **kwargs):
         task.current_worker = self
-        self._cancels.start()
+        self._listener.start()
         self._reaper.start()
         try:
             return super().work(*args, **kwargs)
