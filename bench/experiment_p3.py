@@ -45,15 +45,19 @@ VARIANTS = {
     "cluster-noaof": ({}, "make run"),
     # one gunicorn process instead of WEB_PROCESSES=2
     "cluster-1web": ({"WEB_PROCESSES": "1"}, "make run"),
+    # the model worker given one core (MODEL_CORES=1): is the wait the cores the worker takes, or Redis itself?
+    "cluster-1core": ({}, "make run"),
 }
 _REDIS_OPTIONS = {"cluster": {}, "cluster-everysec": {"appendfsync": "everysec"}, "cluster-noaof": {"appendonly": False},
-                  "cluster-1web": {}}
+                  "cluster-1web": {}, "cluster-1core": {}}
+_WORKER_ENV = {"cluster-1core": {"MODEL_CORES": "1"}}
 
 
 def _running(name: str, model: str, how: str, env: dict):
     """The variant's service: embedded (JOB_WORKERS=1, as P3 runs it) or a cluster with one model worker."""
     if name in _REDIS_OPTIONS:
-        return running_cluster(f"exp-{name}", model, workers=1, how=how, redis_options=_REDIS_OPTIONS[name], **env)
+        return running_cluster(f"exp-{name}", model, workers=1, how=how, redis_options=_REDIS_OPTIONS[name],
+                               worker_env=_WORKER_ENV.get(name), **env)
     return running_service(f"exp-{name}", model, how=how, JOB_WORKERS=1, **env)
 
 
