@@ -20,89 +20,16 @@ from typing import Callable, Dict, Optional
 import pytest
 import requests
 
-from tests.support.cluster import TOKEN, Cluster
+from tests.support.cluster import TOKEN, UPLOAD, Cluster, ClusterApi, assert_unreachable
 from tests.support.http import host_port, multipart
 from tests.support.results import comparable
 from tools.service_process import REPO, WorkerProcess
 from tools.synthetic_video import write_video
-from video_analysis.cluster.connection import RETRY_AFTER_SECONDS, UNREACHABLE
+from video_analysis.cluster.connection import UNREACHABLE
 from video_analysis.cluster.sessions import RedisSessionStore
 from video_analysis.cluster.worker_token import token_problem
 from video_analysis.jobs.session_ids import is_session_id
 
-UPLOAD = "/api/v1/video/upload"
-TERMINAL = ("completed", "failed", "cancelled")
-
-
-class Api:
-    """The async API of the cluster's API service, through real HTTP (the port stays across restarts)."""
-
-    def __init__(self, cluster: Cluster):
-        self.cluster = cluster
-
-    @property
-    def base(self) -> str:
-        return self.cluster.base
-
-    def upload(self, video: str, route: str = UPLOAD, **fields) -> requests.Response:
-        with open(video, "rb") as handle:
-            return requests.post(self.base + route, files={"video": handle}, data=fields, timeout=120)
-
-    def start(self, video: str, **fields) -> str:
-        response = self.upload(video, **fields)
-        assert response.status_code == 202, response.text
-        return response.json()["sessionId"]
-
-    def status(self, session_id: str) -> dict:
-        response = requests.get(f"{self.base}/api/v1/video/status/{session_id}", timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def results(self, session_id: str) -> dict:
-        response = requests.get(f"{self.base}/api/v1/video/results/{session_id}", timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
-
-    def cleanup(self, session_id: str) -> None:
-        response = requests.delete(f"{self.base}/api/v1/video/cleanup/{session_id}", timeout=10)
-        assert response.status_code == 200, response.text
-
-    def wait(self, session_id: str, until: Callable[[dict], bool], timeout: float = 120.0,
-             outage: bool = False) -> dict:
-        """Poll the status until `until(body)`. With `outage` (Redis or the API is away meanwhile) a refused
-        connection or a 503 with Retry-After is waited through; any other answer fails the test."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert time.monotonic() < deadline, f"{session_id} never got there:\n{self.cluster.api.log()}"
-            try:
-                response = requests.get(f"{self.base}/api/v1/video/status/{session_id}", timeout=10)
-            except requests.ConnectionError:
-                if not outage:
-                    raise
-                time.sleep(0.05)
-                continue
-            if outage and response.status_code == 503:
-                assert_unreachable(response)
-                time.sleep(0.05)
-                continue
-            assert response.status_code == 200, response.text
-            body = response.json()
-            if until(body):
-                return body
-            time.sleep(0.02)
-
-    def wait_ended(self, session_id: str, **options) -> dict:
-        return self.wait(session_id, lambda body: body["status"] in TERMINAL, **options)
-
-
-def assert_unreachable(response, legacy: bool = False) -> None:
-    """The answer while Redis is away: 503, Retry-After, the sentence that says so (problem+json)."""
-    assert response.status_code == 503, (response.status_code, response.text)
-    assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["detail"] == body["error"] == UNREACHABLE
-    assert body.get("success", None) is (False if legacy else None)
 
 
 def wait_for(what: Callable[[], object], message: Callable[[], str], timeout: float = 60.0):
@@ -149,7 +76,7 @@ def answer_runs(redis_server, session_id: str) -> list:
 def test_a_restart_of_the_api_mid_job_loses_nothing(cluster, redis_server, videos, kill):
     cluster.start_api()
     worker = cluster.add_worker()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     running = api.start(videos["long"], segment_duration="2")
     waiting = api.start(videos["short"], segment_duration="2")  # one worker: it waits its turn
     api.wait(running, lambda body: body["segmentsDone"] >= 3)
@@ -178,7 +105,7 @@ def test_a_restart_of_the_api_mid_job_loses_nothing(cluster, redis_server, video
 def test_a_redis_killed_and_restarted_mid_job_loses_nothing(cluster, redis_server, videos):
     cluster.start_api()
     worker = cluster.add_worker()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     interrupted = api.start(videos["long"], segment_duration="2")
     api.wait(interrupted, lambda body: body["segmentsDone"] >= 5)
     redis_server.kill()  # as a crash would: only what the AOF holds comes back
@@ -206,7 +133,7 @@ def test_a_redis_killed_and_restarted_mid_job_loses_nothing(cluster, redis_serve
 def test_while_redis_is_stopped_every_route_answers_503_and_all_comes_back_by_itself(cluster, redis_server, videos):
     cluster.start_api()
     worker = cluster.add_worker()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     # Redis goes away just as a job ends, while RQ still books its end (the worker is held there with SIGSTOP,
     # as soon as Redis tells that the session ended): the worker must ride that out, not quit.
     client = redis_server.client()
@@ -271,7 +198,7 @@ def assert_same_404(response, unknown) -> None:
 def test_the_internal_route_serves_uploads_only_with_the_token_and_a_wrong_token_stops_a_worker(
         cluster, redis_server, videos, tmp_path):
     cluster.start_api()  # no worker: the job waits, its upload stays
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     session_id = api.start(videos["short"])
     url = f"{api.base}/internal/v1/videos/{session_id}"
     unknown = get(f"{api.base}/no/such/address")
@@ -313,7 +240,7 @@ def test_the_internal_route_is_a_404_in_embedded_mode_even_with_a_token(start_se
 def test_cleanup_deletes_every_file_on_every_node_and_a_legacy_request_leaves_none(cluster, redis_server, videos):
     cluster.start_api()
     workers = [cluster.add_worker(), cluster.add_worker()]
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     finished = api.start(videos["short"])
     assert api.wait_ended(finished)["status"] == "completed"
     running = [api.start(videos["long"], segment_duration="1") for _ in workers]
@@ -346,7 +273,7 @@ def test_a_completed_session_expires_with_its_files_on_every_node(cluster, redis
     ttl = 3
     cluster.start_api(SESSION_TTL_SECONDS=str(ttl), SWEEP_INTERVAL_SECONDS="0.2")
     worker = cluster.add_worker()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     session_id = api.start(videos["long"], segment_duration="3")
     api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
     assert held(cluster.files()["api"]) == [session_id]  # kept while it runs
@@ -364,7 +291,7 @@ def test_a_session_ended_by_a_worker_expires_in_redis_after_the_apis_ttl_even_wh
     ttl = 5
     cluster.start_api(SESSION_TTL_SECONDS=str(ttl), SWEEP_INTERVAL_SECONDS="0.2")
     worker = cluster.add_worker()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     session_id = api.start(videos["short"])
     assert api.wait_ended(session_id)["status"] == "completed"
     client = redis_server.client()
@@ -496,7 +423,7 @@ def test_a_workers_thumbnails_and_reel_are_served_by_the_api_node_and_cleaned_up
     try:
         cluster.start_api()
         worker = cluster.add_worker()
-        api = Api(cluster)
+        api = ClusterApi(cluster)
         video = write_video(str(tmp_path / "match.mp4"), duration=20, fps=5, size=(320, 180),
                             markers=[Marker(11, 19)])
         session_id = api.start(video, reel="true")

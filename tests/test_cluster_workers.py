@@ -16,14 +16,13 @@ import json
 import os
 import threading
 import time
-from typing import Callable, List
+from typing import List
 
 import pytest
-import requests
 from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
-from tests.support.cluster import TERMINAL, Cluster
+from tests.support.cluster import Cluster, ClusterApi
 from tests.support.processes import running
 from tests.support.results import comparable
 from tools.redis_server import RedisServer
@@ -36,66 +35,6 @@ ONE_SECOND = {"segment_duration": "1"}
 # max_tokens 1024: the tiny model writes until the limit, about 0.8 s a segment, so 90 segments run for over a
 # minute: a job that ends sooner than that was stopped.
 OVER_A_MINUTE = {"segment_duration": "1", "max_tokens": "1024"}
-
-
-class Api:
-    """The async API of a cluster, through real HTTP; `seen` keeps every status body a wait read, by session."""
-
-    def __init__(self, cluster: Cluster):
-        self.base = cluster.base
-        self.seen = {}
-
-    def upload(self, video: str, **fields) -> str:
-        with open(video, "rb") as handle:
-            response = requests.post(f"{self.base}/api/v1/video/upload", files={"video": handle}, data=fields,
-                                     timeout=30)
-        assert response.status_code == 202, response.text
-        return response.json()["sessionId"]
-
-    def status(self, session_id: str) -> dict:
-        body = requests.get(f"{self.base}/api/v1/video/status/{session_id}", timeout=10).json()
-        self.seen.setdefault(session_id, []).append(body)
-        return body
-
-    def result(self, session_id: str) -> dict:
-        response = requests.get(f"{self.base}/api/v1/video/results/{session_id}", timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
-
-    def cancel(self, session_id: str) -> dict:
-        response = requests.post(f"{self.base}/api/v1/video/cancel/{session_id}", timeout=10)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def wait(self, session_id: str, until: Callable[[dict], bool], timeout: float = 120.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            body = self.status(session_id)
-            if until(body):
-                return body
-            assert time.monotonic() < deadline, f"waited {timeout:.0f} s; last status: {body}"
-            time.sleep(0.03)
-
-    def wait_ended(self, session_id: str, timeout: float = 120.0) -> dict:
-        return self.wait(session_id, lambda body: body["status"] in TERMINAL, timeout)
-
-    def wait_all_ended(self, sessions: List[str], timeout: float = 120.0) -> List[dict]:
-        """Poll every session in turn until all have ended; their final status bodies."""
-        deadline = time.monotonic() + timeout
-        final = {}
-        while len(final) < len(sessions):
-            for session_id in sessions:
-                if session_id not in final:
-                    body = self.status(session_id)
-                    if body["status"] in TERMINAL:
-                        final[session_id] = body
-            assert time.monotonic() < deadline, f"waited {timeout:.0f} s; ended: {list(final)} of {sessions}"
-            time.sleep(0.03)
-        return [final[session_id] for session_id in sessions]
-
-    def messages(self, session_id: str) -> List[str]:
-        return [body["message"] for body in self.seen.get(session_id, ())]
-
 
 
 def answer_runs(cluster: Cluster, session_id: str) -> List[int]:
@@ -193,8 +132,8 @@ def new_cluster(early_redis, tiny_model_dir, tmp_path):
 def test_jobs_spread_over_two_workers_and_each_status_names_its_worker(cluster, thirty):
     cluster.start_api()
     workers = add_workers(cluster, 2)
-    api = Api(cluster)
-    sessions = [api.upload(thirty, **ONE_SECOND) for _ in range(4)]
+    api = ClusterApi(cluster)
+    sessions = [api.start(thirty, **ONE_SECOND) for _ in range(4)]
     ended = api.wait_all_ended(sessions)
 
     assert [body["status"] for body in ended] == ["completed"] * 4, ended
@@ -221,12 +160,12 @@ def test_workers_on_one_machine_split_its_cores_and_health_says_so(cluster, vide
     cores = len(os.sched_getaffinity(0))  # the workers inherit this process's cores
     cluster.start_api()
     first = cluster.add_worker()
-    api = Api(cluster)
-    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    api = ClusterApi(cluster)
+    assert api.wait_ended(api.start(thirty, **ONE_SECOND))["status"] == "completed"
     assert cores_in_health(cluster) == {first.name: cores}  # alone on the machine: all of them
 
     second = cluster.add_worker()
-    running = [api.upload(videos["long"], **OVER_A_MINUTE) for _ in range(2)]
+    running = [api.start(videos["long"], **OVER_A_MINUTE) for _ in range(2)]
     for session_id in running:
         api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
     # Both busy: each has half, once each has worked it out (at its job's start, then at each 5 s heartbeat).
@@ -246,12 +185,12 @@ def test_workers_on_one_machine_split_its_cores_and_health_says_so(cluster, vide
     api.wait_ended(running[1])
 
     second.stop()  # gone: the one left has the machine again from its next job on
-    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert api.wait_ended(api.start(thirty, **ONE_SECOND))["status"] == "completed"
     assert cores_in_health(cluster) == {first.name: cores}
 
     fixed = cluster.add_worker(MODEL_CORES="1")  # the setting wins over the share
     first.stop()
-    final = api.wait_ended(api.upload(thirty, **ONE_SECOND))
+    final = api.wait_ended(api.start(thirty, **ONE_SECOND))
     assert final["status"] == "completed" and final["worker"] == fixed.name
     assert cores_in_health(cluster) == {fixed.name: 1}
 
@@ -261,13 +200,13 @@ def test_a_cancelled_job_stops_on_its_worker_which_takes_the_next_job(cluster, v
     cluster.start_api()
     worker = cluster.add_worker()
     pid = worker.process.pid
-    api = Api(cluster)
-    cancelled = api.upload(videos["long"], **OVER_A_MINUTE)
+    api = ClusterApi(cluster)
+    cancelled = api.start(videos["long"], **OVER_A_MINUTE)
     api.wait(cancelled, lambda body: body["segmentsDone"] >= 1)
     assert os.listdir(worker.scratch) == [cancelled]  # its scratch copy of the upload
 
     assert api.cancel(cancelled)["status"] == "cancelled"
-    following = api.upload(thirty, **ONE_SECOND)
+    following = api.start(thirty, **ONE_SECOND)
     # The one worker is free for the next job only once the cancelled one has stopped (run out, it would take
     # more than a minute longer).
     final = api.wait_ended(following, timeout=45)
@@ -290,8 +229,8 @@ def test_sigterm_hands_the_running_job_back_and_another_worker_resumes_it_after_
         cluster, thirty):
     cluster.start_api()
     first, second = add_workers(cluster, 2)
-    api = Api(cluster)
-    handed = api.upload(thirty, **ONE_SECOND)
+    api = ClusterApi(cluster)
+    handed = api.start(thirty, **ONE_SECOND)
     stopped = holder(cluster, api.wait(handed, lambda body: body["segmentsDone"] >= 2))
     other = second if stopped is first else first
     # Watched from now on: the tiny model may run the other 28 segments in under a second.
@@ -302,7 +241,7 @@ def test_sigterm_hands_the_running_job_back_and_another_worker_resumes_it_after_
     assert stopped.process.returncode == 0, stopped.log()
     assert seconds < 10, f"the worker took {seconds:.1f} s to exit"
     assert os.listdir(stopped.data_dir) == []  # its scratch copy went with the job it handed back
-    reference = api.upload(thirty, **ONE_SECOND)  # the same job, never interrupted
+    reference = api.start(thirty, **ONE_SECOND)  # the same job, never interrupted
 
     final = api.wait_ended(handed)
     watcher.join(30)
@@ -311,7 +250,7 @@ def test_sigterm_hands_the_running_job_back_and_another_worker_resumes_it_after_
     total = final["segmentsTotal"]
     done = assert_resumed_after_first_run(answer_runs(cluster, handed), total)
     assert answer_runs(cluster, reference) == [1] * total
-    assert comparable(api.result(handed)) == comparable(api.result(reference))
+    assert comparable(api.results(handed)) == comparable(api.results(reference))
     assert any(f"resumed on worker {other.name} at segment {done + 1}" in message.lower()
                for message in api.messages(handed)), api.messages(handed)
 
@@ -323,17 +262,17 @@ class KilledMidJob:
 
     def __init__(self, cluster: Cluster, video: str, fields: dict, kill_at: int = 2):
         self.cluster, self.video, self.fields, self.kill_at = cluster, video, fields, kill_at
-        self.api = Api(cluster)
+        self.api = ClusterApi(cluster)
         self.workers = [cluster.add_worker(ready=False) for _ in range(2)]
 
     def kill(self) -> None:
         for worker in self.workers:
             worker.wait_ready(self.cluster.base)
-        self.killed = self.api.upload(self.video, **self.fields)
+        self.killed = self.api.start(self.video, **self.fields)
         victim = holder(self.cluster, self.api.wait(self.killed, lambda body: body["segmentsDone"] >= self.kill_at))
         victim.kill()
         self.survivor = next(worker for worker in self.workers if worker is not victim)
-        self.reference = self.api.upload(self.video, **self.fields)
+        self.reference = self.api.start(self.video, **self.fields)
 
     def check(self) -> dict:
         api = self.api
@@ -346,8 +285,8 @@ class KilledMidJob:
         assert self.runs.count(1) >= self.kill_at
         assert_resumed_after_first_run(self.runs, total)
         assert answer_runs(self.cluster, self.reference) == [1] * total
-        resumed = api.result(self.killed)
-        assert comparable(resumed) == comparable(api.result(self.reference))
+        resumed = api.results(self.killed)
+        assert comparable(resumed) == comparable(api.results(self.reference))
         assert resumed["total_segments_analyzed"] == total
         return resumed
 
@@ -372,9 +311,9 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_result_is_that_of_an_uninte
 
 def test_a_job_that_keeps_killing_its_workers_fails_after_three_tries(new_cluster, thirty):
     cluster = new_cluster()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     cluster.add_worker()
-    session_id = api.upload(thirty, **ONE_SECOND)
+    session_id = api.start(thirty, **ONE_SECOND)
     for run in (1, 2, 3):
         # Killed once this run has kept an answer: each try got somewhere, and still its worker died.
         api.wait(session_id, lambda body: run in answer_runs(cluster, session_id))
