@@ -335,3 +335,68 @@ def test_a_job_that_keeps_killing_its_workers_fails_after_three_tries(new_cluste
         queue = Queue(QUEUE_NAME, connection=client)
         assert queue.count == 0 and len(FailedJobRegistry(queue=queue)) == 1
     assert jobs_done(cluster, spare) == (0, 0)
+
+
+# -- review: sharing a machine's cores, attacked ------------------------------------------------------------------
+def test_health_never_says_a_worker_has_more_cores_than_its_model_may_use(cluster, thirty):
+    """MODEL_CORES above the usable cores: the model is capped at them (ModelRunner), and /health must say so."""
+    cores = len(os.sched_getaffinity(0))
+    cluster.start_api()
+    worker = cluster.add_worker(MODEL_CORES=str(cores + 62))
+    api = Api(cluster)
+    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert cores_in_health(cluster)[worker.name] == cores, worker.log()
+
+
+def fake_worker(cluster: Cluster, name: str) -> Worker:
+    """Another worker's entry, as RQ's own API writes it: registered, busy, heart beating now."""
+    from rq.worker import WorkerStatus
+
+    client = cluster.redis.client()
+    fake = Worker([Queue(QUEUE_NAME, connection=client)], connection=client, name=name)
+    fake.register_birth()
+    fake.set_state(WorkerStatus.BUSY)
+    fake.heartbeat()
+    return fake
+
+
+def test_busy_workers_on_other_machines_do_not_take_this_machines_cores(cluster, thirty):
+    import socket
+
+    cores = len(os.sched_getaffinity(0))
+    cluster.start_api()
+    worker = cluster.add_worker()
+    api = Api(cluster)
+    here = socket.gethostname()
+    for name in ("elsewhere:4242", f"{here}.example.org:4243", f"{here}:x:4244", f"fe80::1:{here}:4245", "4246"):
+        fake_worker(cluster, name)
+    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert cores_in_health(cluster)[worker.name] == cores
+    # The control: one on this machine (its host name, another pid) does count.
+    fake_worker(cluster, f"{here}:999999")
+    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert cores_in_health(cluster)[worker.name] == max(1, cores // 2)
+
+
+def test_redis_restarting_under_a_busy_worker_leaves_it_its_job_its_cores_and_its_cancel(cluster, videos):
+    cores = len(os.sched_getaffinity(0))
+    cluster.start_api()
+    worker = cluster.add_worker()
+    api = Api(cluster)
+    session_id = api.upload(videos["long"], **OVER_A_MINUTE)
+    api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
+    for _ in range(2):
+        cluster.redis.restart()
+        time.sleep(6)  # a heartbeat (with its share of the cores) and the listener's second to listen again
+    done = api.status(session_id)["segmentsDone"]
+    api.wait(session_id, lambda body: body["segmentsDone"] > done, timeout=30)  # still going on
+    assert cores_in_health(cluster)[worker.name] == cores
+    started = time.monotonic()
+    api.cancel(session_id)
+    assert api.wait_ended(session_id, timeout=30)["status"] == "cancelled"
+    assert time.monotonic() - started < 10
+    assert running(worker.process.pid), worker.log()
+    with open(worker.log_path, encoding="utf-8", errors="replace") as handle:
+        log = handle.read()
+    assert "Traceback" not in log, log[-4000:]
+    assert log.count("share of the cores") <= 4, log[-4000:]
