@@ -343,8 +343,8 @@ def test_health_never_says_a_worker_has_more_cores_than_its_model_may_use(cluste
     cores = len(os.sched_getaffinity(0))
     cluster.start_api()
     worker = cluster.add_worker(MODEL_CORES=str(cores + 62))
-    api = Api(cluster)
-    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    api = ClusterApi(cluster)
+    assert api.wait_ended(api.start(thirty, **ONE_SECOND))["status"] == "completed"
     assert cores_in_health(cluster)[worker.name] == cores, worker.log()
 
 
@@ -366,15 +366,15 @@ def test_busy_workers_on_other_machines_do_not_take_this_machines_cores(cluster,
     cores = len(os.sched_getaffinity(0))
     cluster.start_api()
     worker = cluster.add_worker()
-    api = Api(cluster)
+    api = ClusterApi(cluster)
     here = socket.gethostname()
     for name in ("elsewhere:4242", f"{here}.example.org:4243", f"{here}:x:4244", f"fe80::1:{here}:4245", "4246"):
         fake_worker(cluster, name)
-    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert api.wait_ended(api.start(thirty, **ONE_SECOND))["status"] == "completed"
     assert cores_in_health(cluster)[worker.name] == cores
     # The control: one on this machine (its host name, another pid) does count.
     fake_worker(cluster, f"{here}:999999")
-    assert api.wait_ended(api.upload(thirty, **ONE_SECOND))["status"] == "completed"
+    assert api.wait_ended(api.start(thirty, **ONE_SECOND))["status"] == "completed"
     assert cores_in_health(cluster)[worker.name] == max(1, cores // 2)
 
 
@@ -382,8 +382,8 @@ def test_redis_restarting_under_a_busy_worker_leaves_it_its_job_its_cores_and_it
     cores = len(os.sched_getaffinity(0))
     cluster.start_api()
     worker = cluster.add_worker()
-    api = Api(cluster)
-    session_id = api.upload(videos["long"], **OVER_A_MINUTE)
+    api = ClusterApi(cluster)
+    session_id = api.start(videos["long"], **OVER_A_MINUTE)
     api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
     for _ in range(2):
         cluster.redis.restart()

@@ -113,11 +113,11 @@ def test_the_runner_uses_the_cores_it_is_given_from_the_next_request_on_and_answ
         everything = runner.generate(frames, "Describe the frames.", max_tokens=16)
         assert runner.cores == cores and runner.vision_streams == (cores if cores >= 2 else 1)
         assert blas_threads() == min(cores, threads_at_load())
-        runner.share_cores(1)
+        assert runner.share_cores(1) == 1
         assert runner.cores == cores  # only from the next request on
         assert runner.generate(frames, "Describe the frames.", max_tokens=16) == everything
         assert (runner.cores, runner.vision_streams, blas_threads()) == (1, 1, 1)
-        runner.share_cores(64)  # more than there are: every usable core
+        assert runner.share_cores(64) == cores  # more than there are: every usable core
         assert runner.generate(frames, "Describe the frames.", max_tokens=16) == everything
         assert runner.cores == cores and blas_threads() == min(cores, threads_at_load())
     finally:

@@ -291,7 +291,7 @@ class ModelWorker(SimpleWorker):
         """Tell the other workers on this machine that this one started or ended a job."""
         try:
             self.connection.publish(CORES_CHANNEL, host_of(self.name))
-        except ERRORS:
+        except redis.RedisError:
             pass  # they work their share out again at their next heartbeat anyway
 
     def share_cores(self) -> None:
@@ -300,11 +300,10 @@ class ModelWorker(SimpleWorker):
         try:
             sharing = 1 if self.model_cores else workers_sharing_host(self.connection, self.queue, self.name,
                                                                      HEARTBEAT_TTL_SECONDS)
-            cores = self.model_cores or fair_share(sharing)
-            self.model.share_cores(cores)
+            cores = self.model.share_cores(self.model_cores or fair_share(sharing))  # what it will use
             self.connection.hset(self.key, "cores", cores)
-        except ERRORS as error:
-            log.warning("Could not work out this worker's share of the cores (Redis unreachable): %s", error)
+        except redis.RedisError as error:  # unreachable, or refusing writes: the share stays as it was
+            log.warning("Could not work out this worker's share of the cores (Redis: %s)", error)
 
     def _stop_if_ended(self) -> None:
         """A cancel published while this worker was not listening (Redis away) is found here, a beat later; so is
@@ -370,13 +369,13 @@ class ModelWorker(SimpleWorker):
                     pubsub.subscribe(CANCEL_CHANNEL, CORES_CHANNEL)
                 # A short wait, not listen(): listen() would hit the connection's socket timeout when idle.
                 message = pubsub.get_message(timeout=1.0)
-                job = self.current
-                if not message or job is None:
+                if not message:
                     continue
+                job = self.current
                 if message["channel"].decode() == CORES_CHANNEL:
-                    if message["data"].decode() == host_of(self.name):
+                    if message["data"].decode() == host_of(self.name):  # even between jobs: one may be starting
                         self.share_cores()
-                elif message["data"].decode() == job.session_id:
+                elif job is not None and message["data"].decode() == job.session_id:
                     job.cancel.cancel()
             except Exception as error:  # noqa: BLE001  (Redis away, or worse: listen again in a second)
                 if not isinstance(error, ERRORS):

@@ -27,12 +27,14 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import DEFAULT_MODEL, Config
+from video_analysis.model.cores import usable_cores
 from video_analysis.model.errors import HubUnreachable, ModelLoadError, RunnerClosed, model_display_name
 from video_analysis.model.loading import LoadedModel, current_device, load_model, release_thread_streams
 from video_analysis.model.openblas import set_blas_threads
-from video_analysis.model.cores import usable_cores
 from video_analysis.model.parallel_vision import StreamSplitVision
 from video_analysis.model.prompt_budget import PromptBudget
+
+import mlx.core as mx  # noqa: E402  (after model.loading, which loads OpenBLAS before mlx)
 
 __all__ = ["ModelRunner", "ModelLoadError", "RunnerClosed", "model_display_name", "PREFILL_CHUNK_TOKENS"]
 log = logging.getLogger(__name__)
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 # mlx-vlm's own 2,048-token steps. On the tiny model a chunk near the end of its 8,192-token context
 # takes ~0.1 s; on the full-size model ~2-4 s of this CPU (about 0.7 GFLOP per token).
 PREFILL_CHUNK_TOKENS = 512
+
+
+def _cores_to_use(wanted: Optional[int]) -> int:
+    available = usable_cores()
+    return max(1, min(wanted or available, available))
 
 
 @dataclass(eq=False)
@@ -131,13 +138,15 @@ class ModelRunner:
         return self.prompt_budget.problem(system_prompt, user_prompt, frames, max_tokens,
                                           default_system_prompt, default_user_prompt)
 
-    def share_cores(self, cores: Optional[int]) -> None:
-        """Use `cores` cores (None: every usable one) from the next request on; any thread.
+    def share_cores(self, cores: Optional[int]) -> int:
+        """Use `cores` cores (None: every usable one; never more than those) from the next request on; any thread.
+        Returns the number it will use.
 
         Applied on the model thread before it serves a request (`cores` then says what is in use): OpenBLAS's
         threads and the vision tower's streams are changed only between requests.
         """
         self._wanted_cores = cores
+        return _cores_to_use(cores)
 
     def close(self, timeout: float = 30.0) -> None:
         """Cancel the requests held, stop the model thread after the current token; idempotent."""
@@ -187,16 +196,19 @@ class ModelRunner:
         self.load_seconds = loaded.seconds
 
     def _use_wanted_cores(self) -> None:
-        available = usable_cores()
-        cores = max(1, min(self._wanted_cores or available, available))
+        cores = _cores_to_use(self._wanted_cores)
         if cores == self.cores:
             return
+        if self.cores is not None:
+            # mlx evaluates lazily: the last request's next token may still be computing. OpenBLAS's pool is
+            # resized only once nothing runs on it.
+            mx.synchronize()
         set_blas_threads(cores)
         vision = getattr(self._model, "vision_model", None)
         if isinstance(vision, StreamSplitVision):
             self.vision_streams = vision.use_streams(cores)
         self.cores = cores
-        log.info("The model uses %d of this machine's %d usable core(s)", cores, available)
+        log.info("The model uses %d of this process's %d usable core(s)", cores, usable_cores())
 
     def _fail_waiting(self) -> None:
         while True:
