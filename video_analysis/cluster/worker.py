@@ -53,7 +53,7 @@ from video_analysis.model.cores import fair_share
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5
-# A worker that starts or ends a job publishes its host name here: the busy workers on that machine work out their
+# A worker that starts or ends a job publishes its name ("host:pid") here: the busy workers on that machine work out their
 # share of its cores again at once, not at their next heartbeat (a short job may end before that).
 CORES_CHANNEL = PREFIX + "cores"
 # RQ waits up to 5 s in a blocking pop for the next job (worker_ttl 20 - 15) and wants a socket timeout longer than
@@ -290,7 +290,7 @@ class ModelWorker(SimpleWorker):
     def announce_cores(self) -> None:
         """Tell the other workers on this machine that this one started or ended a job."""
         try:
-            self.connection.publish(CORES_CHANNEL, host_of(self.name))
+            self.connection.publish(CORES_CHANNEL, self.name)
         except redis.RedisError:
             pass  # they work their share out again at their next heartbeat anyway
 
@@ -298,9 +298,9 @@ class ModelWorker(SimpleWorker):
         """Give the model this worker's share of the machine's cores (from its next request on), and say so in
         the worker's entry (/health). Without Redis the share stays as it was."""
         try:
-            sharing = 1 if self.model_cores else workers_sharing_host(self.connection, self.queue, self.name,
-                                                                     HEARTBEAT_TTL_SECONDS)
-            cores = self.model.share_cores(self.model_cores or fair_share(sharing))  # what it will use
+            wanted = self.model_cores or fair_share(workers_sharing_host(self.connection, self.queue, self.name,
+                                                                         HEARTBEAT_TTL_SECONDS))
+            cores = self.model.share_cores(wanted)  # what it will use: at most the cores it may run on
             self.connection.hset(self.key, "cores", cores)
         except redis.RedisError as error:  # unreachable, or refusing writes: the share stays as it was
             log.warning("Could not work out this worker's share of the cores (Redis: %s)", error)
@@ -373,7 +373,10 @@ class ModelWorker(SimpleWorker):
                     continue
                 job = self.current
                 if message["channel"].decode() == CORES_CHANNEL:
-                    if message["data"].decode() == host_of(self.name):  # even between jobs: one may be starting
+                    sender = message["data"].decode()
+                    # Another worker of this machine (this one works out its own share itself), heard even between
+                    # jobs: this one may be starting one.
+                    if sender != self.name and host_of(sender) == host_of(self.name):
                         self.share_cores()
                 elif job is not None and message["data"].decode() == job.session_id:
                     job.cancel.cancel()

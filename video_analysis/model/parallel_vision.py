@@ -42,10 +42,6 @@ class StreamSplitVision(nn.Module):
     def stream_count(self) -> int:
         return len(self._streams)
 
-    @property
-    def active_streams(self) -> int:
-        return self._active
-
     def use_streams(self, count: int) -> int:
         """Split across `count` of the streams from now on (1 to `stream_count`); returns the number used."""
         self._active = max(1, min(int(count), len(self._streams)))
