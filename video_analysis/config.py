@@ -119,6 +119,7 @@ class Config(BaseSettings):
     USE_OPENBLAS: Switch = True  # OpenBLAS under mlx's CPU matrix multiply (~30x faster)
     PARALLEL_VISION: Switch = True  # the vision tower split across one CPU stream per core
     FAST_ACTIVATIONS: Switch = True  # the vision tower's softmax and GELU with powers of two
+    REUSE_FREED_MEMORY: Switch = True  # glibc keeps large freed blocks for mlx to reuse (no page faults per op)
     PYAV_FRAMES: Switch = True  # frames sampled with PyAV from the keyframe before each (0: OpenCV)
 
     @model_validator(mode="before")

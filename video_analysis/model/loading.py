@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
+from video_analysis.model.memory import reuse_freed_memory
 from video_analysis.model.openblas import preload_openblas
 
+reuse_freed_memory()
 preload_openblas()
 
 import mlx.core as mx  # noqa: E402  (after OpenBLAS, on purpose)
