@@ -55,6 +55,21 @@ def test_split_output_matches_one_pass(tiny_model, frames, streams):
     assert len(split[2]) == len(whole[2])
 
 
+@pytest.mark.skipif(not blas_threads() or blas_threads() < 2, reason="OpenBLAS with at least 2 threads")
+def test_each_stream_gets_its_share_of_openblas_threads_while_the_split_tower_runs(tiny_model):
+    threads = blas_threads()
+    with parallel_vision._blas_threads_per_stream(2):
+        assert blas_threads() == threads // 2
+    assert blas_threads() == threads
+    with parallel_vision._blas_threads_per_stream(1):  # one stream keeps the pool
+        assert blas_threads() == threads
+    vision = tiny_model.vision_model
+    size = vision.embeddings.image_size
+    x = mx.random.uniform(shape=(4, size, size, 3), key=mx.random.key(5))
+    parallel_vision.StreamSplitVision(vision, 2)(x)
+    assert blas_threads() == threads  # given back for the text model's decoding
+
+
 def test_enable_wraps_once_and_can_be_turned_off(tiny_model, monkeypatch):
     original = tiny_model.vision_model
     try:

@@ -7,7 +7,9 @@ SmolVLM's vision tower they take about 70 % of the time (8 frames of 512²:
 multiplies already use every core through OpenBLAS, elementwise work does not.
 Frames are independent in the vision tower, so the batch is split into one
 chunk per core, each chunk on its own mlx CPU stream (mlx evaluates streams
-concurrently), and the outputs are concatenated again. The result is the
+concurrently), and the outputs are concatenated again. While the split tower
+is evaluated each stream's matrix multiplies get their share of OpenBLAS's
+threads (one each on 2 cores), not the whole pool each. The result is the
 same as one pass over the whole batch up to float rounding (OpenBLAS may
 block a smaller matrix differently: ~1e-6 relative; 8 frames in two chunks of
 4 gave bit-identical output on the full-size model).
@@ -18,13 +20,15 @@ frames 31 s -> 21 s, a whole segment 41.8 s -> 31.5 s (`make bench`, key
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from video_analysis.config import Config
 from video_analysis.model.cores import usable_cores
+from video_analysis.model.openblas import blas_threads, set_blas_threads
 
 
 class StreamSplitVision(nn.Module):
@@ -59,7 +63,10 @@ class StreamSplitVision(nn.Module):
             with mx.stream(stream):
                 outputs.append(self.inner(x[start:stop], patch_attention_mask=mask,
                                           output_hidden_states=output_hidden_states))
-        return _concatenate_outputs(outputs)
+        output = _concatenate_outputs(outputs)
+        with _blas_threads_per_stream(len(chunks)):
+            mx.eval(output)
+        return output
 
 
 def enable(model: nn.Module, streams: Optional[int] = None) -> int:
@@ -83,6 +90,39 @@ def enable(model: nn.Module, streams: Optional[int] = None) -> int:
         return 1
     model.vision_model = StreamSplitVision(vision, streams)
     return streams
+
+
+@contextmanager
+def _blas_threads_per_stream(streams: int) -> Iterator[None]:
+    """OpenBLAS's threads divided among `streams` while the split tower is evaluated, then as they were.
+
+    Each stream calls OpenBLAS from its own thread; with the whole pool each,
+    two streams ran four threads on two cores, which wait for each other
+    (8 frames of 512²: 1.58 s per frame with 2 threads each, 1.32 with 1; P8).
+    OpenBLAS's count is process-wide: it is changed only while nothing else
+    computes (the model thread is mlx's only user) and given back before the
+    text model's decoding, which wants every thread.
+    """
+    threads = blas_threads()
+    share = max(1, threads // streams) if threads else None
+    if share is None or share >= threads:
+        yield
+        return
+    mx.synchronize()
+    set_blas_threads(share)
+    try:
+        yield
+    finally:
+        mx.synchronize()
+        set_blas_threads(threads)
+
+
+def split_of(model: nn.Module) -> Optional[StreamSplitVision]:
+    """The StreamSplitVision in `model.vision_model`, under any wrappers around it (fast_activations'); or None."""
+    vision = getattr(model, "vision_model", None)
+    while vision is not None and not isinstance(vision, StreamSplitVision):
+        vision = vision.get("inner") if isinstance(vision, nn.Module) else None
+    return vision
 
 
 def _chunk_bounds(count: int, parts: int) -> List[tuple]:

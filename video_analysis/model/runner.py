@@ -31,7 +31,7 @@ from video_analysis.model.cores import usable_cores
 from video_analysis.model.errors import HubUnreachable, ModelLoadError, RunnerClosed, model_display_name
 from video_analysis.model.loading import LoadedModel, current_device, load_model, release_thread_streams
 from video_analysis.model.openblas import set_blas_threads
-from video_analysis.model.parallel_vision import StreamSplitVision
+from video_analysis.model.parallel_vision import split_of
 from video_analysis.model.prompt_budget import PromptBudget
 
 import mlx.core as mx  # noqa: E402  (after model.loading, which loads OpenBLAS before mlx)
@@ -204,9 +204,9 @@ class ModelRunner:
             # resized only once nothing runs on it.
             mx.synchronize()
         set_blas_threads(cores)
-        vision = getattr(self._model, "vision_model", None)
-        if isinstance(vision, StreamSplitVision):
-            self.vision_streams = vision.use_streams(cores)
+        split = split_of(self._model)
+        if split is not None:
+            self.vision_streams = split.use_streams(cores)
         self.cores = cores
         log.info("The model uses %d of this process's %d usable core(s)", cores, usable_cores())
 
