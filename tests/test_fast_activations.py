@@ -53,3 +53,83 @@ def test_enable_changes_every_layer_and_keeps_the_output(tiny_vision, monkeypatc
     assert all(isinstance(layer.mlp.activation_fn, fast_activations.GeluTanhBase2) for layer in layers)
     assert fast_activations.enable(tiny_vision) == 0  # already replaced: nothing left to change
     np.testing.assert_allclose(np.array(tiny_vision(x)[0]), before, rtol=1e-4, atol=1e-5)
+
+
+def _softmax_rows(scores: np.ndarray) -> np.ndarray:
+    weights = np.exp2(scores - scores.max(axis=-1, keepdims=True))
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("scale", [0.01, 0.5, 1.0, 2.0])
+def test_the_row_shift_keeps_every_weight_finite_and_the_largest_one_normal(scale):
+    # Base-2 scores of 2 frames x 3 heads x 256 patches x 64 dims, random queries and keys: standard
+    # deviations from 0.08 to 32 (a softmax over 256 scores spread that far is all but one-hot already).
+    queries = mx.random.normal((2, 3, 256, 64), key=mx.random.key(3)) * scale
+    keys = mx.random.normal((2, 3, 256, 64), key=mx.random.key(4)) * scale
+    shifted = np.array(fast_activations.scores_minus_shift(queries, keys, fast_activations.row_shift(queries, keys)))
+    assert np.isfinite(np.exp2(shifted)).all()
+    assert (shifted.max(axis=-1) >= -100.01).all()  # the largest weight of every row is at least 2^-100
+    exact = np.array(queries, dtype=np.float64) @ np.array(keys, dtype=np.float64).swapaxes(-1, -2)
+    np.testing.assert_allclose(_softmax_rows(shifted.astype(np.float64)), _softmax_rows(exact), atol=2e-5 * max(1, scale))
+
+
+def test_a_row_whose_scores_the_shift_cannot_reach_overflows():
+    # Row 0: its own key scores -10, the 16 longest keys 0 (orthogonal to it), so its maximum looks like 0;
+    # the upper bound is 300 and the last key really scores 300, beyond 0 + 100 + 127: the case
+    # ExactIfOverflow exists for.
+    queries = mx.array([[10.0, 0.0]] + [[0.0, 0.001]] * 17)[None, None]
+    keys = mx.array([[-1.0, 0.0]] + [[0.0, 1000.0]] * 16 + [[30.0, 0.0]])[None, None]
+    shifted = np.array(fast_activations.scores_minus_shift(queries, keys, fast_activations.row_shift(queries, keys)))
+    assert shifted[0, 0, 0, -1] == pytest.approx(200.0)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.exp2(shifted[0, 0, 0])).all() and np.isfinite(np.exp2(shifted[0, 0, 1:])).all()
+
+
+def _vision_with_sharp_attention(model):
+    """The tiny tower with its first layer's queries and keys 100x: scores in the thousands."""
+    attention = model.vision_model.encoder.layers[0].self_attn
+    attention.q_proj.weight = attention.q_proj.weight * 100
+    attention.k_proj.weight = attention.k_proj.weight * 100
+    return model.vision_model
+
+
+def test_the_tower_runs_again_with_exact_maxima_when_the_shift_overflows(tiny_model_dir, caplog, monkeypatch):
+    from mlx_vlm import load
+
+    from video_analysis.model import parallel_vision
+
+    model, _ = load(tiny_model_dir)
+    model.set_dtype(mx.float32)
+    vision = _vision_with_sharp_attention(model)
+    size = vision.embeddings.image_size
+    x = mx.random.uniform(shape=(4, size, size, 3), key=mx.random.key(2))
+    reference = np.array(vision(x)[0])  # mlx-vlm's own layers, softmax with the row maximum
+    assert np.isfinite(reference).all()
+    assert fast_activations.enable(vision) > 0
+    # The tiny tower has 16 patches: its 16 longest keys are all of them and the lower bound is exact.
+    # With one, its scores 100x outrun the shift as a real model's could.
+    monkeypatch.setattr(fast_activations, "_LONGEST_KEYS", 1)
+    assert not np.isfinite(np.array(vision(x)[0])).all()  # the bounded shift alone overflows here
+    assert parallel_vision.enable(model, streams=2) == 2
+    assert fast_activations.guard_against_overflow(model)
+    assert not fast_activations.guard_against_overflow(model)  # once
+    assert parallel_vision.split_of(model) is model.vision_model.inner
+    with caplog.at_level("WARNING", logger="video_analysis.model.fast_activations"):
+        guarded = np.array(model.vision_model(x)[0])
+    np.testing.assert_allclose(guarded, reference, rtol=1e-4, atol=1e-5)
+    assert "runs again, and from now on, with each row's maximum" in caplog.text
+    layers = [module for module in model.vision_model.modules() if isinstance(module, fast_activations.AttentionBase2)]
+    assert layers and all(layer.exact_row_max for layer in layers)  # kept: the next call needs one pass
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="video_analysis.model.fast_activations"):
+        again = np.array(model.vision_model(x[:2])[0])
+    np.testing.assert_allclose(again, reference[:2], rtol=1e-4, atol=1e-5)
+    assert caplog.text == ""
+
+
+def test_a_tower_without_fast_attention_is_not_guarded(tiny_model_dir):
+    from mlx_vlm import load
+
+    model, _ = load(tiny_model_dir)
+    assert not fast_activations.guard_against_overflow(model)
+    assert not isinstance(model.vision_model, fast_activations.ExactIfOverflow)

@@ -83,8 +83,11 @@ def _config_flops(model) -> Dict[str, float]:
 
 
 def _tower(model):
-    """The unwrapped vision tower (parallel_vision wraps it in StreamSplitVision)."""
-    return getattr(model.vision_model, "inner", model.vision_model)
+    """The unwrapped vision tower (parallel_vision wraps it in StreamSplitVision, fast_activations in ExactIfOverflow)."""
+    tower = model.vision_model
+    while not hasattr(tower, "encoder"):
+        tower = tower.inner
+    return tower
 
 
 def weight_flops(model, patches: int) -> Dict[str, float]:
@@ -173,12 +176,13 @@ def stepwise(model, pixels, patch_mask) -> Dict[str, object]:
     """The tower on one stream with `mx.eval` after every step, each step's time added to its part.
 
     Mirrors mlx-vlm's Idefics3 VisionModel + connector with the product's fast_activations
-    (base-2 softmax normalised after x V, base-2 GELU); `output` is returned to compare with the
+    (base-2 softmax with each row's shift inside the scores' matmul, normalised after x V, base-2
+    GELU; the shift's L x head_dim work counts as softmax); `output` is returned to compare with the
     tower's own output.
     """
     import mlx.core as mx
 
-    from video_analysis.model.fast_activations import _LOG2_E, gelu_tanh_base2
+    from video_analysis.model.fast_activations import _LOG2_E, gelu_tanh_base2, row_shift, scores_minus_shift
 
     tower = _tower(model)
     seconds = dict.fromkeys(PARTS, 0.0)
@@ -204,8 +208,10 @@ def stepwise(model, pixels, patch_mask) -> Dict[str, object]:
         k = step("qkv_out_projections", lambda: attention.k_proj(normed))
         v = step("qkv_out_projections", lambda: attention.v_proj(normed))
         q = step("residuals_and_copies", lambda: q * (attention.scale * _LOG2_E))
-        scores = step("attention_matmuls", lambda: split(q) @ split(k).swapaxes(-1, -2))
-        weights = step("softmax", lambda: mx.power(2.0, scores - scores.max(axis=-1, keepdims=True)))
+        q, k = split(q), split(k)
+        shift = step("softmax", lambda: row_shift(q, k))
+        scores = step("attention_matmuls", lambda: scores_minus_shift(q, k, shift))
+        weights = step("softmax", lambda: mx.power(2.0, scores))
         total = step("softmax", lambda: weights.sum(axis=-1, keepdims=True))
         mixed = step("attention_matmuls", lambda: weights @ split(v))
         mixed = step("softmax", lambda: mixed / total)

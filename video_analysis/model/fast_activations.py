@@ -8,8 +8,11 @@ over 3 072 features per patch, so these two functions dominate its time. Both
 are rewritten with powers of two, which is the same mathematics:
 
 - softmax: e^s = 2^(s·log2 e); log2 e is folded into the query scale (the
-  scores come out of the matrix multiply already in base 2), and the division
-  by the row sum is done after multiplying by V (on L × 64 instead of L × L).
+  scores come out of the matrix multiply already in base 2), each row's
+  shift rides in that multiply as one more column instead of two passes for
+  the row's maximum (`row_shift`, guarded by `ExactIfOverflow`), and the
+  division by the row sum is done after multiplying by V (on L × 64 instead
+  of L × L).
 - GELU, tanh approximation (SigLIP's `gelu_pytorch_tanh`):
   ½x(1 + tanh y) = x / (1 + e^(−2y)) = x / (1 + 2^(−2y·log2 e)).
 
@@ -20,6 +23,7 @@ relative; the tests compare them). Measured on a 2-core Xeon, 4 frames of
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -28,7 +32,11 @@ import mlx.nn as nn
 
 from video_analysis.config import Config
 
+log = logging.getLogger(__name__)
+
 _LOG2_E = 1.0 / math.log(2.0)
+_LEAST_LARGEST_EXPONENT = 100.0  # a row's largest weight is at least 2^-100 (row_shift)
+_LONGEST_KEYS = 16  # keys whose scores row_shift computes for its lower bound
 _GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)
 
 
@@ -55,6 +63,7 @@ class AttentionBase2(nn.Module):
     def __init__(self, attention: nn.Module):
         super().__init__()
         self.inner = attention
+        self.exact_row_max = False  # True: the classic shift by each row's maximum (ExactIfOverflow)
 
     def __call__(self, x: mx.array, mask: Optional[mx.array] = None) -> mx.array:
         inner = self.inner
@@ -69,11 +78,85 @@ class AttentionBase2(nn.Module):
         queries = split_heads(inner.q_proj(x) * (inner.scale * _LOG2_E))
         keys = split_heads(inner.k_proj(x))
         values = split_heads(inner.v_proj(x))
-        scores = queries @ keys.swapaxes(-1, -2)
-        weights = mx.power(2.0, scores - scores.max(axis=-1, keepdims=True))
+        if self.exact_row_max:
+            scores = queries @ keys.swapaxes(-1, -2)
+            weights = mx.power(2.0, scores - scores.max(axis=-1, keepdims=True))
+        else:
+            weights = mx.power(2.0, scores_minus_shift(queries, keys, row_shift(queries, keys)))
         # Normalise after multiplying by V: L × head_dim divisions instead of L × L.
         output = (weights @ values) / weights.sum(axis=-1, keepdims=True)
         return inner.out_proj(output.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+
+
+def row_shift(queries: mx.array, keys: mx.array) -> mx.array:
+    """What to subtract from each row of base-2 scores so that 2^score stays finite, without the L × L scores.
+
+    Softmax is the same whatever is subtracted from a row; the row's maximum is
+    the usual choice, but finding it and subtracting it are two more passes
+    over L × L scores (a quarter of the attention's time). This shift is the
+    smaller of
+    - an upper bound on the row's scores (Cauchy-Schwarz, and per dimension
+      with the keys' extremes): no score exceeds it, so nothing overflows;
+    - a lower bound on the row's maximum + 100, so the largest weight is at
+      least 2^-100 and the row's weights stay normal floats. The lower bound is
+      the row's best score against its own key and the 16 longest keys (where
+      an outstanding score comes from), an L × 17 product.
+    A score can overflow only when it passes that lower bound by more than 227
+    while the upper bound is looser still; the tower's output is then not
+    finite and ExactIfOverflow runs it again with each row's maximum.
+    """
+    squared_norms = (keys * keys).sum(axis=-1)
+    cauchy_schwarz = mx.sqrt((queries * queries).sum(axis=-1, keepdims=True)) * mx.sqrt(
+        squared_norms.max(axis=-1, keepdims=True))[..., None]
+    per_dimension = mx.maximum(queries * keys.max(axis=-2, keepdims=True),
+                               queries * keys.min(axis=-2, keepdims=True)).sum(axis=-1, keepdims=True)
+    upper = mx.minimum(cauchy_schwarz, per_dimension)
+    own = (queries * keys).sum(axis=-1, keepdims=True)
+    longest = min(_LONGEST_KEYS, keys.shape[-2])
+    indices = mx.argpartition(-squared_norms, longest - 1, axis=-1)[..., :longest]
+    longest_keys = mx.take_along_axis(keys, indices[..., None], axis=-2)
+    lower = mx.maximum(own, (queries @ longest_keys.swapaxes(-1, -2)).max(axis=-1, keepdims=True))
+    return mx.minimum(upper, lower + _LEAST_LARGEST_EXPONENT)
+
+
+def scores_minus_shift(queries: mx.array, keys: mx.array, shift: mx.array) -> mx.array:
+    """q·kᵀ − shift in one matrix multiply: the shift rides in one more column, [q, −shift] · [k, 1]."""
+    ones = mx.ones(keys.shape[:-1] + (1,), dtype=keys.dtype)
+    return mx.concatenate([queries, -shift], axis=-1) @ mx.concatenate([keys, ones], axis=-1).swapaxes(-1, -2)
+
+
+class ExactIfOverflow(nn.Module):
+    """Wraps the vision tower: when its output is not finite, runs it again with exact row maxima, and keeps those.
+
+    The check is one reduction and one wait at the end of the tower, after
+    every stream's frames (parallel_vision), so the streams still overlap. A
+    model whose scores outrun row_shift once will likely do it again: from
+    then on every layer shifts by the row's maximum (the speed of before,
+    never a second pass).
+    """
+
+    def __init__(self, tower: nn.Module):
+        super().__init__()
+        self.inner = tower
+
+    def __call__(self, *args, **kwargs):
+        output = self.inner(*args, **kwargs)
+        if _all_finite(output):
+            return output
+        layers = [module for module in self.inner.modules() if isinstance(module, AttentionBase2)]
+        if all(layer.exact_row_max for layer in layers):
+            return output  # not the shift's doing: the input itself
+        log.warning("The vision tower's attention scores outran the fast softmax's shift; it runs again, and from "
+                    "now on, with each row's maximum.")
+        for layer in layers:
+            layer.exact_row_max = True
+        return self.inner(*args, **kwargs)
+
+
+def _all_finite(output) -> bool:
+    arrays = [part for part in (output if isinstance(output, (tuple, list)) else (output,))
+              if isinstance(part, mx.array)]
+    return bool(mx.all(mx.stack([mx.isfinite(array).all() for array in arrays])).item()) if arrays else True
 
 
 def enable(vision_model: nn.Module) -> int:
@@ -97,6 +180,20 @@ def enable(vision_model: nn.Module) -> int:
         mlp.activation_fn = GeluTanhBase2()
         changed += 1
     return changed
+
+
+def guard_against_overflow(model: nn.Module) -> bool:
+    """Wrap `model`'s vision tower (after parallel_vision split it) in ExactIfOverflow; True when wrapped.
+
+    Only a tower with AttentionBase2 layers (enable() changed it) needs it.
+    """
+    vision = getattr(model, "vision_model", None)
+    if vision is None or isinstance(vision, ExactIfOverflow):
+        return False
+    if not any(isinstance(module, AttentionBase2) for module in vision.modules()):
+        return False
+    model.vision_model = ExactIfOverflow(vision)
+    return True
 
 
 def _is_plain_attention(module) -> bool:

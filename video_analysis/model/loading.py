@@ -86,6 +86,7 @@ def load_model(model_ref: str, name: str) -> LoadedModel:
             # mlx's CPU exp/tanh are slow and single-core: cheaper formulas, then every core.
             loaded.fast_activation_layers = fast_activations.enable(model.vision_model)
             loaded.vision_streams = parallel_vision.enable(model)
+            fast_activations.guard_against_overflow(model)
     mx.eval(model.parameters())
     loaded.seconds = time.perf_counter() - started
     log.info("Loaded model %s in %.2f s on %s (vision tower on %d streams, %d layers with fast activations)",
