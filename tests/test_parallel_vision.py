@@ -56,18 +56,30 @@ def test_split_output_matches_one_pass(tiny_model, frames, streams):
 
 
 @pytest.mark.skipif(not blas_threads() or blas_threads() < 2, reason="OpenBLAS with at least 2 threads")
-def test_each_stream_gets_its_share_of_openblas_threads_while_the_split_tower_runs(tiny_model):
+def test_each_stream_gets_its_share_of_openblas_threads_while_the_split_tower_runs(tiny_model, monkeypatch):
     threads = blas_threads()
-    with parallel_vision._blas_threads_per_stream(2):
+    two = [mx.new_stream(mx.cpu) for _ in range(2)]
+    with parallel_vision._blas_threads_per_stream(two):
         assert blas_threads() == threads // 2
     assert blas_threads() == threads
-    with parallel_vision._blas_threads_per_stream(1):  # one stream keeps the pool
+    with parallel_vision._blas_threads_per_stream(two[:1]):  # one stream keeps the pool
         assert blas_threads() == threads
+    with pytest.raises(RuntimeError):
+        with parallel_vision._blas_threads_per_stream(two):
+            raise RuntimeError("an evaluation that failed")
+    assert blas_threads() == threads  # given back all the same
     vision = tiny_model.vision_model
     size = vision.embeddings.image_size
     x = mx.random.uniform(shape=(4, size, size, 3), key=mx.random.key(5))
-    parallel_vision.StreamSplitVision(vision, 2)(x)
+    evaluated = []
+    real_eval = mx.eval
+    monkeypatch.setattr(mx, "eval", lambda *arrays: (evaluated.append(arrays), real_eval(*arrays)))
+    parallel_vision.StreamSplitVision(vision, 2)(x, output_hidden_states=True)
+    monkeypatch.undo()
     assert blas_threads() == threads  # given back for the text model's decoding
+    # Only the pooled output is computed there: the 13 hidden states' concatenations stay lazy.
+    assert len(evaluated) == 1 and len(evaluated[0]) == 1 and isinstance(evaluated[0][0], mx.array)
+    assert evaluated[0][0].shape == (4, (size // vision.embeddings.patch_size) ** 2, vision.post_layernorm.weight.shape[0])
 
 
 def test_enable_wraps_once_and_can_be_turned_off(tiny_model, monkeypatch):

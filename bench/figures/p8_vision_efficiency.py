@@ -213,6 +213,7 @@ def stepwise(model, pixels, patch_mask) -> Dict[str, object]:
         scores = step("attention_matmuls", lambda: scores_minus_shift(q, k, shift))
         weights = step("softmax", lambda: mx.power(2.0, scores))
         total = step("softmax", lambda: weights.sum(axis=-1, keepdims=True))
+        total = step("softmax", lambda: mx.where(mx.isinf(total), mx.nan, total))
         mixed = step("attention_matmuls", lambda: weights @ split(v))
         mixed = step("softmax", lambda: mixed / total)
         merged = step("residuals_and_copies", lambda: mixed.transpose(0, 2, 1, 3).reshape(batch, length, -1))

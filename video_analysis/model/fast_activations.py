@@ -31,11 +31,12 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from video_analysis.config import Config
+from video_analysis.model.parallel_vision import first_array
 
 log = logging.getLogger(__name__)
 
 _LOG2_E = 1.0 / math.log(2.0)
-_LEAST_LARGEST_EXPONENT = 100.0  # a row's largest weight is at least 2^-100 (row_shift)
+_LEAST_LARGEST_EXPONENT = 32.0  # a row's largest weight is at least 2^-32 (row_shift)
 _LONGEST_KEYS = 16  # keys whose scores row_shift computes for its lower bound
 _GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)
 
@@ -83,8 +84,12 @@ class AttentionBase2(nn.Module):
             weights = mx.power(2.0, scores - scores.max(axis=-1, keepdims=True))
         else:
             weights = mx.power(2.0, scores_minus_shift(queries, keys, row_shift(queries, keys)))
+        total = weights.sum(axis=-1, keepdims=True)
+        if not self.exact_row_max:
+            # Finite weights may still add up past float32: x / inf would be a silent 0, NaN is caught.
+            total = mx.where(mx.isinf(total), mx.nan, total)
         # Normalise after multiplying by V: L × head_dim divisions instead of L × L.
-        output = (weights @ values) / weights.sum(axis=-1, keepdims=True)
+        output = (weights @ values) / total
         return inner.out_proj(output.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
 
@@ -96,14 +101,16 @@ def row_shift(queries: mx.array, keys: mx.array) -> mx.array:
     over L × L scores (a quarter of the attention's time). This shift is the
     smaller of
     - an upper bound on the row's scores (Cauchy-Schwarz, and per dimension
-      with the keys' extremes): no score exceeds it, so nothing overflows;
-    - a lower bound on the row's maximum + 100, so the largest weight is at
-      least 2^-100 and the row's weights stay normal floats. The lower bound is
-      the row's best score against its own key and the 16 longest keys (where
-      an outstanding score comes from), an L × 17 product.
-    A score can overflow only when it passes that lower bound by more than 227
-    while the upper bound is looser still; the tower's output is then not
-    finite and ExactIfOverflow runs it again with each row's maximum.
+      with the keys' extremes): when it is the smaller, no weight exceeds 1;
+    - a lower bound on the row's maximum + 32: when that is the smaller, the
+      largest weight is at least 2^-32, so weights turn subnormal (slow on
+      x86) only below 2^-94 of it, not far from the exact shift's 2^-126. The
+      lower bound is the row's best score against its own key and the 16
+      longest keys (where an outstanding score comes from), an L × 17 product.
+    Only a row whose maximum passes that lower bound by about 150 or more
+    while the upper bound is looser still can overflow, one weight or their
+    sum; the attention then makes its output not finite and ExactIfOverflow
+    runs the tower again with each row's maximum.
     """
     squared_norms = (keys * keys).sum(axis=-1)
     cauchy_schwarz = mx.sqrt((queries * queries).sum(axis=-1, keepdims=True)) * mx.sqrt(
@@ -132,7 +139,8 @@ class ExactIfOverflow(nn.Module):
     every stream's frames (parallel_vision), so the streams still overlap. A
     model whose scores outrun row_shift once will likely do it again: from
     then on every layer shifts by the row's maximum (the speed of before,
-    never a second pass).
+    never a second pass). If the exact pass is not finite either, the input
+    itself was, and the fast shift stays.
     """
 
     def __init__(self, tower: nn.Module):
@@ -141,22 +149,27 @@ class ExactIfOverflow(nn.Module):
 
     def __call__(self, *args, **kwargs):
         output = self.inner(*args, **kwargs)
-        if _all_finite(output):
+        if _finite(output):
             return output
-        layers = [module for module in self.inner.modules() if isinstance(module, AttentionBase2)]
-        if all(layer.exact_row_max for layer in layers):
-            return output  # not the shift's doing: the input itself
-        log.warning("The vision tower's attention scores outran the fast softmax's shift; it runs again, and from "
-                    "now on, with each row's maximum.")
+        layers = [module for module in self.inner.modules()
+                  if isinstance(module, AttentionBase2) and not module.exact_row_max]
+        if not layers:
+            return output
         for layer in layers:
             layer.exact_row_max = True
-        return self.inner(*args, **kwargs)
+        exact = self.inner(*args, **kwargs)
+        if not _finite(exact):
+            for layer in layers:
+                layer.exact_row_max = False
+            return exact
+        log.warning("The vision tower's attention scores outran the fast softmax's shift; it ran again, and runs "
+                    "from now on, with each row's maximum.")
+        return exact
 
 
-def _all_finite(output) -> bool:
-    arrays = [part for part in (output if isinstance(output, (tuple, list)) else (output,))
-              if isinstance(part, mx.array)]
-    return bool(mx.all(mx.stack([mx.isfinite(array).all() for array in arrays])).item()) if arrays else True
+def _finite(output) -> bool:
+    first = first_array(output)
+    return first is None or bool(mx.isfinite(first).all().item())
 
 
 def enable(vision_model: nn.Module) -> int:

@@ -9,9 +9,12 @@ whatever the threshold. The vision tower's attention scores are 200 MB per
 a multiply took 92 ms instead of 11, `power` 233 ms instead of 151 (bench/README.md, P8).
 
 With one arena, no mmap below 1 GiB and no trimming, a freed block goes back
-to the heap and the next pass over the same shape reuses it. The price: the
-process keeps its high-water mark (what one segment's vision pass needs)
-instead of giving it back between requests. `REUSE_FREED_MEMORY=0` turns it off.
+to the heap and the next pass over the same shape reuses it. Kept, those
+blocks would hold the process at its high-water mark between jobs (the
+full-size model: 3.2 GiB after a vision pass, 2.6 without this); the model
+thread gives them back to the kernel once it has been idle for a while
+(`give_back_freed_memory`, model/runner.py), so the next job's first segment
+faults its pages in once. `REUSE_FREED_MEMORY=0` turns it off.
 """
 from __future__ import annotations
 
@@ -54,3 +57,18 @@ def reuse_freed_memory() -> bool:
     _applied = all(mallopt(parameter, value) == 1 for parameter, value in (
         (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_ABOVE_BYTES), (_M_TRIM_THRESHOLD, _TRIM_ABOVE_BYTES)))
     return _applied
+
+
+def give_back_freed_memory() -> bool:
+    """Return the freed blocks `reuse_freed_memory` keeps to the kernel (malloc_trim); True when it did.
+
+    For the model thread when it has nothing to do: glibc trims nothing by
+    itself once reuse_freed_memory has run.
+    """
+    if not _applied:
+        return False
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True

@@ -64,8 +64,10 @@ class StreamSplitVision(nn.Module):
                 outputs.append(self.inner(x[start:stop], patch_attention_mask=mask,
                                           output_hidden_states=output_hidden_states))
         output = _concatenate_outputs(outputs)
-        with _blas_threads_per_stream(len(chunks)):
-            mx.eval(output)
+        # Only the tower's output proper: mlx-vlm keeps nothing else, and the hidden states' concatenations
+        # (13 of them with output_hidden_states) stay lazy, so never computed.
+        with _blas_threads_per_stream(self._streams[:len(chunks)]):
+            mx.eval(first_array(output))
         return output
 
 
@@ -92,8 +94,15 @@ def enable(model: nn.Module, streams: Optional[int] = None) -> int:
     return streams
 
 
+def first_array(output) -> Optional[mx.array]:
+    """The tower's output proper: the array itself, or the first of a tuple/list (the pooled output)."""
+    while isinstance(output, (tuple, list)):
+        output = output[0] if output else None
+    return output
+
+
 @contextmanager
-def _blas_threads_per_stream(streams: int) -> Iterator[None]:
+def _blas_threads_per_stream(streams: List[mx.Stream]) -> Iterator[None]:
     """OpenBLAS's threads divided among `streams` while the split tower is evaluated, then as they were.
 
     Each stream calls OpenBLAS from its own thread; with the whole pool each,
@@ -104,17 +113,25 @@ def _blas_threads_per_stream(streams: int) -> Iterator[None]:
     text model's decoding, which wants every thread.
     """
     threads = blas_threads()
-    share = max(1, threads // streams) if threads else None
+    share = max(1, threads // len(streams)) if threads else None
     if share is None or share >= threads:
         yield
         return
-    mx.synchronize()
+    _synchronize(streams)
     set_blas_threads(share)
     try:
         yield
     finally:
-        mx.synchronize()
-        set_blas_threads(threads)
+        try:
+            _synchronize(streams)  # nothing may run on OpenBLAS's pool while it is resized
+        finally:
+            set_blas_threads(threads)
+
+
+def _synchronize(streams: List[mx.Stream]) -> None:
+    mx.synchronize()
+    for stream in streams:
+        mx.synchronize(stream)
 
 
 def split_of(model: nn.Module) -> Optional[StreamSplitVision]:

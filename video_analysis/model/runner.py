@@ -30,6 +30,7 @@ from video_analysis.config import DEFAULT_MODEL, Config
 from video_analysis.model.cores import usable_cores
 from video_analysis.model.errors import HubUnreachable, ModelLoadError, RunnerClosed, model_display_name
 from video_analysis.model.loading import LoadedModel, current_device, load_model, release_thread_streams
+from video_analysis.model.memory import give_back_freed_memory
 from video_analysis.model.openblas import set_blas_threads
 from video_analysis.model.parallel_vision import split_of
 from video_analysis.model.prompt_budget import PromptBudget
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 # mlx-vlm's own 2,048-token steps. On the tiny model a chunk near the end of its 8,192-token context
 # takes ~0.1 s; on the full-size model ~2-4 s of this CPU (about 0.7 GFLOP per token).
 PREFILL_CHUNK_TOKENS = 512
+IDLE_SECONDS = 10.0
 
 
 def _cores_to_use(wanted: Optional[int]) -> int:
@@ -63,7 +65,8 @@ class _Request:
 class ModelRunner:
     """Owns the model on one thread; `submit` and `generate` may be called from any thread."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, prefill_chunk_tokens: Optional[int] = PREFILL_CHUNK_TOKENS):
+    def __init__(self, model: str = DEFAULT_MODEL, prefill_chunk_tokens: Optional[int] = PREFILL_CHUNK_TOKENS,
+                 idle_seconds: float = IDLE_SECONDS):
         """`prefill_chunk_tokens=None` leaves the prefill to mlx-vlm (2,048-token steps, no cancel inside)."""
         self.model_ref = model
         self.name = model_display_name(model)
@@ -77,6 +80,10 @@ class ModelRunner:
         self.prefill_chunks = 0  # prompt chunks run; bench.experiment_prefill_cancel reports it
         self.prompt_budget: Optional[PromptBudget] = None  # None until loaded, or when prompts cannot be counted
         self.cores: Optional[int] = None  # cores the model uses (threads of its matrix multiply), once loaded
+        # Idle this long, the model thread gives the memory mlx freed back to the kernel (model/memory.py): a job's
+        # segments follow each other sooner, so only the first segment of a job faults its buffers in again.
+        self.idle_seconds = idle_seconds
+        self.memory_given_back = 0  # idle spells that did
         self._wanted_cores: Optional[int] = Config.from_env().MODEL_CORES or None  # None: every usable core
         self._loaded = threading.Event()
         self._lock = threading.Lock()
@@ -174,7 +181,7 @@ class ModelRunner:
             self._loaded.set()
         try:
             while True:
-                request = self._queue.get()
+                request = self._next_request()
                 if request is None:
                     break
                 if self.load_error:
@@ -187,6 +194,15 @@ class ModelRunner:
         finally:
             self._fail_waiting()
             release_thread_streams()
+
+    def _next_request(self) -> Optional[_Request]:
+        """The next request; after IDLE_SECONDS without one, freed memory goes back to the kernel first."""
+        try:
+            return self._queue.get(timeout=self.idle_seconds)
+        except queue.Empty:
+            if give_back_freed_memory():
+                self.memory_given_back += 1
+            return self._queue.get()
 
     def _take(self, loaded: LoadedModel) -> None:
         self._model, self._processor = loaded.model, loaded.processor
