@@ -2,6 +2,7 @@
 
     python -m bench.experiment_p3 [--rounds 3] [--seconds 6] [--server-times] [--variants product,bare,nosplit]
     python -m bench.experiment_p3 --variants product,cluster,cluster-noaof   # cluster mode beside the embedded one
+    python -m bench.experiment_p3 --variants cluster --heavy                 # during make bench's decode-heavy job
 
 Each round starts one server per variant in turn (same tiny checkpoint, same
 videos) and measures P3 exactly as `make bench` does
@@ -26,6 +27,7 @@ from bench.client import run_job
 from bench.figures.p3_status_latency import p3_status_latency
 from bench.pollers import ONE_THREAD_AGENT, THREADED_AGENT, percentile
 from bench.server import running_cluster, running_service
+from bench.settings import HEAVY_JOB
 from bench.system import checkpoint, say
 from bench.videos import WORK, bench_video
 
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--interval", type=float, default=0.25)
     parser.add_argument("--variants", default="product,bare")
     parser.add_argument("--video-seconds", type=float, default=480)
+    parser.add_argument("--heavy", action="store_true", help="during make bench's decode-heavy job (HEAVY_JOB)")
     parser.add_argument("--server-times", action="store_true",
                         help="also read each status request's time inside gunicorn from its access log (%%(D)s)")
     args = parser.parse_args(argv)
@@ -107,7 +110,8 @@ def main(argv=None) -> int:
                     with redis.client() as client:
                         client.config_set("latency-monitor-threshold", 2)
                         client.execute_command("LATENCY", "RESET")
-                result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval)
+                result = p3_status_latency(server, long_video, short_video, args.seconds, interval=args.interval,
+                                           **(HEAVY_JOB if args.heavy else {}))
                 if redis is not None:
                     with redis.client() as client:
                         result["redis_worst_ms"] = {event.decode(): worst for event, _when, _last, worst
