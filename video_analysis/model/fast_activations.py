@@ -82,10 +82,10 @@ class AttentionBase2(nn.Module):
         if self.exact_row_max:
             scores = queries @ keys.swapaxes(-1, -2)
             weights = mx.power(2.0, scores - scores.max(axis=-1, keepdims=True))
+            total = weights.sum(axis=-1, keepdims=True)
         else:
             weights = mx.power(2.0, scores_minus_shift(queries, keys, row_shift(queries, keys)))
-        total = weights.sum(axis=-1, keepdims=True)
-        if not self.exact_row_max:
+            total = weights.sum(axis=-1, keepdims=True)
             # Finite weights may still add up past float32: x / inf would be a silent 0, NaN is caught.
             total = mx.where(mx.isinf(total), mx.nan, total)
         # Normalise after multiplying by V: L × head_dim divisions instead of L × L.

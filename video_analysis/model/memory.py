@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
+from typing import Optional
 
 from video_analysis.config import Config
 
@@ -31,7 +32,7 @@ _M_ARENA_MAX = -8
 _MMAP_ABOVE_BYTES = 1 << 30
 _TRIM_ABOVE_BYTES = (1 << 31) - 1  # an int: glibc's largest
 
-_applied = False
+_libc: Optional[ctypes.CDLL] = None  # glibc, once reuse_freed_memory took effect
 
 
 def reuse_freed_memory() -> bool:
@@ -41,8 +42,8 @@ def reuse_freed_memory() -> bool:
     arenas it may make when a second thread first allocates. No-op where
     malloc is not glibc's (macOS, musl) and with `REUSE_FREED_MEMORY=0`.
     """
-    global _applied
-    if _applied:
+    global _libc
+    if _libc is not None:
         return True
     if platform.system() != "Linux" or not Config.from_env().REUSE_FREED_MEMORY:
         return False
@@ -54,9 +55,10 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    _applied = all(mallopt(parameter, value) == 1 for parameter, value in (
-        (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_ABOVE_BYTES), (_M_TRIM_THRESHOLD, _TRIM_ABOVE_BYTES)))
-    return _applied
+    if all(mallopt(parameter, value) == 1 for parameter, value in (
+            (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_ABOVE_BYTES), (_M_TRIM_THRESHOLD, _TRIM_ABOVE_BYTES))):
+        _libc = libc
+    return _libc is not None
 
 
 def give_back_freed_memory() -> bool:
@@ -65,10 +67,7 @@ def give_back_freed_memory() -> bool:
     For the model thread when it has nothing to do: glibc trims nothing by
     itself once reuse_freed_memory has run.
     """
-    if not _applied:
+    if _libc is None:
         return False
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
+    _libc.malloc_trim(0)
     return True
