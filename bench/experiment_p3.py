@@ -38,6 +38,8 @@ VARIANTS = {
     "nosplit": ({"PARALLEL_VISION": "0"}, "make run"),
     # the product without its state database (nothing written to disk): what durable sessions cost P3
     "nostore": ({"STATE_DB": ":memory:"}, "make run"),
+    # the model's process in the normal CPU class instead of SCHED_IDLE (model/cpu_priority.py)
+    "normalcpu": ({"MODEL_YIELDS_CPU": "0"}, "make run"),
     # gunicorn alone on the port, as `make run` served before serve.py put nginx in front
     "bare": ({}, "gunicorn"),
     # cluster mode (`make bench`'s p3_status_p99_ms_cluster): redis-server with its AOF fsynced at every write
@@ -49,10 +51,12 @@ VARIANTS = {
     "cluster-1web": ({"WEB_PROCESSES": "1"}, "make run"),
     # the model worker given one core (MODEL_CORES=1): is the wait the cores the worker takes, or Redis itself?
     "cluster-1core": ({}, "make run"),
+    # the model worker in the normal CPU class instead of SCHED_IDLE
+    "cluster-normalcpu": ({}, "make run"),
 }
 _REDIS_OPTIONS = {"cluster": {}, "cluster-everysec": {"appendfsync": "everysec"}, "cluster-noaof": {"appendonly": False},
-                  "cluster-1web": {}, "cluster-1core": {}}
-_WORKER_ENV = {"cluster-1core": {"MODEL_CORES": "1"}}
+                  "cluster-1web": {}, "cluster-1core": {}, "cluster-normalcpu": {}}
+_WORKER_ENV = {"cluster-1core": {"MODEL_CORES": "1"}, "cluster-normalcpu": {"MODEL_YIELDS_CPU": "0"}}
 
 
 def _running(name: str, model: str, how: str, env: dict):

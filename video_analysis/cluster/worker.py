@@ -433,7 +433,10 @@ def main(argv=None) -> int:
     if problem:
         raise SystemExit(problem)
     from video_analysis.engine.analyzer import VideoHighlightGenerator  # mlx: loaded here, once
+    from video_analysis.model.cpu_priority import yield_cpu_to_other_work
     from video_analysis.model.errors import ModelLoadError
+
+    yield_cpu_to_other_work()  # an API process, Redis or nginx on this machine comes first
 
     engine = VideoHighlightGenerator(config.MODEL)
     started = time.perf_counter()

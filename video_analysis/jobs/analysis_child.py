@@ -18,6 +18,7 @@ from video_analysis.engine.analyzer import VideoHighlightGenerator
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.engine.prompts import PromptsDoNotFit
 from video_analysis.jobs import messages as m
+from video_analysis.model.cpu_priority import yield_cpu_to_other_work
 from video_analysis.model.errors import ModelLoadError, RunnerClosed
 from video_analysis.video import VideoError
 
@@ -129,6 +130,7 @@ def child_main(connection, model_ref: str) -> None:
     logging.basicConfig(level=Config.from_env().LOG_LEVEL.upper(),
                         format="%(asctime)s %(levelname)s analysis[%(process)d] %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole terminal; the parent decides
+    yield_cpu_to_other_work()  # the web process that started this one comes first
     child = AnalysisChild(connection, model_ref)
     threading.Thread(target=child.report_loaded, name="report-loaded", daemon=True).start()
     try:
