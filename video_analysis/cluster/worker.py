@@ -49,6 +49,7 @@ from video_analysis.jobs.analysis_process import result_of
 from video_analysis.jobs.job_runner import REEL_FILE, Job, JobRunner, sent_outputs
 from video_analysis.jobs.sessions import SessionNotFound
 from video_analysis.model.cores import fair_share
+from video_analysis.model.cpu_priority import call_as_compute, yield_cpu_to_other_work
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ class InProcessAnalysis:
 
         if started is not None:
             started()
-        return result_of(run_engine(self.engine, kind, video_path, options, progress, answered,
-                                    cancel or CancelToken(), rendering))
+        # on a thread of the idle CPU class: this one (RQ's, and SIGTERM's) stays in the normal one
+        return result_of(call_as_compute(run_engine, self.engine, kind, video_path, options, progress, answered,
+                                         cancel or CancelToken(), rendering))
 
 
 class _ThisRun:
@@ -433,10 +435,9 @@ def main(argv=None) -> int:
     if problem:
         raise SystemExit(problem)
     from video_analysis.engine.analyzer import VideoHighlightGenerator  # mlx: loaded here, once
-    from video_analysis.model.cpu_priority import yield_cpu_to_other_work
     from video_analysis.model.errors import ModelLoadError
 
-    yield_cpu_to_other_work()  # an API process, Redis or nginx on this machine comes first
+    yield_cpu_to_other_work()  # the computing threads give way to an API process, Redis or nginx on this machine
 
     engine = VideoHighlightGenerator(config.MODEL)
     started = time.perf_counter()

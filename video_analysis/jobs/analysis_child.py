@@ -18,7 +18,7 @@ from video_analysis.engine.analyzer import VideoHighlightGenerator
 from video_analysis.engine.parameters import AnalysisKind
 from video_analysis.engine.prompts import PromptsDoNotFit
 from video_analysis.jobs import messages as m
-from video_analysis.model.cpu_priority import yield_cpu_to_other_work
+from video_analysis.model.cpu_priority import compute_thread, yield_cpu_to_other_work
 from video_analysis.model.errors import ModelLoadError, RunnerClosed
 from video_analysis.video import VideoError
 
@@ -68,6 +68,7 @@ class AnalysisChild:
         def rendering(fraction: float, message: str) -> None:
             self.send((m.RENDERING, job_id, fraction, message))
 
+        compute_thread()  # decoding and rendering yield the CPU like the model; the main thread stays responsive
         try:
             what, *rest = run_engine(self.engine, kind, video_path, options, progress, answered, token, rendering)
         finally:
@@ -130,7 +131,7 @@ def child_main(connection, model_ref: str) -> None:
     logging.basicConfig(level=Config.from_env().LOG_LEVEL.upper(),
                         format="%(asctime)s %(levelname)s analysis[%(process)d] %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole terminal; the parent decides
-    yield_cpu_to_other_work()  # the web process that started this one comes first
+    yield_cpu_to_other_work()  # the computing threads give way to the web process that started this one
     child = AnalysisChild(connection, model_ref)
     threading.Thread(target=child.report_loaded, name="report-loaded", daemon=True).start()
     try:

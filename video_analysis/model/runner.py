@@ -33,6 +33,7 @@ from video_analysis.model.loading import LoadedModel, current_device, load_model
 from video_analysis.model.memory import give_back_freed_memory
 from video_analysis.model.openblas import set_blas_threads
 from video_analysis.model.parallel_vision import split_of
+from video_analysis.model.cpu_priority import compute_thread
 from video_analysis.model.prompt_budget import PromptBudget
 
 import mlx.core as mx  # noqa: E402  (after model.loading, which loads OpenBLAS before mlx)
@@ -170,6 +171,7 @@ class ModelRunner:
 
     # -- the model thread --------------------------------------------------
     def _run(self) -> None:
+        compute_thread()  # in a model process: the idle CPU class, for this thread and the streams it starts
         try:
             self._take(load_model(self.model_ref, self.name))
             self._use_wanted_cores()
