@@ -17,12 +17,19 @@ import pytest
 import requests
 
 from tests.support.cluster import ClusterApi
+from tools.synthetic_video import write_video
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE scheduling class")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 90 segments of about 0.8 s each on the tiny model (tests/test_cluster_workers.py): still running when looked at.
-LONG_JOB = {"segment_duration": "1", "max_tokens": "1024"}
+# Every frame of 1 s segments of a 640x360 25 fps video: decoding is a good part of the work (a quarter of it on
+# the tiny model), and it runs on the job's thread, not the model's.
+DECODING_JOB = {"segment_duration": "1", "frames_per_segment": "25"}
+
+
+@pytest.fixture(scope="module")
+def decoding_video(tmp_path_factory) -> str:
+    return write_video(str(tmp_path_factory.mktemp("cpu-class") / "busy.mp4"), duration=60, fps=25, size=(640, 360))
 
 
 def thread_classes(pid: int) -> Dict[int, int]:
@@ -42,7 +49,7 @@ def _cpu_ticks(path: str) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def cpu_by_class(pid: int, seconds: float = 2.0) -> Dict[str, float]:
+def cpu_by_class(pid: int, seconds: float = 3.0) -> Dict[str, float]:
     """CPU seconds `pid` used over `seconds`: in all, and in its threads of the normal class (those alive at the
     end; a thread that ended meanwhile counts in the total only)."""
     def threads() -> Dict[int, int]:
@@ -65,9 +72,10 @@ def cpu_by_class(pid: int, seconds: float = 2.0) -> Dict[str, float]:
 
 
 # Threads from before the call stand for the pools mlx and OpenBLAS start on import; the main thread calls it,
-# as the model processes do at their start.
+# as the model processes do at their start. Then a SIGALRM whose handler raises (as RQ's second SIGTERM does)
+# interrupts a caller waiting in call_as_compute.
 _SCRIPT = """
-import json, os, threading
+import json, os, signal, threading, time
 from video_analysis.model.cpu_priority import call_as_compute, compute_thread, yield_cpu_to_other_work
 release = threading.Event()
 seen = {}
@@ -75,39 +83,59 @@ def wait():
     release.wait()
 def note(name):
     seen[name] = os.sched_getscheduler(0)
-def pool_thread_that_starts_one():  # a pool's thread that starts another while the call goes over them
-    started.wait()
-    thread = threading.Thread(target=lambda: (note("started by a pool's thread"), wait()))
+go_on = threading.Event()
+children = []
+def pool_thread_that_starts_one_later():
+    go_on.wait()
+    thread = threading.Thread(target=note, args=("started by a pool's thread",))
     thread.start()
+    children.append(thread)
     wait()
-started = threading.Event()
-pool = [threading.Thread(target=wait) for _ in range(3)] + [threading.Thread(target=pool_thread_that_starts_one)]
+pool = [threading.Thread(target=wait) for _ in range(3)] + [threading.Thread(target=pool_thread_that_starts_one_later)]
 for thread in pool:
     thread.start()
 took = yield_cpu_to_other_work()
-started.set()
+go_on.set()
 def computing():
     compute_thread()
     note("computing")
-    child = threading.Thread(target=lambda: note("started by a computing thread"))
+    child = threading.Thread(target=note, args=("started by a computing thread",))
     child.start()
     child.join()
-threading.Thread(target=computing).start()
-control = threading.Thread(target=lambda: note("started by the main thread later"))
-control.start()
-control.join()
-note_result = call_as_compute(lambda: os.sched_getscheduler(0))
+later = [threading.Thread(target=computing), threading.Thread(target=note, args=("started by the main thread later",))]
+for thread in later:
+    thread.start()
+for thread in later:
+    thread.join()
+while not children:
+    time.sleep(0.01)
+children[0].join()
+in_call = call_as_compute(lambda: os.sched_getscheduler(0))
 try:
     call_as_compute(lambda: 1 / 0)
     raised = False
 except ZeroDivisionError:
     raised = True
-while len(seen) < 4:
+class Interrupted(Exception):
     pass
+def interrupt(signum, frame):
+    raise Interrupted()
+signal.signal(signal.SIGALRM, interrupt)
+stop, ended = threading.Event(), threading.Event()
+def long_work():
+    stop.wait(30)
+    time.sleep(0.2)  # winds down a little after being told
+    ended.set()
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    call_as_compute(long_work, on_interrupt=stop.set)
+    interrupted = "not interrupted"
+except Interrupted:
+    interrupted = "ended first" if ended.is_set() else "still running"
 pools = {str(t.native_id): os.sched_getscheduler(t.native_id) for t in pool}
 release.set()
 print(json.dumps({"took": took, "main": os.sched_getscheduler(0), "pool": pools, "seen": seen,
-                  "call_as_compute": note_result, "raised": raised}))
+                  "call_as_compute": in_call, "raised": raised, "interrupted": interrupted}))
 """
 
 
@@ -124,6 +152,9 @@ def test_a_model_process_puts_its_computing_threads_in_the_idle_class_and_keeps_
                            "started by a computing thread": idle, "started by the main thread later": os.SCHED_OTHER}
     assert got["main"] == os.SCHED_OTHER  # the caller: it answers, beats and hears signals
     assert got["call_as_compute"] == idle and got["raised"]  # its exception comes back to the caller
+    # interrupted while it waits: the work is told to stop and has ended before the interruption goes on (without
+    # yielding, the work runs in the caller, and the interruption cuts through it as it always did)
+    assert got["interrupted"] == ("ended first" if switch == "1" else "still running")
 
 
 def _analysis_pid(service) -> int:
@@ -151,10 +182,10 @@ def _wait_running(base: str, session_id: str, timeout: float = 60.0) -> None:
 
 
 def test_embedded_the_analysis_process_computes_in_the_idle_class_and_the_web_process_does_not(start_service,
-                                                                                                   videos):
+                                                                                                   decoding_video):
     service = start_service(env={"JOB_WORKERS": "1"})
-    with open(videos["long"], "rb") as video:
-        answer = requests.post(f"{service.base}/api/v1/video/upload", files={"video": video}, data=LONG_JOB,
+    with open(decoding_video, "rb") as video:
+        answer = requests.post(f"{service.base}/api/v1/video/upload", files={"video": video}, data=DECODING_JOB,
                                timeout=60)
     assert answer.status_code == 202, answer.text
     session_id = answer.json()["sessionId"]
@@ -162,39 +193,46 @@ def test_embedded_the_analysis_process_computes_in_the_idle_class_and_the_web_pr
 
     analysis = _analysis_pid(service)
     used = cpu_by_class(analysis)
+    still = requests.get(f"{service.base}/api/v1/video/status/{session_id}", timeout=10).json()["status"]
+    assert still == "processing"  # the job ran the whole time measured
     classes = thread_classes(analysis)
     web = {pid: thread_classes(pid) for pid in [service.process.pid, *service.descendants()] if pid != analysis}
     requests.post(f"{service.base}/api/v1/video/cancel/{session_id}", timeout=30)
-    assert used["total"] > 0.5 and used["normal"] <= 0.1 * used["total"], used  # the work is in the idle class
+    assert used["total"] > 0.2 and used["normal"] <= 0.1 * used["total"], used  # the work is in the idle class
     assert os.SCHED_IDLE in classes.values() and classes[analysis] == os.SCHED_OTHER, classes  # not its main thread
     # gunicorn, nginx, Python's resource tracker: none in the idle class
     assert web and all(set(threads.values()) == {os.SCHED_OTHER} for threads in web.values()), web
 
 
-def test_cluster_the_model_worker_computes_in_the_idle_class_unless_told_not_to(cluster, videos, redis_server):
+def _end(api: ClusterApi, session_id: str) -> None:
+    """Cancel the job if it still runs (a quick machine may have finished it), and wait until it has ended."""
+    requests.post(f"{api.base}/api/v1/video/cancel/{session_id}", timeout=30)
+    assert api.wait_ended(session_id)["status"] in ("cancelled", "completed")
+
+
+def test_cluster_the_model_worker_computes_in_the_idle_class_unless_told_not_to(cluster, decoding_video, redis_server):
     api_process = cluster.start_api()
     yielding = cluster.add_worker()
     api = ClusterApi(cluster)
-    session_id = api.start(videos["long"], **LONG_JOB)
+    session_id = api.start(decoding_video, **DECODING_JOB)
     api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
     used = cpu_by_class(yielding.process.pid)
+    assert api.status(session_id)["status"] == "processing"  # the job ran the whole time measured
     classes = thread_classes(yielding.process.pid)
     others = {pid: thread_classes(pid) for pid in [api_process.process.pid, *api_process.descendants(),
                                                    redis_server.process.pid]}
-    assert used["total"] > 0.5 and used["normal"] <= 0.1 * used["total"], used
+    assert used["total"] > 0.2 and used["normal"] <= 0.1 * used["total"], used
     # its main thread (RQ's loop, SIGTERM) and the heartbeat and listener threads stay in the normal class
     assert os.SCHED_IDLE in classes.values() and classes[yielding.process.pid] == os.SCHED_OTHER, classes
     assert sum(1 for policy in classes.values() if policy == os.SCHED_OTHER) >= 3, classes
     assert all(set(threads.values()) == {os.SCHED_OTHER} for threads in others.values()), others
-    api.cancel(session_id)
-    assert api.wait_ended(session_id)["status"] == "cancelled"
+    _end(api, session_id)
 
     normal = cluster.add_worker(MODEL_YIELDS_CPU="0")
     yielding.stop()
-    session_id = api.start(videos["long"], **LONG_JOB)
+    session_id = api.start(decoding_video, **DECODING_JOB)
     api.wait(session_id, lambda body: body["segmentsDone"] >= 1)
     assert api.status(session_id)["worker"] == normal.name
     classes = thread_classes(normal.process.pid)
     assert set(classes.values()) == {os.SCHED_OTHER}, classes
-    api.cancel(session_id)
-    assert api.wait_ended(session_id)["status"] == "cancelled"
+    _end(api, session_id)

@@ -89,9 +89,11 @@ class InProcessAnalysis:
 
         if started is not None:
             started()
+        cancel = cancel or CancelToken()
         # on a thread of the idle CPU class: this one (RQ's, and SIGTERM's) stays in the normal one
         return result_of(call_as_compute(run_engine, self.engine, kind, video_path, options, progress, answered,
-                                         cancel or CancelToken(), rendering))
+                                         cancel, rendering, on_interrupt=cancel.cancel,
+                                         grace_seconds=STOP_GRACE_SECONDS))
 
 
 class _ThisRun:

@@ -86,23 +86,37 @@ def compute_thread() -> None:
         _to_idle(0)
 
 
-def call_as_compute(function: Callable[..., Any], *args, **kwargs) -> Any:
+def call_as_compute(function: Callable[..., Any], *args, on_interrupt: Optional[Callable[[], None]] = None,
+                    grace_seconds: float = 5.0, **kwargs) -> Any:
     """`function(*args, **kwargs)` on a computing thread of its own, its result or its exception returned here;
-    for a caller that must stay in the normal class (the model worker's main thread). Without yielding: here."""
+    for a caller that must stay in the normal class (the model worker's main thread). Without yielding: here.
+
+    If the caller is interrupted while it waits (a signal handler raising, as a second SIGTERM does in RQ),
+    `on_interrupt` stops the work (the job's cancel) and the caller waits up to `grace_seconds` for it to end
+    before the exception goes on: what the caller cleans up on the way out is no longer in use.
+    """
     if not _yielding:
         return function(*args, **kwargs)
     outcome: dict = {}
+    done = threading.Event()  # not join(): an interrupted join leaves the thread marked stopped (Python 3.11)
 
     def run() -> None:
-        compute_thread()
         try:
+            compute_thread()
             outcome["result"] = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001  (raised again in the caller)
             outcome["error"] = error
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=run, name="compute", daemon=True)
-    thread.start()
-    thread.join()
+    threading.Thread(target=run, name="compute", daemon=True).start()
+    try:
+        done.wait()
+    except BaseException:
+        if on_interrupt is not None:
+            on_interrupt()
+        done.wait(grace_seconds)
+        raise
     error: Optional[BaseException] = outcome.get("error")
     if error is not None:
         raise error
