@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.support.cluster import ClusterApi
+from tools.service_process import arguments_of
 from tools.synthetic_video import write_video
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's SCHED_IDLE scheduling class")
@@ -158,17 +159,9 @@ def test_a_model_process_puts_its_computing_threads_in_the_idle_class_and_keeps_
 
 
 def _analysis_pid(service) -> int:
-    found = [pid for pid in service.descendants() if b"spawn_main" in _command_line(pid)]
+    found = [pid for pid in service.descendants() if any("spawn_main" in word for word in arguments_of(pid))]
     assert len(found) == 1, found
     return found[0]
-
-
-def _command_line(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
 
 
 def _wait_running(base: str, session_id: str, timeout: float = 60.0) -> None:

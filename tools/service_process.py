@@ -151,9 +151,9 @@ class ServiceProcess:
         gunicorn whose parent is gunicorn; under `make run` too), or `python app.py` itself."""
         everyone = [self.process.pid, *self.descendants()]
         if self.how == "app.py":
-            found = [pid for pid in everyone if _arguments(pid)[1:] == ["app.py"]]
+            found = [pid for pid in everyone if arguments_of(pid)[1:] == ["app.py"]]
         else:
-            gunicorn = {pid for pid in everyone if any(word.endswith("gunicorn") for word in _arguments(pid)[:3])}
+            gunicorn = {pid for pid in everyone if any(word.endswith("gunicorn") for word in arguments_of(pid)[:3])}
             found = [child for pid in gunicorn for child in _children(pid) if child in gunicorn]
         if len(found) != 1:
             raise RuntimeError(f"expected one worker process, found {found}")
@@ -223,7 +223,7 @@ def _children(pid: int) -> List[int]:
     return children
 
 
-def _arguments(pid: int) -> List[str]:
+def arguments_of(pid: int) -> List[str]:
     """`pid`'s command line; empty once it has gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
