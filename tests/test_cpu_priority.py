@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.support.cluster import ClusterApi
+from tests.support.processes import cpu_seconds
 from tools.service_process import arguments_of
 from tools.synthetic_video import write_video
 
@@ -44,32 +45,25 @@ def thread_classes(pid: int) -> Dict[int, int]:
     return found
 
 
-def _cpu_ticks(path: str) -> int:
-    with open(path) as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 def cpu_by_class(pid: int, seconds: float = 3.0) -> Dict[str, float]:
     """CPU seconds `pid` used over `seconds`: in all, and in its threads of the normal class (those alive at the
     end; a thread that ended meanwhile counts in the total only)."""
-    def threads() -> Dict[int, int]:
+    def threads() -> Dict[int, float]:
         found = {}
         for name in os.listdir(f"/proc/{pid}/task"):
             try:
-                found[int(name)] = _cpu_ticks(f"/proc/{pid}/task/{name}/stat")
+                found[int(name)] = cpu_seconds(pid, int(name))
             except (OSError, IndexError):
-                pass
+                pass  # ended meanwhile
         return found
 
-    before, total_before = threads(), _cpu_ticks(f"/proc/{pid}/stat")
+    before, total_before = threads(), cpu_seconds(pid)
     time.sleep(seconds)
-    after, total_after = threads(), _cpu_ticks(f"/proc/{pid}/stat")
+    after, total_after = threads(), cpu_seconds(pid)
     classes = thread_classes(pid)
-    normal = sum(ticks - before.get(tid, 0) for tid, ticks in after.items()
+    normal = sum(used - before.get(tid, 0.0) for tid, used in after.items()
                  if classes.get(tid) == os.SCHED_OTHER)
-    tick = os.sysconf("SC_CLK_TCK")
-    return {"total": (total_after - total_before) / tick, "normal": normal / tick}
+    return {"total": total_after - total_before, "normal": normal}
 
 
 # Threads from before the call stand for the pools mlx and OpenBLAS start on import; the main thread calls it,

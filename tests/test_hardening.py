@@ -19,6 +19,7 @@ import requests
 
 from tests.support.api import data_dir_entries, stored_entries, upload, wait_for_status
 from tests.support.http import get_json
+from tests.support.processes import cpu_seconds
 from tools.synthetic_video import write_video
 from video_analysis.web.services import EXTENSION_KEY
 
@@ -186,12 +187,6 @@ def _children(pid: int) -> list:
     return found
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def test_a_jobs_decoding_and_model_work_run_outside_the_web_process(start_service, tmp_path):
     """A decode-heavy job (64 frames a second) costs the web process almost nothing: its request threads
     never share an interpreter lock with the job's Python work."""
@@ -200,7 +195,7 @@ def test_a_jobs_decoding_and_model_work_run_outside_the_web_process(start_servic
     (worker, _), = _children(server.process.pid)
     analysis = [pid for pid, command in _children(worker) if "resource_tracker" not in command]
     assert len(analysis) == 1, _children(worker)
-    worker_before, analysis_before = _cpu_seconds(worker), _cpu_seconds(analysis[0])
+    worker_before, analysis_before = cpu_seconds(worker), cpu_seconds(analysis[0])
     with open(video, "rb") as handle:
         response = requests.post(server.base + "/api/v1/video/upload", files={"video": handle},
                                  data={"segment_duration": "1", "frames_per_segment": "64"}, timeout=30)
@@ -209,8 +204,8 @@ def test_a_jobs_decoding_and_model_work_run_outside_the_web_process(start_servic
     while get_json(f"{server.base}/api/v1/video/status/{session_id}")[1]["status"] != "completed":
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    worker_cpu = _cpu_seconds(worker) - worker_before
-    analysis_cpu = _cpu_seconds(analysis[0]) - analysis_before
+    worker_cpu = cpu_seconds(worker) - worker_before
+    analysis_cpu = cpu_seconds(analysis[0]) - analysis_before
     assert analysis_cpu > 1.0, f"the analysis process did little: {analysis_cpu:.2f} s"
     # Receiving and probing the upload and answering the polls: a small share of the job.
     assert worker_cpu < 0.25 * analysis_cpu, f"web {worker_cpu:.2f} s vs analysis {analysis_cpu:.2f} s"

@@ -121,7 +121,7 @@ class Config(BaseSettings):
     FAST_ACTIVATIONS: Switch = True  # the vision tower's softmax and GELU with powers of two
     REUSE_FREED_MEMORY: Switch = True  # glibc keeps large freed blocks for mlx to reuse (no page faults per op)
     PYAV_FRAMES: Switch = True  # frames sampled with PyAV from the keyframe before each (0: OpenCV)
-    MODEL_YIELDS_CPU: Switch = True  # the model's process in Linux's SCHED_IDLE class: any other process comes first
+    MODEL_YIELDS_CPU: Switch = True  # the model's computing threads in Linux's SCHED_IDLE class: other processes first
 
     @model_validator(mode="before")
     @classmethod

@@ -28,12 +28,12 @@ from typing import List, Optional, Sequence, Set, Tuple
 from video_analysis.cancellation import CancelToken, Cancelled
 from video_analysis.config import DEFAULT_MODEL, Config
 from video_analysis.model.cores import usable_cores
+from video_analysis.model.cpu_priority import compute_thread
 from video_analysis.model.errors import HubUnreachable, ModelLoadError, RunnerClosed, model_display_name
 from video_analysis.model.loading import LoadedModel, current_device, load_model, release_thread_streams
 from video_analysis.model.memory import give_back_freed_memory
 from video_analysis.model.openblas import set_blas_threads
 from video_analysis.model.parallel_vision import split_of
-from video_analysis.model.cpu_priority import compute_thread
 from video_analysis.model.prompt_budget import PromptBudget
 
 import mlx.core as mx  # noqa: E402  (after model.loading, which loads OpenBLAS before mlx)
